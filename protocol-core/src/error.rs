@@ -1,0 +1,246 @@
+//! The protocol's error codes and the error value carried by frames.
+//!
+//! Every error that crosses the wire, and every error the client reports to the
+//! application, carries one [`ErrorCode`]. Codes are stable numbers in the spirit of HTTP
+//! status × 100: the family (`code / 100`) says who is at fault and how to react, the last
+//! two digits say what exactly happened. The table is also in `docs/protocol.md` §9.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+macro_rules! error_codes {
+    ($( $(#[$doc:meta])* $variant:ident = $code:literal, $name:literal; )+) => {
+        /// A stable numeric error code.
+        ///
+        /// The numeric value never changes once published. A receiver that meets a code it
+        /// does not know (sent by a newer peer) reads it as the generic code of its family:
+        /// see [`ErrorCode::from_u32`].
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u32)]
+        #[non_exhaustive]
+        pub enum ErrorCode {
+            $( $(#[$doc])* $variant = $code, )+
+        }
+
+        impl ErrorCode {
+            /// Every code, in numeric order.
+            pub const ALL: &'static [ErrorCode] = &[ $( ErrorCode::$variant, )+ ];
+
+            /// The stable short name, in `snake_case` (e.g. `token_expired`).
+            pub const fn name(self) -> &'static str {
+                match self { $( ErrorCode::$variant => $name, )+ }
+            }
+
+            /// The code this number stands for, if it is one this version knows exactly.
+            pub const fn from_u32_exact(code: u32) -> Option<ErrorCode> {
+                match code { $( $code => Some(ErrorCode::$variant), )+ _ => None }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// 40000: the request is invalid in a way no more specific code describes.
+    BadRequest = 40000, "bad_request";
+    /// 40001: the bytes are not a valid frame (bad varint, bad tag, bad UTF-8, …).
+    MalformedFrame = 40001, "malformed_frame";
+    /// 40002: the frame ended before all of its fields were read.
+    TruncatedFrame = 40002, "truncated_frame";
+    /// 40003: bytes were left over after a complete frame.
+    TrailingBytes = 40003, "trailing_bytes";
+    /// 40004: the frame type tag is not one this protocol version defines.
+    UnknownFrameType = 40004, "unknown_frame_type";
+    /// 40005: the protocol major version in the connect frame is not supported.
+    UnsupportedVersion = 40005, "unsupported_version";
+    /// 40006: a valid frame arrived in a state where it is not allowed.
+    UnexpectedFrame = 40006, "unexpected_frame";
+    /// 40007: a channel name is empty or contains a forbidden character.
+    InvalidChannelName = 40007, "invalid_channel_name";
+    /// 40008: a message is invalid (empty or oversized id, oversized name, …).
+    InvalidMessage = 40008, "invalid_message";
+    /// 40009: a history query is invalid (limit 0 or above the maximum, …).
+    InvalidHistoryQuery = 40009, "invalid_history_query";
+    /// 40010: a publish serial is not the next one the hub expects.
+    InvalidPublishSerial = 40010, "invalid_publish_serial";
+    /// 40100: no usable credentials were presented.
+    Unauthorized = 40100, "unauthorized";
+    /// 40101: the API key name is unknown or its secret is wrong.
+    InvalidCredentials = 40101, "invalid_credentials";
+    /// 40102: the token is malformed, badly signed or uses a refused algorithm.
+    TokenInvalid = 40102, "token_invalid";
+    /// 40103: the token has expired (renew it, then reconnect or resume).
+    TokenExpired = 40103, "token_expired";
+    /// 40104: the token names a key (`kid`) the server does not know.
+    TokenKeyUnknown = 40104, "token_key_unknown";
+    /// 40105: the token's claims are refused (`aud`, `iss`, `nbf`, missing `sub`, …).
+    TokenClaimsRejected = 40105, "token_claims_rejected";
+    /// 40106: a renewed token names a different client id than the connection's.
+    ClientIdMismatch = 40106, "client_id_mismatch";
+    /// 40300: the credentials do not grant this operation on this channel.
+    Forbidden = 40300, "forbidden";
+    /// 40301: the application reported that it cannot obtain a token.
+    TokenUnavailable = 40301, "token_unavailable";
+    /// 40800: a request (connect, attach, detach, auth, close) got no answer in time.
+    RequestTimeout = 40800, "request_timeout";
+    /// 40801: nothing was received for the heartbeat interval plus the request timeout.
+    HeartbeatTimeout = 40801, "heartbeat_timeout";
+    /// 40802: the first frame did not arrive within the deadline after the handshake.
+    FirstFrameTimeout = 40802, "first_frame_timeout";
+    /// 40803: the client sent nothing for the server's idle limit.
+    IdleTimeout = 40803, "idle_timeout";
+    /// 40900: the session was resumed on another transport; this one is closed.
+    SessionReplaced = 40900, "session_replaced";
+    /// 41300: a frame is larger than the maximum frame size.
+    FrameTooLarge = 41300, "frame_too_large";
+    /// 41301: a channel name is longer than the maximum.
+    ChannelNameTooLong = 41301, "channel_name_too_long";
+    /// 41302: a publish carries more messages than the maximum.
+    TooManyMessages = 41302, "too_many_messages";
+    /// 42900: a limit was exceeded in a way no more specific code describes.
+    LimitExceeded = 42900, "limit_exceeded";
+    /// 42901: the session is attached to the maximum number of channels.
+    TooManyChannels = 42901, "too_many_channels";
+    /// 42902: the session's pending outbound bytes passed the limit; it may resume later.
+    SlowConsumer = 42902, "slow_consumer";
+    /// 42903: the server holds its maximum number of connections.
+    TooManyConnections = 42903, "too_many_connections";
+    /// 42904: the client's queue of publishes waiting for a connection is full.
+    PublishQueueFull = 42904, "publish_queue_full";
+    /// 50000: the server failed in a way no more specific code describes.
+    Internal = 50000, "internal";
+    /// 50300: the service is unavailable in a way no more specific code describes.
+    Unavailable = 50300, "unavailable";
+    /// 50301: the connection is Suspended; pending publishes fail with this code.
+    ConnectionSuspended = 50301, "connection_suspended";
+    /// 50302: the connection was closed by the application.
+    ConnectionClosed = 50302, "connection_closed";
+    /// 50303: the connection is Failed; it will not retry until asked.
+    ConnectionFailed = 50303, "connection_failed";
+    /// 50304: the transport closed or failed underneath the connection.
+    TransportClosed = 50304, "transport_closed";
+    /// 50305: the server is shutting down; reconnect later.
+    ServerShuttingDown = 50305, "server_shutting_down";
+}
+
+impl ErrorCode {
+    /// The numeric value of the code.
+    pub const fn as_u32(self) -> u32 {
+        self as u32
+    }
+
+    /// Reads a numeric code received from a peer.
+    ///
+    /// A code this version knows maps to itself. An unknown code maps to the generic code of
+    /// its family (`40377` → [`ErrorCode::Forbidden`]); an unknown family maps to
+    /// [`ErrorCode::BadRequest`] for 4xxxx and to [`ErrorCode::Internal`] otherwise.
+    pub const fn from_u32(code: u32) -> ErrorCode {
+        if let Some(exact) = ErrorCode::from_u32_exact(code) {
+            return exact;
+        }
+        if let Some(family) = ErrorCode::from_u32_exact(code / 100 * 100) {
+            return family;
+        }
+        if code >= 40000 && code < 50000 {
+            ErrorCode::BadRequest
+        } else {
+            ErrorCode::Internal
+        }
+    }
+
+    /// The HTTP-like status family: `code / 100` (e.g. 401 for every token error).
+    pub const fn status(self) -> u32 {
+        self.as_u32() / 100
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.as_u32(), self.name())
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u32(self.as_u32())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        u32::deserialize(deserializer).map(ErrorCode::from_u32)
+    }
+}
+
+/// An error as carried by frames and events: a stable code and a human-readable text.
+///
+/// The text is for people and logs; programs decide on [`ErrorInfo::code`] only.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// A short explanation for people. Never contains credentials.
+    pub message: String,
+}
+
+impl ErrorInfo {
+    /// An error with the given code and text.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ErrorInfo {
+        ErrorInfo {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ErrorCode> for ErrorInfo {
+    fn from(code: ErrorCode) -> ErrorInfo {
+        ErrorInfo::new(code, code.name())
+    }
+}
+
+impl fmt::Display for ErrorInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ErrorInfo {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_sorted_unique_and_named_in_snake_case() {
+        let mut previous = 0;
+        for code in ErrorCode::ALL {
+            assert!(code.as_u32() > previous, "{code} out of order");
+            previous = code.as_u32();
+            assert_eq!(ErrorCode::from_u32(code.as_u32()), *code);
+            assert!(
+                code.name()
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_family_has_a_generic_code() {
+        for code in ErrorCode::ALL {
+            let family = ErrorCode::from_u32_exact(code.status() * 100);
+            assert!(family.is_some(), "{code} has no generic family code");
+        }
+    }
+
+    #[test]
+    fn unknown_codes_read_as_their_family() {
+        assert_eq!(ErrorCode::from_u32(40377), ErrorCode::Forbidden);
+        assert_eq!(ErrorCode::from_u32(40199), ErrorCode::Unauthorized);
+        assert_eq!(ErrorCode::from_u32(41099), ErrorCode::BadRequest);
+        assert_eq!(ErrorCode::from_u32(7), ErrorCode::Internal);
+        assert_eq!(ErrorCode::from_u32(u32::MAX), ErrorCode::Internal);
+    }
+}

@@ -1,0 +1,18 @@
+//! # tether-core
+//!
+//! The whole logic of the tether realtime pub/sub protocol as pure, sans-IO code: no
+//! sockets, no clocks, no runtime, no hidden randomness. Adapters feed it bytes, time and
+//! commands, and carry out what it asks for.
+//!
+//! - [`wire`]: frame types, their encoding, and the framings for messages and streams.
+//! - [`error`]: the stable error codes every frame and event carries.
+//!
+//! The protocol is specified in `docs/protocol.md` of the repository.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod error;
+pub mod wire;
+
+pub use error::{ErrorCode, ErrorInfo};
