@@ -1,1 +1,41 @@
-//! x
+//! # tether-conformance
+//!
+//! Language-neutral test vectors for the tether protocol and the runner that checks this
+//! implementation against them. The vector formats are documented in `README.md` beside
+//! this crate so that an implementation in another language can use the same files.
+
+pub mod record;
+pub mod wire_vectors;
+
+use std::path::{Path, PathBuf};
+
+/// The outcome of one vector file.
+#[derive(Debug)]
+pub struct VectorOutcome {
+    /// The file.
+    pub path: PathBuf,
+    /// `Ok` or why it failed.
+    pub result: Result<(), String>,
+}
+
+/// The folder holding the committed vectors of this crate.
+pub fn vectors_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("vectors")
+}
+
+/// Runs every vector file below `dir`. A file's kind is told by the folder it is in
+/// (`wire/` for wire vectors).
+pub fn run_dir(dir: &Path) -> Result<Vec<VectorOutcome>, String> {
+    let files = wire_vectors::files(dir)?;
+    Ok(files
+        .into_iter()
+        .map(|path| {
+            let result = if path.components().any(|c| c.as_os_str() == "wire") {
+                wire_vectors::load(&path).and_then(|vector| vector.check())
+            } else {
+                Err("not below a folder of a known vector kind (wire/)".into())
+            };
+            VectorOutcome { path, result }
+        })
+        .collect())
+}

@@ -81,6 +81,10 @@ error_codes! {
     Forbidden = 40300, "forbidden";
     /// 40301: the application reported that it cannot obtain a token.
     TokenUnavailable = 40301, "token_unavailable";
+    /// 40400: something the request names does not exist.
+    NotFound = 40400, "not_found";
+    /// 40401: the session to resume is unknown or expired; a new session was started.
+    SessionNotFound = 40401, "session_not_found";
     /// 40800: a request (connect, attach, detach, auth, close) got no answer in time.
     RequestTimeout = 40800, "request_timeout";
     /// 40801: nothing was received for the heartbeat interval plus the request timeout.
@@ -91,6 +95,12 @@ error_codes! {
     IdleTimeout = 40803, "idle_timeout";
     /// 40900: the session was resumed on another transport; this one is closed.
     SessionReplaced = 40900, "session_replaced";
+    /// 41000: something the request names existed but is gone.
+    Gone = 41000, "gone";
+    /// 41001: the requested position is older than the retained history.
+    HistoryUnavailable = 41001, "history_unavailable";
+    /// 41002: the channel's epoch changed (its history was lost); positions do not carry over.
+    EpochChanged = 41002, "epoch_changed";
     /// 41300: a frame is larger than the maximum frame size.
     FrameTooLarge = 41300, "frame_too_large";
     /// 41301: a channel name is longer than the maximum.
@@ -239,7 +249,8 @@ mod tests {
     fn unknown_codes_read_as_their_family() {
         assert_eq!(ErrorCode::from_u32(40377), ErrorCode::Forbidden);
         assert_eq!(ErrorCode::from_u32(40199), ErrorCode::Unauthorized);
-        assert_eq!(ErrorCode::from_u32(41099), ErrorCode::BadRequest);
+        assert_eq!(ErrorCode::from_u32(41099), ErrorCode::Gone);
+        assert_eq!(ErrorCode::from_u32(41899), ErrorCode::BadRequest);
         assert_eq!(ErrorCode::from_u32(7), ErrorCode::Internal);
         assert_eq!(ErrorCode::from_u32(u32::MAX), ErrorCode::Internal);
     }
