@@ -73,7 +73,7 @@ pub enum DecodeError {
         tag: u64,
     },
     /// A connect frame announces a major version this crate does not speak.
-    #[error("unsupported protocol major version {major} (this side speaks 1)")]
+    #[error("unsupported protocol major version {major} (this side speaks {})", PROTOCOL_VERSION.major)]
     UnsupportedVersion {
         /// The major version found.
         major: u64,
