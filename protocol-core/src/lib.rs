@@ -13,6 +13,10 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod error;
+pub mod rng;
+pub mod time;
 pub mod wire;
 
 pub use error::{ErrorCode, ErrorInfo};
+pub use rng::{Rng, Seed};
+pub use time::Time;
