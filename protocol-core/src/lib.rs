@@ -5,6 +5,7 @@
 //! commands, and carry out what it asks for.
 //!
 //! - [`wire`]: frame types, their encoding, and the framings for messages and streams.
+//! - [`client`]: the client connection state machine.
 //! - [`error`]: the stable error codes every frame and event carries.
 //!
 //! The protocol is specified in `docs/protocol.md` of the repository.
@@ -12,6 +13,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod client;
 pub mod error;
 pub mod rng;
 pub mod time;

@@ -6,7 +6,7 @@ use postcard::ser_flavors::Flavor;
 
 use super::context;
 use super::frame::{Frame, Side};
-use super::types::PROTOCOL_VERSION;
+use super::types::{ChannelName, Message, PROTOCOL_VERSION};
 use crate::error::ErrorCode;
 
 /// Size and count limits applied while decoding (and the frame size while encoding).
@@ -34,6 +34,21 @@ impl Limits {
         max_channel_name_len: 1024,
         max_messages_per_publish: 1000,
     };
+}
+
+/// How much larger than the hub's own frame size limit a frame the hub sends may be: a
+/// delivery wraps a published message (at most the frame size) with its position,
+/// publisher and timestamp.
+pub const HUB_FRAME_OVERHEAD: usize = 4096;
+
+impl Limits {
+    /// The limits a client applies to hub frames when the hub enforces `self`.
+    pub const fn for_hub_frames(self) -> Limits {
+        Limits {
+            max_frame_size: self.max_frame_size + HUB_FRAME_OVERHEAD,
+            ..self
+        }
+    }
 }
 
 impl Default for Limits {
@@ -188,6 +203,15 @@ fn checked_size<F: Frame>(frame: &F, limits: &Limits) -> Result<usize, EncodeErr
 
 fn append<F: Frame>(frame: &F, out: &mut BytesMut) {
     postcard::serialize_with_flavor(frame, Append(out)).expect("tether frames always serialize");
+}
+
+/// The encoded size of a publish frame of `messages` to `channel` with the largest possible
+/// serial: a publish this size or smaller fits whatever serial it is given.
+pub fn publish_frame_len(channel: &ChannelName, messages: &[Message]) -> usize {
+    // A publish is tag 4 (one byte), serial, channel, messages: the same bytes as this tuple.
+    let fields = (4u8, u64::MAX, channel, messages);
+    postcard::serialize_with_flavor(&fields, postcard::ser_flavors::Size::default())
+        .expect("tether frames always serialize")
 }
 
 /// Encodes one frame, for transports that delimit messages themselves (a WebSocket binary

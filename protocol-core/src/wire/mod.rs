@@ -21,6 +21,7 @@ mod stream;
 mod types;
 
 pub use codec::{
+    HUB_FRAME_OVERHEAD, publish_frame_len,
     DecodeError, EncodeError, Limits, decode, decode_slice, encode, encode_length_prefixed,
 };
 pub use frame::{ClientFrame, Frame, ServerFrame, Side};

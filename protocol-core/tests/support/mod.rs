@@ -1,5 +1,7 @@
-//! proptest strategies producing every frame type with valid field values.
+//! Test support: proptest strategies producing every frame type, and a scripted hub.
 #![allow(dead_code)]
+
+pub mod scripted;
 
 use bytes::Bytes;
 use proptest::collection::vec;

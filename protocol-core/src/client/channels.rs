@@ -1,0 +1,259 @@
+//! Channel attachments and in-order, once-only delivery: `docs/protocol.md` §6.6.
+
+use std::collections::BTreeMap;
+
+use super::event::Event;
+use crate::error::ErrorInfo;
+use crate::time::Time;
+use crate::wire::{ChannelMessage, ChannelName, ClientFrame, Continuity, Position};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Wanted, but not (yet) sent on the current transport.
+    Pending,
+    /// `attach` sent; answer due by the deadline.
+    Attaching { deadline: Time },
+    /// `attached` received.
+    Attached,
+    /// `detach` sent; answer due by the deadline.
+    Detaching { deadline: Time },
+}
+
+#[derive(Clone, Debug)]
+struct Channel {
+    phase: Phase,
+    /// The last position delivered to the application (or set by `attached`).
+    last: Option<Position>,
+}
+
+/// Every channel the application attached, by name (ordered, for deterministic output).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Channels {
+    map: BTreeMap<ChannelName, Channel>,
+}
+
+impl Channels {
+    /// Channel positions, for snapshots.
+    pub(crate) fn positions(&self) -> Vec<(ChannelName, Option<Position>)> {
+        self.map
+            .iter()
+            .filter(|(_, channel)| !matches!(channel.phase, Phase::Detaching { .. }))
+            .map(|(name, channel)| (name.clone(), channel.last))
+            .collect()
+    }
+
+    /// Restores a channel from a snapshot.
+    pub(crate) fn restore(&mut self, name: ChannelName, last: Option<Position>) {
+        self.map.insert(
+            name,
+            Channel {
+                phase: Phase::Pending,
+                last,
+            },
+        );
+    }
+
+    /// Records the wish to attach. Returns the frame to send when `connected`, `None` if
+    /// the channel is already attached or attaching.
+    pub(crate) fn attach(
+        &mut self,
+        name: ChannelName,
+        connected: bool,
+        deadline: Time,
+    ) -> Option<ClientFrame> {
+        let channel = self.map.entry(name.clone()).or_insert(Channel {
+            phase: Phase::Pending,
+            last: None,
+        });
+        match channel.phase {
+            Phase::Attaching { .. } | Phase::Attached => None,
+            Phase::Pending | Phase::Detaching { .. } => {
+                if connected {
+                    channel.phase = Phase::Attaching { deadline };
+                    Some(ClientFrame::Attach {
+                        channel: name,
+                        from: channel.last,
+                    })
+                } else {
+                    channel.phase = Phase::Pending;
+                    None
+                }
+            }
+        }
+    }
+
+    /// Records the wish to detach. Returns the frame to send, or the event to emit at once
+    /// when nothing was sent for the channel on the current transport.
+    pub(crate) fn detach(
+        &mut self,
+        name: &ChannelName,
+        deadline: Time,
+    ) -> Result<Option<ClientFrame>, Event> {
+        let Some(channel) = self.map.get_mut(name) else {
+            return Err(Event::Detached {
+                channel: name.clone(),
+                error: None,
+            });
+        };
+        match channel.phase {
+            Phase::Pending => {
+                self.map.remove(name);
+                Err(Event::Detached {
+                    channel: name.clone(),
+                    error: None,
+                })
+            }
+            Phase::Detaching { .. } => Ok(None),
+            Phase::Attaching { .. } | Phase::Attached => {
+                channel.phase = Phase::Detaching { deadline };
+                Ok(Some(ClientFrame::Detach {
+                    channel: name.clone(),
+                }))
+            }
+        }
+    }
+
+    /// A new transport is connected: every wanted channel is attached again from its last
+    /// position. A detach that was in flight on the old transport is complete.
+    pub(crate) fn on_connected(&mut self, deadline: Time, events: &mut Vec<Event>) -> Vec<ClientFrame> {
+        let mut frames = Vec::new();
+        self.map.retain(|name, channel| match channel.phase {
+            Phase::Detaching { .. } => {
+                events.push(Event::Detached {
+                    channel: name.clone(),
+                    error: None,
+                });
+                false
+            }
+            _ => {
+                channel.phase = Phase::Attaching { deadline };
+                frames.push(ClientFrame::Attach {
+                    channel: name.clone(),
+                    from: channel.last,
+                });
+                true
+            }
+        });
+        frames
+    }
+
+    /// The transport is gone: attachments must be made again on the next one.
+    pub(crate) fn on_transport_lost(&mut self) {
+        for channel in self.map.values_mut() {
+            if !matches!(channel.phase, Phase::Detaching { .. }) {
+                channel.phase = Phase::Pending;
+            }
+        }
+    }
+
+    /// Forgets every channel (the session ended).
+    pub(crate) fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    /// The earliest attach or detach deadline.
+    pub(crate) fn next_deadline(&self) -> Option<Time> {
+        self.map
+            .values()
+            .filter_map(|channel| match channel.phase {
+                Phase::Attaching { deadline } | Phase::Detaching { deadline } => Some(deadline),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// `attached` from the hub.
+    pub(crate) fn on_attached(
+        &mut self,
+        name: ChannelName,
+        position: Position,
+        continuity: Continuity,
+        error: Option<ErrorInfo>,
+        events: &mut Vec<Event>,
+    ) {
+        let Some(channel) = self.map.get_mut(&name) else {
+            return; // detached meanwhile: nothing to do
+        };
+        if matches!(channel.phase, Phase::Detaching { .. }) {
+            return;
+        }
+        channel.phase = Phase::Attached;
+        let continues = match (continuity, channel.last) {
+            (_, None) => true,
+            (Continuity::Gap, Some(_)) => false,
+            // Continuing from at or before our position: replays we already have are dropped.
+            (_, Some(last)) => last.epoch == position.epoch && position.serial <= last.serial,
+        };
+        if continues {
+            if channel.last.is_none() {
+                channel.last = Some(position);
+            }
+        } else {
+            events.push(Event::Discontinuity {
+                channel: name.clone(),
+                last: channel.last,
+                resumed_after: position,
+                reason: error,
+            });
+            channel.last = Some(position);
+        }
+        events.push(Event::Attached {
+            channel: name,
+            position,
+            continuity,
+        });
+    }
+
+    /// `detached` from the hub: an answer, a refusal or a revocation.
+    pub(crate) fn on_detached(
+        &mut self,
+        name: ChannelName,
+        error: Option<ErrorInfo>,
+        events: &mut Vec<Event>,
+    ) {
+        if self.map.remove(&name).is_some() {
+            events.push(Event::Detached {
+                channel: name,
+                error,
+            });
+        }
+    }
+
+    /// A delivery: passed on only if it is the next position of an attached channel;
+    /// anything at or before the last position is a duplicate and dropped.
+    pub(crate) fn on_message(
+        &mut self,
+        name: ChannelName,
+        message: ChannelMessage,
+        events: &mut Vec<Event>,
+    ) {
+        let Some(channel) = self.map.get_mut(&name) else {
+            return;
+        };
+        if channel.phase != Phase::Attached {
+            return;
+        }
+        let position = message.position;
+        if let Some(last) = channel.last {
+            if last.epoch == position.epoch && position.serial <= last.serial {
+                return; // duplicate (G2)
+            }
+            if last.epoch != position.epoch || position.serial != last.serial + 1 {
+                events.push(Event::Discontinuity {
+                    channel: name.clone(),
+                    last: Some(last),
+                    resumed_after: Position {
+                        epoch: position.epoch,
+                        serial: position.serial.saturating_sub(1),
+                    },
+                    reason: None,
+                });
+            }
+        }
+        channel.last = Some(position);
+        events.push(Event::Message {
+            channel: name,
+            message,
+        });
+    }
+}
