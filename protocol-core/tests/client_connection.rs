@@ -44,7 +44,10 @@ fn connect_with_token_asks_the_application_before_opening_a_transport() {
     let mut s = Scripted::new(Auth::Token);
     s.client.connect(s.now);
     let seen = s.take();
-    assert!(seen.iter().all(|x| !matches!(x, Seen::Open(_))), "no transport before a token");
+    assert!(
+        seen.iter().all(|x| !matches!(x, Seen::Open(_))),
+        "no transport before a token"
+    );
     assert!(seen.contains(&Seen::Event(Event::TokenRequired {
         reason: tether_core::client::TokenReason::Initial
     })));
@@ -88,9 +91,15 @@ fn silence_disconnects_then_reconnects_and_resumes() {
     s.advance(Duration::from_millis(1));
     assert_eq!(s.state(), ConnectionState::Disconnected);
     let seen = s.take();
-    assert!(seen.iter().any(|x| matches!(x, Seen::Close(_, ErrorCode::HeartbeatTimeout))));
+    assert!(
+        seen.iter()
+            .any(|x| matches!(x, Seen::Close(_, ErrorCode::HeartbeatTimeout)))
+    );
     let waited = s.wait_for_open(Duration::from_secs(2));
-    assert!(waited <= Duration::from_secs(1), "first retry within 0-1 s, got {waited:?}");
+    assert!(
+        waited <= Duration::from_secs(1),
+        "first retry within 0-1 s, got {waited:?}"
+    );
     let frame = s.open();
     assert!(matches!(frame, ClientFrame::Connect { resume: Some(r), .. } if r == SESSION));
 }
@@ -103,7 +112,11 @@ fn any_frame_from_the_hub_resets_liveness() {
         s.advance(Duration::from_secs(20));
         s.reply(ServerFrame::Pong { id: 999 }); // even an unsolicited frame counts
     }
-    assert_eq!(s.state(), ConnectionState::Connected, "200 s with a frame every 20 s");
+    assert_eq!(
+        s.state(),
+        ConnectionState::Connected,
+        "200 s with a frame every 20 s"
+    );
 }
 
 #[test]
@@ -114,20 +127,35 @@ fn heartbeat_interval_is_requested_and_the_hubs_choice_is_used() {
     let frame = s.connect();
     assert!(matches!(
         frame,
-        ClientFrame::Connect { heartbeat_interval_ms: Some(60_000), .. }
+        ClientFrame::Connect {
+            heartbeat_interval_ms: Some(60_000),
+            ..
+        }
     ));
     let mut reply = connected(false);
-    if let ServerFrame::Connected { heartbeat_interval_ms, .. } = &mut reply {
+    if let ServerFrame::Connected {
+        heartbeat_interval_ms,
+        ..
+    } = &mut reply
+    {
         *heartbeat_interval_ms = 30_000; // the hub clamps
     }
     s.reply(reply);
     s.take();
     s.advance(Duration::from_secs(30));
-    assert_eq!(s.take_sent(), vec![ClientFrame::Heartbeat], "sent after 30 s of sending nothing");
+    assert_eq!(
+        s.take_sent(),
+        vec![ClientFrame::Heartbeat],
+        "sent after 30 s of sending nothing"
+    );
     s.advance(Duration::from_millis(9_999));
     assert_eq!(s.state(), ConnectionState::Connected);
     s.advance(Duration::from_millis(1));
-    assert_eq!(s.state(), ConnectionState::Disconnected, "30 + 10 s of silence");
+    assert_eq!(
+        s.state(),
+        ConnectionState::Disconnected,
+        "30 + 10 s of silence"
+    );
 }
 
 #[test]
@@ -184,10 +212,19 @@ fn frames_of_an_old_transport_are_ignored() {
     s.take();
     // The old transport delivers late frames: a connected, a disconnect, a message.
     s.reply_on(old, connected(true));
-    s.reply_on(old, ServerFrame::Disconnect { error: error(ErrorCode::SlowConsumer) });
+    s.reply_on(
+        old,
+        ServerFrame::Disconnect {
+            error: error(ErrorCode::SlowConsumer),
+        },
+    );
     s.client.handle_transport_closed(s.now, old, "late close");
     s.drain();
-    assert_eq!(s.state(), ConnectionState::Connecting, "still waiting on the new transport");
+    assert_eq!(
+        s.state(),
+        ConnectionState::Connecting,
+        "still waiting on the new transport"
+    );
     assert!(s.take().is_empty(), "nothing came of the old transport");
     s.reply(connected(true));
     assert_eq!(s.state(), ConnectionState::Connected);
@@ -199,7 +236,11 @@ fn connect_timeout_counts_as_a_failed_attempt() {
     s.connect();
     s.advance(Duration::from_secs(10));
     assert_eq!(s.state(), ConnectionState::Disconnected);
-    assert!(s.take().iter().any(|x| matches!(x, Seen::Close(_, ErrorCode::RequestTimeout))));
+    assert!(
+        s.take()
+            .iter()
+            .any(|x| matches!(x, Seen::Close(_, ErrorCode::RequestTimeout)))
+    );
 }
 
 #[test]
@@ -209,7 +250,11 @@ fn the_same_seed_and_inputs_give_byte_identical_outputs() {
         s.connect_new();
         for round in 0..5u64 {
             s.client
-                .publish(s.now, channel("c"), vec![tether_core::client::NewMessage::new("n", "x")])
+                .publish(
+                    s.now,
+                    channel("c"),
+                    vec![tether_core::client::NewMessage::new("n", "x")],
+                )
                 .expect("accepted");
             s.drop_transport();
             s.wait_for_open(Duration::from_secs(60));

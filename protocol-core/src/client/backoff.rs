@@ -33,11 +33,18 @@ impl Backoff {
 
     /// The delay after an attempt that did not reach Connected (or a connection that
     /// dropped before it was stable).
-    pub(crate) fn after_failed_attempt(&mut self, config: &ClientConfig, rng: &mut Rng) -> Duration {
+    pub(crate) fn after_failed_attempt(
+        &mut self,
+        config: &ClientConfig,
+        rng: &mut Rng,
+    ) -> Duration {
         let attempt = self.attempts.max(1);
         self.attempts = attempt.saturating_add(1);
         let growth = 2u32.saturating_pow(attempt - 1);
-        let ceiling = config.backoff_base.saturating_mul(growth).min(config.backoff_cap);
+        let ceiling = config
+            .backoff_base
+            .saturating_mul(growth)
+            .min(config.backoff_cap);
         rng.duration_between(Duration::ZERO, ceiling)
             .max(config.backoff_floor)
     }

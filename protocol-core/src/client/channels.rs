@@ -115,7 +115,11 @@ impl Channels {
 
     /// A new transport is connected: every wanted channel is attached again from its last
     /// position. A detach that was in flight on the old transport is complete.
-    pub(crate) fn on_connected(&mut self, deadline: Time, events: &mut Vec<Event>) -> Vec<ClientFrame> {
+    pub(crate) fn on_connected(
+        &mut self,
+        deadline: Time,
+        events: &mut Vec<Event>,
+    ) -> Vec<ClientFrame> {
         let mut frames = Vec::new();
         self.map.retain(|name, channel| match channel.phase {
             Phase::Detaching { .. } => {

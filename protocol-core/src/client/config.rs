@@ -23,7 +23,9 @@ pub enum Auth {
 impl fmt::Debug for Auth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Auth::ApiKey { name, .. } => write!(f, "ApiKey {{ name: {name:?}, secret: <redacted> }}"),
+            Auth::ApiKey { name, .. } => {
+                write!(f, "ApiKey {{ name: {name:?}, secret: <redacted> }}")
+            }
             Auth::Token => f.write_str("Token"),
         }
     }

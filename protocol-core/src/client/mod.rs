@@ -88,19 +88,19 @@ use bytes::{Bytes, BytesMut};
 
 use self::backoff::Backoff;
 use self::channels::Channels;
-use self::publishes::Publishes;
 pub use self::config::{Auth, ClientConfig, Framing};
 pub use self::event::{
     ConnectionState, Event, HistoryPage, Output, PingId, PublishId, RequestId, TokenReason,
     TransportId,
 };
+use self::publishes::Publishes;
 pub use self::snapshot::{ClientSnapshot, SnapshotPublish};
 use crate::error::{ErrorCode, ErrorInfo};
 use crate::rng::{Rng, Seed};
 use crate::time::{Clock, Time};
 use crate::wire::{
-    self, ChannelName, ClientFrame, Credentials, HistoryQuery, Limits, MAX_HISTORY_LIMIT,
-    Message, MessageId, PROTOCOL_VERSION, ResumeToken, ServerFrame, StreamDecoder,
+    self, ChannelName, ClientFrame, Credentials, HistoryQuery, Limits, MAX_HISTORY_LIMIT, Message,
+    MessageId, PROTOCOL_VERSION, ResumeToken, ServerFrame, StreamDecoder,
 };
 
 /// Most pings and history queries awaiting an answer at once.
@@ -378,7 +378,8 @@ impl Client {
                 self.start_attempt(now);
             }
             ConnectionState::Disconnected | ConnectionState::Suspended => self.start_attempt(now),
-            ConnectionState::Connecting | ConnectionState::Connected | ConnectionState::Closing => {}
+            ConnectionState::Connecting | ConnectionState::Connected | ConnectionState::Closing => {
+            }
         }
     }
 
@@ -405,7 +406,10 @@ impl Client {
                 self.close_deadline = Some(now.add(self.config.request_timeout));
                 self.set_state(ConnectionState::Closing, None);
             }
-            _ => self.finish_close(ErrorInfo::new(ErrorCode::ConnectionClosed, "closed by the application")),
+            _ => self.finish_close(ErrorInfo::new(
+                ErrorCode::ConnectionClosed,
+                "closed by the application",
+            )),
         }
     }
 
@@ -415,7 +419,10 @@ impl Client {
         let now = self.clock.advance(now);
         self.check_usable()?;
         if channel.as_str().len() > self.outgoing_limits().max_channel_name_len {
-            return Err(ErrorInfo::new(ErrorCode::ChannelNameTooLong, "channel name over the hub's limit"));
+            return Err(ErrorInfo::new(
+                ErrorCode::ChannelNameTooLong,
+                "channel name over the hub's limit",
+            ));
         }
         let deadline = now.add(self.config.request_timeout);
         if let Some(frame) = self.channels.attach(channel, self.is_connected(), deadline) {
@@ -452,7 +459,10 @@ impl Client {
         let now = self.clock.advance(now);
         self.check_usable()?;
         if self.suspended {
-            return Err(ErrorInfo::new(ErrorCode::ConnectionSuspended, "the connection is suspended"));
+            return Err(ErrorInfo::new(
+                ErrorCode::ConnectionSuspended,
+                "the connection is suspended",
+            ));
         }
         if self.publishes.len() >= self.config.max_pending_publishes {
             return Err(publishes::queue_full(self.config.max_pending_publishes));
@@ -490,13 +500,22 @@ impl Client {
     ) -> Result<RequestId, ErrorInfo> {
         let now = self.clock.advance(now);
         if !self.is_connected() {
-            return Err(ErrorInfo::new(ErrorCode::Unavailable, "history needs a connection"));
+            return Err(ErrorInfo::new(
+                ErrorCode::Unavailable,
+                "history needs a connection",
+            ));
         }
         if query.limit == 0 || query.limit > MAX_HISTORY_LIMIT {
-            return Err(ErrorInfo::new(ErrorCode::InvalidHistoryQuery, "limit must be 1 to 1000"));
+            return Err(ErrorInfo::new(
+                ErrorCode::InvalidHistoryQuery,
+                "limit must be 1 to 1000",
+            ));
         }
         if self.history.len() + self.pings.len() >= MAX_OUTSTANDING_REQUESTS {
-            return Err(ErrorInfo::new(ErrorCode::LimitExceeded, "too many requests awaiting an answer"));
+            return Err(ErrorInfo::new(
+                ErrorCode::LimitExceeded,
+                "too many requests awaiting an answer",
+            ));
         }
         let id = RequestId(self.next_request);
         self.next_request += 1;
@@ -522,10 +541,16 @@ impl Client {
     pub fn ping(&mut self, now: Time) -> Result<PingId, ErrorInfo> {
         let now = self.clock.advance(now);
         if !self.is_connected() {
-            return Err(ErrorInfo::new(ErrorCode::Unavailable, "ping needs a connection"));
+            return Err(ErrorInfo::new(
+                ErrorCode::Unavailable,
+                "ping needs a connection",
+            ));
         }
         if self.history.len() + self.pings.len() >= MAX_OUTSTANDING_REQUESTS {
-            return Err(ErrorInfo::new(ErrorCode::LimitExceeded, "too many requests awaiting an answer"));
+            return Err(ErrorInfo::new(
+                ErrorCode::LimitExceeded,
+                "too many requests awaiting an answer",
+            ));
         }
         let id = PingId(self.next_request);
         self.next_request += 1;
@@ -609,7 +634,12 @@ impl Client {
     }
 
     /// The transport closed or failed underneath the client.
-    pub fn handle_transport_closed(&mut self, now: Time, transport: TransportId, reason: impl Into<String>) {
+    pub fn handle_transport_closed(
+        &mut self,
+        now: Time,
+        transport: TransportId,
+        reason: impl Into<String>,
+    ) {
         let now = self.clock.advance(now);
         if self.transport.as_ref().is_some_and(|t| t.id == transport) {
             let error = ErrorInfo::new(ErrorCode::TransportClosed, reason);
@@ -656,22 +686,33 @@ impl Client {
     pub fn handle_timeout(&mut self, now: Time) {
         let now = self.clock.advance(now);
         if self.close_deadline.is_some_and(|d| d <= now) {
-            self.finish_close(ErrorInfo::new(ErrorCode::RequestTimeout, "no answer to close"));
+            self.finish_close(ErrorInfo::new(
+                ErrorCode::RequestTimeout,
+                "no answer to close",
+            ));
             return;
         }
         if let Some(transport) = &self.transport {
             let error = match transport.phase {
-                Phase::Opening | Phase::Handshaking if transport.connect_deadline <= now => {
-                    Some(ErrorInfo::new(ErrorCode::RequestTimeout, "connect timed out"))
-                }
-                Phase::Connected { .. } if self.liveness_deadline(transport).is_some_and(|d| d <= now) => {
-                    Some(ErrorInfo::new(ErrorCode::HeartbeatTimeout, "nothing received from the hub"))
+                Phase::Opening | Phase::Handshaking if transport.connect_deadline <= now => Some(
+                    ErrorInfo::new(ErrorCode::RequestTimeout, "connect timed out"),
+                ),
+                Phase::Connected { .. }
+                    if self.liveness_deadline(transport).is_some_and(|d| d <= now) =>
+                {
+                    Some(ErrorInfo::new(
+                        ErrorCode::HeartbeatTimeout,
+                        "nothing received from the hub",
+                    ))
                 }
                 Phase::Connected { .. }
                     if self.channels.next_deadline().is_some_and(|d| d <= now)
                         || self.tokens.auth_deadline.is_some_and(|d| d <= now) =>
                 {
-                    Some(ErrorInfo::new(ErrorCode::RequestTimeout, "a request got no answer"))
+                    Some(ErrorInfo::new(
+                        ErrorCode::RequestTimeout,
+                        "a request got no answer",
+                    ))
                 }
                 _ => None,
             };
@@ -689,7 +730,8 @@ impl Client {
             // The application did not answer: ask again on the next attempt.
             self.tokens.requested = None;
             if self.state == ConnectionState::Connecting && self.transport.is_none() {
-                let error = ErrorInfo::new(ErrorCode::RequestTimeout, "no token was provided in time");
+                let error =
+                    ErrorInfo::new(ErrorCode::RequestTimeout, "no token was provided in time");
                 self.attempt_failed(now, error);
             }
         }
@@ -715,12 +757,14 @@ impl Client {
 
     fn check_usable(&self) -> Result<(), ErrorInfo> {
         match self.state {
-            ConnectionState::Closing | ConnectionState::Closed => {
-                Err(ErrorInfo::new(ErrorCode::ConnectionClosed, "the connection is closed"))
-            }
-            ConnectionState::Failed => {
-                Err(ErrorInfo::new(ErrorCode::ConnectionFailed, "the connection failed"))
-            }
+            ConnectionState::Closing | ConnectionState::Closed => Err(ErrorInfo::new(
+                ErrorCode::ConnectionClosed,
+                "the connection is closed",
+            )),
+            ConnectionState::Failed => Err(ErrorInfo::new(
+                ErrorCode::ConnectionFailed,
+                "the connection failed",
+            )),
             _ => Ok(()),
         }
     }
@@ -732,17 +776,24 @@ impl Client {
     }
 
     fn outgoing_limits(&self) -> Limits {
-        self.session.map_or(Limits::DEFAULT, |session| session.limits)
+        self.session
+            .map_or(Limits::DEFAULT, |session| session.limits)
     }
 
     fn liveness_deadline(&self, transport: &Transport) -> Option<Time> {
         let interval = self.session?.heartbeat_interval;
-        Some(transport.last_received.add(interval + self.config.request_timeout))
+        Some(
+            transport
+                .last_received
+                .add(interval + self.config.request_timeout),
+        )
     }
 
     fn heartbeat_deadline(&self, transport: &Transport) -> Option<Time> {
         match transport.phase {
-            Phase::Connected { .. } => Some(transport.last_sent.add(self.session?.heartbeat_interval)),
+            Phase::Connected { .. } => {
+                Some(transport.last_sent.add(self.session?.heartbeat_interval))
+            }
             _ => None,
         }
     }
@@ -776,7 +827,9 @@ impl Client {
         let Some(transport) = self.transport.as_mut() else {
             return;
         };
-        let limits = self.session.map_or(Limits::DEFAULT, |session| session.limits);
+        let limits = self
+            .session
+            .map_or(Limits::DEFAULT, |session| session.limits);
         let encoded = match self.config.framing {
             Framing::Message => wire::encode(frame, &limits),
             Framing::Stream => {
@@ -788,13 +841,19 @@ impl Client {
             Ok(bytes) => {
                 transport.last_sent = now;
                 let id = transport.id;
-                self.outputs.push_back(Output::Transmit { transport: id, bytes });
+                self.outputs.push_back(Output::Transmit {
+                    transport: id,
+                    bytes,
+                });
             }
             Err(error) => {
                 // Publishes are checked against the limits before they are queued, so only
                 // an oversized token can get here; the application hears of it.
                 self.emit(Event::Update {
-                    reason: ErrorInfo::new(error.code(), format!("{} frame not sent: {error}", wire::Frame::kind(frame))),
+                    reason: ErrorInfo::new(
+                        error.code(),
+                        format!("{} frame not sent: {error}", wire::Frame::kind(frame)),
+                    ),
                 });
             }
         }
@@ -824,7 +883,11 @@ impl Client {
                 if expired {
                     self.tokens.current = None;
                 }
-                let reason = if expired { TokenReason::Expired } else { TokenReason::Initial };
+                let reason = if expired {
+                    TokenReason::Expired
+                } else {
+                    TokenReason::Initial
+                };
                 self.tokens.connect_when_provided = true;
                 self.request_token(now, reason);
                 return;
@@ -850,7 +913,8 @@ impl Client {
             asked_resume: false,
             decoder,
         });
-        self.outputs.push_back(Output::OpenTransport { transport: id });
+        self.outputs
+            .push_back(Output::OpenTransport { transport: id });
     }
 
     /// The current transport is gone (closed underneath us, or given up by us when
@@ -865,7 +929,10 @@ impl Client {
                 reason: reason.clone(),
             });
         }
-        self.fail_requests(ErrorInfo::new(ErrorCode::TransportClosed, "the transport closed"));
+        self.fail_requests(ErrorInfo::new(
+            ErrorCode::TransportClosed,
+            "the transport closed",
+        ));
         self.channels.on_transport_lost();
         self.tokens.auth_deadline = None;
         match (self.state, transport.phase) {
@@ -873,9 +940,11 @@ impl Client {
             (ConnectionState::Connected, Phase::Connected { since }) => {
                 let ttl = self.session.map_or(self.config.session_ttl, |s| s.ttl);
                 self.suspend_at = Some(now.add(ttl));
-                let delay = self
-                    .backoff
-                    .after_connection_lost(now.since(since), &self.config, &mut self.rng);
+                let delay = self.backoff.after_connection_lost(
+                    now.since(since),
+                    &self.config,
+                    &mut self.rng,
+                );
                 self.set_state(ConnectionState::Disconnected, Some(reason.clone()));
                 self.schedule_retry(now, delay, &reason);
             }
@@ -895,7 +964,9 @@ impl Client {
             self.set_state(ConnectionState::Suspended, Some(reason.clone()));
             self.schedule_retry(now, delay, &reason);
         } else {
-            let delay = self.backoff.after_failed_attempt(&self.config, &mut self.rng);
+            let delay = self
+                .backoff
+                .after_failed_attempt(&self.config, &mut self.rng);
             self.set_state(ConnectionState::Disconnected, Some(reason.clone()));
             self.schedule_retry(now, delay, &reason);
         }
@@ -917,7 +988,10 @@ impl Client {
 
     fn enter_suspended(&mut self) {
         self.suspended = true;
-        let error = ErrorInfo::new(ErrorCode::ConnectionSuspended, "disconnected for longer than the session TTL");
+        let error = ErrorInfo::new(
+            ErrorCode::ConnectionSuspended,
+            "disconnected for longer than the session TTL",
+        );
         let failed = self.publishes.drain_all();
         self.resolve(failed, &Err(error.clone()));
         if self.state == ConnectionState::Disconnected {
@@ -945,8 +1019,17 @@ impl Client {
             ..Tokens::default()
         };
         let failed = self.publishes.drain_all();
-        self.resolve(failed, &Err(ErrorInfo::new(ErrorCode::ConnectionClosed, "the connection was closed")));
-        self.fail_requests(ErrorInfo::new(ErrorCode::ConnectionClosed, "the connection was closed"));
+        self.resolve(
+            failed,
+            &Err(ErrorInfo::new(
+                ErrorCode::ConnectionClosed,
+                "the connection was closed",
+            )),
+        );
+        self.fail_requests(ErrorInfo::new(
+            ErrorCode::ConnectionClosed,
+            "the connection was closed",
+        ));
         self.channels.clear();
         self.session = None;
         let reason = (reason.code != ErrorCode::ConnectionClosed).then_some(reason);
@@ -967,7 +1050,10 @@ impl Client {
         self.tokens.auth_deadline = None;
         self.tokens.requested = None;
         self.tokens.connect_when_provided = false;
-        let failure = ErrorInfo::new(ErrorCode::ConnectionFailed, format!("the connection failed: {error}"));
+        let failure = ErrorInfo::new(
+            ErrorCode::ConnectionFailed,
+            format!("the connection failed: {error}"),
+        );
         let failed = self.publishes.drain_all();
         self.resolve(failed, &Err(failure.clone()));
         self.fail_requests(failure);
@@ -1064,7 +1150,8 @@ impl Client {
                 error,
             } => {
                 let mut events = Vec::new();
-                self.channels.on_attached(channel, position, continuity, error, &mut events);
+                self.channels
+                    .on_attached(channel, position, continuity, error, &mut events);
                 self.emit_all(events);
             }
             ServerFrame::Detached { channel, error } => {
@@ -1102,7 +1189,11 @@ impl Client {
                         Some(error) => Err(error),
                         None => Ok(HistoryPage { messages, next }),
                     };
-                    self.emit(Event::HistoryPage { id, channel, result });
+                    self.emit(Event::HistoryPage {
+                        id,
+                        channel,
+                        result,
+                    });
                 }
             }
             ServerFrame::Pong { id } => {
@@ -1131,8 +1222,9 @@ impl Client {
 
     /// The hub's wall clock now, as last learned (only differences of it are ever used).
     fn server_now_estimate(&self, now: Time) -> u64 {
-        self.server_clock
-            .map_or(0, |(at, server_ms)| server_ms.saturating_add(now.since(at).as_millis() as u64))
+        self.server_clock.map_or(0, |(at, server_ms)| {
+            server_ms.saturating_add(now.since(at).as_millis() as u64)
+        })
     }
 
     fn plan_renewal(&mut self, now: Time, expires_at_ms: u64, server_now_ms: u64) {
@@ -1197,12 +1289,15 @@ impl Client {
         }
         // Publishes queued before the hub's limits were known may not fit them.
         let limits = self.outgoing_limits();
-        let too_large = self
-            .publishes
-            .remove_where(|p| p.serial.is_none() && check_publish_fits(&p.channel, &p.messages, &limits).is_err());
+        let too_large = self.publishes.remove_where(|p| {
+            p.serial.is_none() && check_publish_fits(&p.channel, &p.messages, &limits).is_err()
+        });
         self.resolve(
             too_large,
-            &Err(ErrorInfo::new(ErrorCode::FrameTooLarge, "the publish does not fit the hub's limits")),
+            &Err(ErrorInfo::new(
+                ErrorCode::FrameTooLarge,
+                "the publish does not fit the hub's limits",
+            )),
         );
         let deadline = now.add(self.config.request_timeout);
         let mut events = Vec::new();
@@ -1222,24 +1317,44 @@ impl Client {
 }
 
 /// Refuses a publish that could never be sent within `limits`.
-fn check_publish_fits(channel: &ChannelName, messages: &[Message], limits: &Limits) -> Result<(), ErrorInfo> {
+fn check_publish_fits(
+    channel: &ChannelName,
+    messages: &[Message],
+    limits: &Limits,
+) -> Result<(), ErrorInfo> {
     if messages.is_empty() {
-        return Err(ErrorInfo::new(ErrorCode::InvalidMessage, "a publish needs at least one message"));
+        return Err(ErrorInfo::new(
+            ErrorCode::InvalidMessage,
+            "a publish needs at least one message",
+        ));
     }
     if messages.len() > limits.max_messages_per_publish {
         return Err(ErrorInfo::new(
             ErrorCode::TooManyMessages,
-            format!("{} messages; the hub accepts {}", messages.len(), limits.max_messages_per_publish),
+            format!(
+                "{} messages; the hub accepts {}",
+                messages.len(),
+                limits.max_messages_per_publish
+            ),
         ));
     }
-    if messages.iter().any(|m| m.name.len() > wire::MAX_MESSAGE_NAME_LEN) {
-        return Err(ErrorInfo::new(ErrorCode::InvalidMessage, "message name longer than 256 bytes"));
+    if messages
+        .iter()
+        .any(|m| m.name.len() > wire::MAX_MESSAGE_NAME_LEN)
+    {
+        return Err(ErrorInfo::new(
+            ErrorCode::InvalidMessage,
+            "message name longer than 256 bytes",
+        ));
     }
     let size = wire::publish_frame_len(channel, messages);
     if size > limits.max_frame_size {
         return Err(ErrorInfo::new(
             ErrorCode::FrameTooLarge,
-            format!("the publish takes {size} bytes; the hub accepts {}", limits.max_frame_size),
+            format!(
+                "the publish takes {size} bytes; the hub accepts {}",
+                limits.max_frame_size
+            ),
         ));
     }
     Ok(())

@@ -124,7 +124,10 @@ impl Publishes {
     }
 
     /// Removes and returns every publish matching `predicate`.
-    pub(crate) fn remove_where(&mut self, mut predicate: impl FnMut(&Pending) -> bool) -> Vec<PublishId> {
+    pub(crate) fn remove_where(
+        &mut self,
+        mut predicate: impl FnMut(&Pending) -> bool,
+    ) -> Vec<PublishId> {
         let mut removed = Vec::new();
         self.queue.retain(|pending| {
             if predicate(pending) {

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use tether_core::client::{Auth, Client, ClientConfig, ConnectionState, Event, Output, TransportId};
+use tether_core::client::{
+    Auth, Client, ClientConfig, ConnectionState, Event, Output, TransportId,
+};
 use tether_core::wire::{
     self, ChannelMessage, ChannelName, ClientFrame, ClientId, Continuity, Limits, Message,
     MessageId, Position, ResumeSecret, ResumeToken, ServerFrame, SessionId, SessionLimits,
@@ -207,7 +209,8 @@ impl Scripted {
 
     pub fn reply_on(&mut self, transport: TransportId, frame: ServerFrame) {
         let bytes = wire::encode(&frame, &Limits::PROTOCOL_MAX).expect("encodes");
-        self.client.handle_transport_bytes(self.now, transport, bytes);
+        self.client
+            .handle_transport_bytes(self.now, transport, bytes);
         self.drain();
     }
 

@@ -1,0 +1,292 @@
+//! Client scenarios: attach, ordered once-only delivery, resume of channels, discontinuity.
+
+mod support;
+
+use std::time::Duration;
+
+use support::scripted::*;
+use tether_core::ErrorCode;
+use tether_core::client::{ConnectionState, Event};
+use tether_core::wire::{ClientFrame, Continuity, Position, ServerFrame};
+
+fn delivered(events: &[Event]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Message { message, .. } => Some(message.position.serial),
+            _ => None,
+        })
+        .collect()
+}
+
+fn attach(s: &mut Scripted, name: &str) -> ClientFrame {
+    s.client.attach(s.now, channel(name)).expect("usable");
+    s.take_sent().into_iter().next().expect("attach sent")
+}
+
+fn reconnect(s: &mut Scripted, resumed: bool) -> Vec<ClientFrame> {
+    s.drop_transport();
+    s.wait_for_open(Duration::from_secs(2));
+    s.open();
+    s.reply(connected(resumed));
+    s.take_sent()
+}
+
+#[test]
+fn attach_without_a_position_then_deliveries_in_order() {
+    let mut s = Scripted::new(key_auth());
+    s.connect_new();
+    assert_eq!(
+        attach(&mut s, "news"),
+        ClientFrame::Attach {
+            channel: channel("news"),
+            from: None
+        }
+    );
+    s.reply(attached("news", 5, 10, Continuity::Fresh));
+    for serial in 11..=13 {
+        s.reply(delivery("news", 5, serial));
+    }
+    let events = s.take_events();
+    assert!(events.contains(&Event::Attached {
+        channel: channel("news"),
+        position: Position {
+            epoch: 5,
+            serial: 10
+        },
+        continuity: Continuity::Fresh,
+    }));
+    assert_eq!(delivered(&events), vec![11, 12, 13]);
+}
+
+#[test]
+fn a_position_is_never_delivered_twice() {
+    let mut s = Scripted::new(key_auth());
+    s.connect_new();
+    attach(&mut s, "news");
+    s.reply(attached("news", 5, 0, Continuity::Fresh));
+    for serial in [1, 2, 2, 1, 3, 3] {
+        s.reply(delivery("news", 5, serial));
+    }
+    assert_eq!(delivered(&s.take_events()), vec![1, 2, 3]);
+}
+
+#[test]
+fn resume_reattaches_from_the_last_position_and_drops_replayed_duplicates() {
+    let mut s = Scripted::new(key_auth());
+    s.connect_new();
+    attach(&mut s, "news");
+    s.reply(attached("news", 5, 0, Continuity::Fresh));
+    s.reply(delivery("news", 5, 1));
+    s.reply(delivery("news", 5, 2));
+    let sent = reconnect(&mut s, true);
+    assert_eq!(
+        sent,
+        vec![ClientFrame::Attach {
+            channel: channel("news"),
+            from: Some(Position {
+                epoch: 5,
+                serial: 2
+            })
+        }]
+    );
+    // The hub continues from 1 (older than ours): 2 is a duplicate and dropped.
+    s.reply(attached("news", 5, 1, Continuity::Continuous));
+    for serial in 2..=4 {
+        s.reply(delivery("news", 5, serial));
+    }
+    let events = s.all_events();
+    assert_eq!(delivered(&events), vec![1, 2, 3, 4]);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::Discontinuity { .. }))
+    );
+}
+
+#[test]
+fn a_gap_emits_an_explicit_discontinuity() {
+    let mut s = Scripted::new(key_auth());
+    s.connect_new();
+    attach(&mut s, "news");
+    s.reply(attached("news", 5, 0, Continuity::Fresh));
+    s.reply(delivery("news", 5, 1));
+    reconnect(&mut s, true);
+    s.reply(ServerFrame::Attached {
+        channel: channel("news"),
+        position: Position {
+            epoch: 6,
+            serial: 0,
+        },
+        continuity: Continuity::Gap,
+        error: Some(error(ErrorCode::EpochChanged)),
+    });
+    s.reply(delivery("news", 6, 1));
+    let events = s.take_events();
+    assert_eq!(
+        events[0],
+        Event::Discontinuity {
+            channel: channel("news"),
+            last: Some(Position {
+                epoch: 5,
+                serial: 1
+            }),
+            resumed_after: Position {
+                epoch: 6,
+                serial: 0
+            },
+            reason: Some(error(ErrorCode::EpochChanged)),
+        }
+    );
+    assert_eq!(delivered(&events), vec![1]);
+}
+
+#[test]
+fn a_skipped_position_in_the_stream_is_reported_as_a_discontinuity() {
+    let mut s = Scripted::new(key_auth());
+    s.connect_new();
+    attach(&mut s, "news");
+    s.reply(attached("news", 5, 0, Continuity::Fresh));
+    s.reply(delivery("news", 5, 1));
+    s.reply(delivery("news", 5, 3));
+    let events = s.take_events();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Discontinuity {
+            last: Some(Position { serial: 1, .. }),
+            resumed_after: Position { serial: 2, .. },
+            ..
+        }
+    )));
+    assert_eq!(delivered(&events), vec![1, 3]);
+}
+
+#[test]
+fn a_channel_that_received_nothing_resumes_from_its_attached_position() {
+    let mut s = Scripted::new(key_auth());
+    s.connect_new();
+    attach(&mut s, "quiet");
+    s.reply(attached("quiet", 8, 40, Continuity::Fresh));
+    let sent = reconnect(&mut s, true);
+    assert_eq!(
+        sent,
+        vec![ClientFrame::Attach {
+            channel: channel("quiet"),
+            from: Some(Position {
+                epoch: 8,
+                serial: 40
+            })
+        }]
+    );
+    s.reply(attached("quiet", 8, 40, Continuity::Continuous));
+    s.reply(delivery("quiet", 8, 41));
+    let events = s.take_events();
+    assert_eq!(delivered(&events), vec![41]);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::Discontinuity { .. }))
+    );
+}
+
+#[test]
+fn an_attach_refused_by_the_hub_is_reported_and_forgotten() {
+    let mut s = Scripted::new(key_auth());
+    s.connect_new();
+    attach(&mut s, "secret");
+    s.reply(ServerFrame::Detached {
+        channel: channel("secret"),
+        error: Some(error(ErrorCode::Forbidden)),
+    });
+    assert_eq!(
+        s.take_events(),
+        vec![Event::Detached {
+            channel: channel("secret"),
+            error: Some(error(ErrorCode::Forbidden))
+        }]
+    );
+    assert!(
+        reconnect(&mut s, true).is_empty(),
+        "not attached again after a refusal"
+    );
+}
+
+#[test]
+fn detach_forgets_the_position_and_drops_later_deliveries() {
+    let mut s = Scripted::new(key_auth());
+    s.connect_new();
+    attach(&mut s, "news");
+    s.reply(attached("news", 5, 0, Continuity::Fresh));
+    s.client.detach(s.now, &channel("news"));
+    assert_eq!(
+        s.take_sent(),
+        vec![ClientFrame::Detach {
+            channel: channel("news")
+        }]
+    );
+    s.reply(delivery("news", 5, 1)); // in flight before the hub saw the detach
+    s.reply(ServerFrame::Detached {
+        channel: channel("news"),
+        error: None,
+    });
+    let events = s.take_events();
+    assert_eq!(delivered(&events), Vec::<u64>::new());
+    assert_eq!(
+        attach(&mut s, "news"),
+        ClientFrame::Attach {
+            channel: channel("news"),
+            from: None
+        }
+    );
+}
+
+#[test]
+fn an_unanswered_attach_means_the_transport_is_broken() {
+    let mut s = Scripted::new(key_auth());
+    s.connect_new();
+    s.advance(Duration::from_secs(5));
+    attach(&mut s, "news");
+    s.advance(Duration::from_secs(10));
+    assert_eq!(s.state(), ConnectionState::Disconnected);
+    assert!(s.all_events().iter().any(|e| matches!(
+        e,
+        Event::StateChanged { current: ConnectionState::Disconnected, reason: Some(r), .. }
+            if r.code == ErrorCode::RequestTimeout
+    )));
+}
+
+#[test]
+fn history_pages_are_answered_and_fail_when_the_transport_drops() {
+    let mut s = Scripted::new(key_auth());
+    s.connect_new();
+    s.take();
+    let query = tether_core::wire::HistoryQuery::default();
+    let first = s
+        .client
+        .history(s.now, channel("news"), query)
+        .expect("connected");
+    let sent = s.take_sent();
+    assert!(
+        matches!(sent[0], ClientFrame::HistoryRequest { request_id, .. } if request_id == first.0)
+    );
+    s.reply(ServerFrame::HistoryPage {
+        request_id: first.0,
+        channel: channel("news"),
+        messages: vec![],
+        next: None,
+        error: None,
+    });
+    assert!(matches!(
+        s.take_events()[0],
+        Event::HistoryPage { id, result: Ok(_), .. } if id == first
+    ));
+    let second = s
+        .client
+        .history(s.now, channel("news"), query)
+        .expect("connected");
+    s.drop_transport();
+    assert!(s.all_events().iter().any(|e| matches!(
+        e,
+        Event::HistoryPage { id, result: Err(r), .. } if *id == second && r.code == ErrorCode::TransportClosed
+    )));
+}
