@@ -25,8 +25,8 @@ impl Time {
         self.0
     }
 
-    /// The instant `duration` later (saturating).
-    pub fn add(self, duration: Duration) -> Time {
+    /// The instant `duration` later, saturating at the end of time.
+    pub fn saturating_add(self, duration: Duration) -> Time {
         Time(self.0.saturating_add(millis(duration)))
     }
 

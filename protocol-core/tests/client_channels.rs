@@ -290,3 +290,27 @@ fn history_pages_are_answered_and_fail_when_the_transport_drops() {
         Event::HistoryPage { id, result: Err(r), .. } if *id == second && r.code == ErrorCode::TransportClosed
     )));
 }
+
+#[test]
+fn a_detach_in_flight_when_the_transport_drops_completes_on_reconnect_without_spinning() {
+    // Regression (found by client_properties): the deadline of a detach sent on a dropped
+    // transport stayed in the timer table and fired forever while reconnecting.
+    let mut s = Scripted::new(key_auth());
+    s.connect_new();
+    attach(&mut s, "news");
+    s.reply(attached("news", 5, 0, Continuity::Fresh));
+    s.client.detach(s.now, &channel("news"));
+    s.drop_transport();
+    s.advance(Duration::from_secs(30)); // would panic on a livelock
+    s.open();
+    s.reply(connected(true));
+    let events = s.all_events();
+    assert!(events.contains(&Event::Detached {
+        channel: channel("news"),
+        error: None
+    }));
+    assert!(
+        s.take_sent().is_empty(),
+        "the detached channel is not attached again"
+    );
+}

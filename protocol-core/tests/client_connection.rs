@@ -268,3 +268,29 @@ fn the_same_seed_and_inputs_give_byte_identical_outputs() {
     assert_ne!(run(3), run(4), "the seed drives jitter and ids");
     let _ = Time::ZERO;
 }
+
+#[test]
+fn a_hub_heartbeat_interval_of_zero_is_raised_to_the_minimum() {
+    // Regression (found by client_properties): a hostile hub announcing 0 ms made the client
+    // send heartbeats every millisecond.
+    let mut s = Scripted::new(key_auth());
+    s.connect();
+    let mut reply = connected(false);
+    if let ServerFrame::Connected {
+        heartbeat_interval_ms,
+        ..
+    } = &mut reply
+    {
+        *heartbeat_interval_ms = 0;
+    }
+    s.reply(reply);
+    s.take();
+    s.advance(Duration::from_millis(999));
+    assert!(s.take_sent().is_empty());
+    s.advance(Duration::from_millis(1));
+    assert_eq!(
+        s.take_sent(),
+        vec![ClientFrame::Heartbeat],
+        "one per second at most"
+    );
+}

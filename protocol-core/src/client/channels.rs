@@ -26,6 +26,17 @@ struct Channel {
     last: Option<Position>,
 }
 
+/// What a detach request needs.
+#[derive(Debug)]
+pub(crate) enum Detach {
+    /// Send this frame and wait for `detached`.
+    Send(ClientFrame),
+    /// A detach is already on its way.
+    Underway,
+    /// Nothing was attached on the hub: the channel is detached now.
+    Done,
+}
+
 /// Every channel the application attached, by name (ordered, for deterministic output).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Channels {
@@ -82,33 +93,22 @@ impl Channels {
         }
     }
 
-    /// Records the wish to detach. Returns the frame to send, or the event to emit at once
-    /// when nothing was sent for the channel on the current transport.
-    pub(crate) fn detach(
-        &mut self,
-        name: &ChannelName,
-        deadline: Time,
-    ) -> Result<Option<ClientFrame>, Event> {
+    /// Records the wish to detach.
+    pub(crate) fn detach(&mut self, name: &ChannelName, deadline: Time) -> Detach {
         let Some(channel) = self.map.get_mut(name) else {
-            return Err(Event::Detached {
-                channel: name.clone(),
-                error: None,
-            });
+            return Detach::Done;
         };
         match channel.phase {
             Phase::Pending => {
                 self.map.remove(name);
-                Err(Event::Detached {
-                    channel: name.clone(),
-                    error: None,
-                })
+                Detach::Done
             }
-            Phase::Detaching { .. } => Ok(None),
+            Phase::Detaching { .. } => Detach::Underway,
             Phase::Attaching { .. } | Phase::Attached => {
                 channel.phase = Phase::Detaching { deadline };
-                Ok(Some(ClientFrame::Detach {
+                Detach::Send(ClientFrame::Detach {
                     channel: name.clone(),
-                }))
+                })
             }
         }
     }

@@ -87,7 +87,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use self::backoff::Backoff;
-use self::channels::Channels;
+use self::channels::{Channels, Detach};
 pub use self::config::{Auth, ClientConfig, Framing};
 pub use self::event::{
     ConnectionState, Event, HistoryPage, Output, PingId, PublishId, RequestId, TokenReason,
@@ -102,6 +102,11 @@ use crate::wire::{
     self, ChannelName, ClientFrame, Credentials, HistoryQuery, Limits, MAX_HISTORY_LIMIT, Message,
     MessageId, PROTOCOL_VERSION, ResumeToken, ServerFrame, StreamDecoder,
 };
+
+/// The shortest heartbeat interval the client accepts from a hub (a shorter one is raised).
+pub const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest heartbeat interval the client accepts from a hub (a longer one is lowered).
+pub const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Most pings and history queries awaiting an answer at once.
 pub const MAX_OUTSTANDING_REQUESTS: usize = 100;
@@ -348,8 +353,6 @@ impl Client {
         consider(self.close_deadline);
         consider(self.tokens.renew_at);
         consider(self.tokens.requested);
-        consider(self.tokens.auth_deadline);
-        consider(self.channels.next_deadline());
         consider(self.history.values().map(|h| h.deadline).min());
         consider(self.pings.values().map(|p| p.deadline).min());
         if let Some(transport) = &self.transport {
@@ -358,6 +361,9 @@ impl Client {
                 Phase::Connected { .. } => {
                     consider(self.liveness_deadline(transport));
                     consider(self.heartbeat_deadline(transport));
+                    // Requests only have deadlines while their transport is up.
+                    consider(self.tokens.auth_deadline);
+                    consider(self.channels.next_deadline());
                 }
             }
         }
@@ -403,7 +409,7 @@ impl Client {
             ConnectionState::Closing | ConnectionState::Closed => {}
             ConnectionState::Connected => {
                 self.send(now, &ClientFrame::Close);
-                self.close_deadline = Some(now.add(self.config.request_timeout));
+                self.close_deadline = Some(now.saturating_add(self.config.request_timeout));
                 self.set_state(ConnectionState::Closing, None);
             }
             _ => self.finish_close(ErrorInfo::new(
@@ -424,7 +430,7 @@ impl Client {
                 "channel name over the hub's limit",
             ));
         }
-        let deadline = now.add(self.config.request_timeout);
+        let deadline = now.saturating_add(self.config.request_timeout);
         if let Some(frame) = self.channels.attach(channel, self.is_connected(), deadline) {
             self.send(now, &frame);
         }
@@ -434,15 +440,14 @@ impl Client {
     /// Detaches a channel and forgets its position. The outcome is an [`Event::Detached`].
     pub fn detach(&mut self, now: Time, channel: &ChannelName) {
         let now = self.clock.advance(now);
-        let deadline = now.add(self.config.request_timeout);
+        let deadline = now.saturating_add(self.config.request_timeout);
         match self.channels.detach(channel, deadline) {
-            Ok(Some(frame)) => {
-                if self.is_connected() {
-                    self.send(now, &frame);
-                }
-            }
-            Ok(None) => {}
-            Err(event) => self.emit(event),
+            Detach::Send(frame) => self.send(now, &frame),
+            Detach::Underway => {}
+            Detach::Done => self.emit(Event::Detached {
+                channel: channel.clone(),
+                error: None,
+            }),
         }
     }
 
@@ -523,7 +528,7 @@ impl Client {
             id,
             PendingHistory {
                 channel: channel.clone(),
-                deadline: now.add(self.config.request_timeout),
+                deadline: now.saturating_add(self.config.request_timeout),
             },
         );
         self.send(
@@ -558,7 +563,7 @@ impl Client {
             id,
             PendingPing {
                 sent: now,
-                deadline: now.add(self.config.request_timeout),
+                deadline: now.saturating_add(self.config.request_timeout),
             },
         );
         self.send(now, &ClientFrame::Ping { id: id.0 });
@@ -575,7 +580,7 @@ impl Client {
         self.tokens.renew_at = None;
         match self.state {
             ConnectionState::Connected => {
-                self.tokens.auth_deadline = Some(now.add(self.config.request_timeout));
+                self.tokens.auth_deadline = Some(now.saturating_add(self.config.request_timeout));
                 self.send(now, &ClientFrame::Auth { token });
             }
             ConnectionState::Connecting if self.transport.is_none() => self.open_transport(now),
@@ -785,15 +790,17 @@ impl Client {
         Some(
             transport
                 .last_received
-                .add(interval + self.config.request_timeout),
+                .saturating_add(interval + self.config.request_timeout),
         )
     }
 
     fn heartbeat_deadline(&self, transport: &Transport) -> Option<Time> {
         match transport.phase {
-            Phase::Connected { .. } => {
-                Some(transport.last_sent.add(self.session?.heartbeat_interval))
-            }
+            Phase::Connected { .. } => Some(
+                transport
+                    .last_sent
+                    .saturating_add(self.session?.heartbeat_interval),
+            ),
             _ => None,
         }
     }
@@ -863,7 +870,7 @@ impl Client {
         if self.tokens.requested.is_some() {
             return; // exactly one request in flight
         }
-        self.tokens.requested = Some(now.add(self.config.request_timeout));
+        self.tokens.requested = Some(now.saturating_add(self.config.request_timeout));
         self.emit(Event::TokenRequired { reason });
     }
 
@@ -907,7 +914,7 @@ impl Client {
         self.transport = Some(Transport {
             id,
             phase: Phase::Opening,
-            connect_deadline: now.add(self.config.request_timeout),
+            connect_deadline: now.saturating_add(self.config.request_timeout),
             last_received: now,
             last_sent: now,
             asked_resume: false,
@@ -939,7 +946,7 @@ impl Client {
             (ConnectionState::Closing, _) => self.finish_close(reason),
             (ConnectionState::Connected, Phase::Connected { since }) => {
                 let ttl = self.session.map_or(self.config.session_ttl, |s| s.ttl);
-                self.suspend_at = Some(now.add(ttl));
+                self.suspend_at = Some(now.saturating_add(ttl));
                 let delay = self.backoff.after_connection_lost(
                     now.since(since),
                     &self.config,
@@ -957,7 +964,7 @@ impl Client {
     fn attempt_failed(&mut self, now: Time, reason: ErrorInfo) {
         if self.suspend_at.is_none() && !self.suspended {
             let ttl = self.session.map_or(self.config.session_ttl, |s| s.ttl);
-            self.suspend_at = Some(now.add(ttl));
+            self.suspend_at = Some(now.saturating_add(ttl));
         }
         if self.suspended {
             let delay = Backoff::suspended(&self.config, &mut self.rng);
@@ -983,7 +990,7 @@ impl Client {
             self.request_token(now, TokenReason::Expired);
             return;
         }
-        self.retry_at = Some(now.add(delay));
+        self.retry_at = Some(now.saturating_add(delay));
     }
 
     fn enter_suspended(&mut self) {
@@ -999,7 +1006,7 @@ impl Client {
             let now = self.clock.now();
             self.set_state(ConnectionState::Suspended, Some(error));
             if self.retry_at.is_some() {
-                self.retry_at = Some(now.add(delay));
+                self.retry_at = Some(now.saturating_add(delay));
             }
         }
     }
@@ -1229,10 +1236,10 @@ impl Client {
 
     fn plan_renewal(&mut self, now: Time, expires_at_ms: u64, server_now_ms: u64) {
         let remaining = Duration::from_millis(expires_at_ms.saturating_sub(server_now_ms));
-        self.tokens.expires = Some(now.add(remaining));
+        self.tokens.expires = Some(now.saturating_add(remaining));
         let by_fraction = remaining * self.config.renew_at_percent.min(100) / 100;
         let by_margin = remaining.saturating_sub(self.config.renew_before_expiry);
-        self.tokens.renew_at = Some(now.add(by_fraction.min(by_margin)));
+        self.tokens.renew_at = Some(now.saturating_add(by_fraction.min(by_margin)));
     }
 
     fn on_connected(&mut self, now: Time, frame: ServerFrame) {
@@ -1258,7 +1265,8 @@ impl Client {
         let to_usize = |value: u32| usize::try_from(value).unwrap_or(usize::MAX);
         self.session = Some(Session {
             resume: session,
-            heartbeat_interval: Duration::from_millis(u64::from(heartbeat_interval_ms.max(1))),
+            heartbeat_interval: Duration::from_millis(u64::from(heartbeat_interval_ms))
+                .clamp(MIN_HEARTBEAT_INTERVAL, MAX_HEARTBEAT_INTERVAL),
             ttl: Duration::from_millis(u64::from(session_ttl_ms)),
             limits: Limits {
                 max_frame_size: to_usize(limits.max_frame_size),
@@ -1299,7 +1307,7 @@ impl Client {
                 "the publish does not fit the hub's limits",
             )),
         );
-        let deadline = now.add(self.config.request_timeout);
+        let deadline = now.saturating_add(self.config.request_timeout);
         let mut events = Vec::new();
         let attaches = self.channels.on_connected(deadline, &mut events);
         self.emit_all(events);

@@ -162,7 +162,14 @@ impl Scripted {
             .collect()
     }
 
-    /// Every event since the start.
+    /// Forgets everything produced so far (after a test's setup).
+    pub fn forget(&mut self) {
+        self.drain();
+        self.log.clear();
+        self.cursor = 0;
+    }
+
+    /// Every event since the start (or the last `forget`).
     pub fn all_events(&mut self) -> Vec<Event> {
         self.drain();
         self.log
@@ -237,18 +244,43 @@ impl Scripted {
                 }
             }
         }
-        panic!("more than 10,000 timer firings before {until}: livelock");
+        let tail: Vec<String> = self
+            .log
+            .iter()
+            .rev()
+            .take(6)
+            .map(|x| format!("{x:?}"))
+            .collect();
+        panic!(
+            "more than 10,000 timer firings before {until}: livelock at {} in {:?}, deadline {:?}, last outputs {tail:#?}",
+            self.now,
+            self.client.state(),
+            self.client.poll_timeout()
+        );
+    }
+
+    /// Advances like [`advance`](Scripted::advance) while the hub sends a heartbeat every
+    /// 10 s, so the connection stays alive.
+    pub fn advance_alive(&mut self, duration: Duration) {
+        let until = self.now.saturating_add(duration);
+        while self.now < until {
+            let step = until.since(self.now).min(Duration::from_secs(10));
+            self.advance(step);
+            if self.transport.is_some() && self.client.state() == ConnectionState::Connected {
+                self.reply(ServerFrame::Heartbeat);
+            }
+        }
     }
 
     pub fn advance(&mut self, duration: Duration) {
-        let until = self.now.add(duration);
+        let until = self.now.saturating_add(duration);
         self.advance_to(until);
     }
 
     /// Advances until the client asks for a transport; returns how long that took.
     pub fn wait_for_open(&mut self, limit: Duration) -> Duration {
         let start = self.now;
-        let end = start.add(limit);
+        let end = start.saturating_add(limit);
         self.drain();
         while self.transport.is_none() {
             let deadline = self

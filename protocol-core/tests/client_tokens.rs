@@ -1,0 +1,209 @@
+//! Client scenarios: token requests, in-band renewal, expiry, refusal.
+
+mod support;
+
+use std::time::Duration;
+
+use support::scripted::*;
+use tether_core::ErrorCode;
+use tether_core::client::{Auth, ConnectionState, Event, NewMessage, TokenReason};
+use tether_core::wire::{ClientFrame, Credentials, ServerFrame};
+
+const SERVER_NOW: u64 = 1_000_000;
+
+fn connected_with_token(server_time_ms: u64, expires_at_ms: u64, resumed: bool) -> ServerFrame {
+    let mut frame = connected(resumed);
+    if let ServerFrame::Connected {
+        server_time_ms: time,
+        token_expires_at_ms,
+        ..
+    } = &mut frame
+    {
+        *time = server_time_ms;
+        *token_expires_at_ms = Some(expires_at_ms);
+    }
+    frame
+}
+
+/// A token client connected with a token valid for `lifetime` on the hub's clock.
+fn connected_client(server_time_ms: u64, lifetime: Duration) -> Scripted {
+    let mut s = Scripted::new(Auth::Token);
+    s.client.connect(s.now);
+    s.client.provide_token(s.now, "tok-1".into());
+    s.open();
+    s.reply(connected_with_token(
+        server_time_ms,
+        server_time_ms + lifetime.as_millis() as u64,
+        false,
+    ));
+    assert_eq!(s.state(), ConnectionState::Connected);
+    s.forget();
+    s
+}
+
+fn token_requests(events: &[Event]) -> Vec<TokenReason> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Event::TokenRequired { reason } => Some(*reason),
+            _ => None,
+        })
+        .collect()
+}
+
+fn transport_changes(seen: &[Seen]) -> usize {
+    seen.iter()
+        .filter(|x| matches!(x, Seen::Open(_) | Seen::Close(..)))
+        .count()
+}
+
+#[test]
+fn a_token_is_renewed_in_band_before_expiry_without_reconnecting() {
+    // One hour: renew at 90 % (54 min), earlier than 30 s before expiry.
+    let mut s = connected_client(SERVER_NOW, Duration::from_secs(3600));
+    s.advance_alive(Duration::from_secs(3239));
+    assert!(token_requests(&s.all_events()).is_empty(), "not yet");
+    s.advance_alive(Duration::from_secs(1));
+    assert_eq!(token_requests(&s.all_events()), vec![TokenReason::Renewal]);
+    s.take();
+    s.client.provide_token(s.now, "tok-2".into());
+    assert_eq!(
+        s.take_sent(),
+        vec![ClientFrame::Auth {
+            token: "tok-2".into()
+        }]
+    );
+    s.reply(ServerFrame::Authed {
+        token_expires_at_ms: Some(SERVER_NOW + 3_240_000 + 3_600_000),
+        error: None,
+    });
+    assert_eq!(s.state(), ConnectionState::Connected);
+    assert_eq!(transport_changes(&s.log), 0, "no reconnect");
+}
+
+#[test]
+fn renewal_uses_the_hubs_clock_difference_not_the_clients_clock() {
+    // The hub's wall clock is far from anything the client knows; only the difference
+    // between expiry and hub time matters: 100 s left → renew 30 s before expiry, at 70 s.
+    let far = 9_000_000_000_000;
+    let mut s = connected_client(far, Duration::from_secs(100));
+    s.advance_alive(Duration::from_millis(69_999));
+    assert!(token_requests(&s.all_events()).is_empty());
+    s.advance_alive(Duration::from_millis(1));
+    assert_eq!(token_requests(&s.all_events()), vec![TokenReason::Renewal]);
+}
+
+#[test]
+fn only_one_token_request_is_in_flight_across_a_reconnect() {
+    let mut s = connected_client(SERVER_NOW, Duration::from_secs(40));
+    // 40 s left: renew at min(36 s, 10 s) = 10 s.
+    s.advance_alive(Duration::from_secs(10));
+    assert_eq!(token_requests(&s.all_events()), vec![TokenReason::Renewal]);
+    s.drop_transport();
+    s.wait_for_open(Duration::from_secs(2));
+    s.open();
+    s.reply(connected_with_token(
+        SERVER_NOW + 11_000,
+        SERVER_NOW + 40_000,
+        true,
+    ));
+    assert_eq!(s.state(), ConnectionState::Connected);
+    assert_eq!(
+        token_requests(&s.all_events()),
+        vec![TokenReason::Renewal],
+        "the outstanding request is not repeated"
+    );
+    s.take();
+    s.client.provide_token(s.now, "tok-2".into());
+    assert_eq!(
+        s.take_sent(),
+        vec![ClientFrame::Auth {
+            token: "tok-2".into()
+        }]
+    );
+}
+
+#[test]
+fn token_expired_disconnect_renews_then_resumes() {
+    let mut s = connected_client(SERVER_NOW, Duration::from_secs(3600));
+    s.reply(ServerFrame::Disconnect {
+        error: error(ErrorCode::TokenExpired),
+    });
+    assert_eq!(s.state(), ConnectionState::Disconnected);
+    let seen = s.take();
+    assert!(seen.contains(&Seen::Event(Event::TokenRequired {
+        reason: TokenReason::Expired
+    })));
+    s.advance(Duration::from_secs(60));
+    assert!(s.transport.is_none(), "no attempt with the expired token");
+    s.client.provide_token(s.now, "tok-2".into());
+    let frame = s.open();
+    assert!(matches!(
+        frame,
+        ClientFrame::Connect { credentials: Credentials::Token { ref token }, resume: Some(r), .. }
+            if token == "tok-2" && r == SESSION
+    ));
+    s.reply(connected_with_token(
+        SERVER_NOW,
+        SERVER_NOW + 3_600_000,
+        true,
+    ));
+    assert_eq!(s.state(), ConnectionState::Connected);
+}
+
+#[test]
+fn cannot_get_a_token_goes_to_failed_and_fails_pending_publishes() {
+    let mut s = Scripted::new(Auth::Token);
+    s.client.connect(s.now);
+    let id = s
+        .client
+        .publish(s.now, channel("c"), vec![NewMessage::new("n", "x")])
+        .expect("queued");
+    s.client.token_unavailable(s.now, "user logged out");
+    assert_eq!(s.state(), ConnectionState::Failed);
+    let events = s.all_events();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::StateChanged { current: ConnectionState::Failed, reason: Some(r), .. }
+            if r.code == ErrorCode::TokenUnavailable
+    )));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::PublishResolved { id: p, result: Err(r) } if *p == id && r.code == ErrorCode::ConnectionFailed
+    )));
+    assert_eq!(s.client.poll_timeout(), None, "no retry loop");
+}
+
+#[test]
+fn a_refused_renewal_is_an_update_and_the_connection_stays() {
+    let mut s = connected_client(SERVER_NOW, Duration::from_secs(3600));
+    s.client.provide_token(s.now, "someone-else".into());
+    s.take();
+    s.reply(ServerFrame::Authed {
+        token_expires_at_ms: None,
+        error: Some(error(ErrorCode::ClientIdMismatch)),
+    });
+    assert_eq!(
+        s.take_events(),
+        vec![Event::Update {
+            reason: error(ErrorCode::ClientIdMismatch)
+        }]
+    );
+    assert_eq!(s.state(), ConnectionState::Connected);
+}
+
+#[test]
+fn an_unanswered_token_request_fails_the_attempt_and_is_asked_again_later() {
+    let mut s = Scripted::new(Auth::Token);
+    s.client.connect(s.now);
+    s.advance(Duration::from_secs(10));
+    assert_eq!(s.state(), ConnectionState::Disconnected);
+    let before = token_requests(&s.all_events()).len();
+    assert_eq!(before, 1);
+    s.advance(Duration::from_secs(5));
+    assert_eq!(
+        token_requests(&s.all_events()).len(),
+        2,
+        "asked again on the next attempt"
+    );
+}
