@@ -6,6 +6,7 @@
 //!
 //! - [`wire`]: frame types, their encoding, and the framings for messages and streams.
 //! - [`client`]: the client connection state machine.
+//! - [`server`]: the server hub state machine.
 //! - [`error`]: the stable error codes every frame and event carries.
 //!
 //! The protocol is specified in `docs/protocol.md` of the repository.
@@ -16,9 +17,10 @@
 pub mod client;
 pub mod error;
 pub mod rng;
+pub mod server;
 pub mod time;
 pub mod wire;
 
 pub use error::{ErrorCode, ErrorInfo};
 pub use rng::{Rng, Seed};
-pub use time::Time;
+pub use time::{Time, Timestamp};

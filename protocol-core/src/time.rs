@@ -65,3 +65,20 @@ impl Clock {
         self.last
     }
 }
+
+/// A reading of both clocks the hub needs: monotonic time for its timers and wall-clock
+/// time (Unix milliseconds) for message timestamps and token expiry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Timestamp {
+    /// Monotonic time.
+    pub monotonic: Time,
+    /// Wall-clock time in Unix milliseconds.
+    pub unix_ms: u64,
+}
+
+impl Timestamp {
+    /// Both readings.
+    pub const fn new(monotonic: Time, unix_ms: u64) -> Timestamp {
+        Timestamp { monotonic, unix_ms }
+    }
+}

@@ -1,6 +1,7 @@
 //! Test support: proptest strategies producing every frame type, and a scripted hub.
 #![allow(dead_code)]
 
+pub mod hub;
 pub mod scripted;
 
 use bytes::Bytes;

@@ -1,0 +1,74 @@
+//! Hub configuration, with the defaults of `docs/protocol.md` §5.
+
+use std::time::Duration;
+
+use super::auth::{ApiKey, TokenRules};
+use crate::client::Framing;
+use crate::wire::Limits;
+
+/// Everything a [`Hub`](super::Hub) needs to know up front.
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    /// Keys for API-key auth and for verifying tokens (`kid` = key name).
+    pub keys: Vec<ApiKey>,
+    /// How tokens are checked.
+    pub tokens: TokenRules,
+    /// Frame and field limits for client frames.
+    pub limits: Limits,
+    /// Heartbeat interval when the client does not ask for one (default 15 s).
+    pub heartbeat_interval: Duration,
+    /// Smallest heartbeat interval a client may ask for (default 5 s).
+    pub min_heartbeat_interval: Duration,
+    /// Largest heartbeat interval a client may ask for (default 300 s).
+    pub max_heartbeat_interval: Duration,
+    /// Grace added to the heartbeat interval before an idle client is closed (default 10 s).
+    pub idle_grace: Duration,
+    /// Deadline for the first frame after a transport opens (default 5 s).
+    pub first_frame_timeout: Duration,
+    /// How long a dropped session is kept for resume (default 120 s).
+    pub session_ttl: Duration,
+    /// Most channels one session may be attached to (default 100).
+    pub max_channels_per_session: usize,
+    /// Bytes sent to a connection but not reported written, beyond which it is a slow
+    /// consumer (default 1 MiB).
+    pub max_pending_bytes: usize,
+    /// Most open connections (default 10,000).
+    pub max_connections: usize,
+    /// Most channels the hub holds (default 100,000); creating another is refused.
+    pub max_channels: usize,
+    /// Messages retained per channel for resume and history (default 1,000).
+    pub retention_count: usize,
+    /// How long messages are retained (default 120 s).
+    pub retention_age: Duration,
+    /// How long a message id is remembered to drop duplicates (default 120 s).
+    pub dedupe_window: Duration,
+    /// Most message ids remembered per channel (default 100,000); the oldest go first.
+    pub dedupe_capacity: usize,
+    /// How frames are delimited on transports.
+    pub framing: Framing,
+}
+
+impl Default for HubConfig {
+    fn default() -> HubConfig {
+        HubConfig {
+            keys: Vec::new(),
+            tokens: TokenRules::default(),
+            limits: Limits::DEFAULT,
+            heartbeat_interval: Duration::from_secs(15),
+            min_heartbeat_interval: Duration::from_secs(5),
+            max_heartbeat_interval: Duration::from_secs(300),
+            idle_grace: Duration::from_secs(10),
+            first_frame_timeout: Duration::from_secs(5),
+            session_ttl: Duration::from_secs(120),
+            max_channels_per_session: 100,
+            max_pending_bytes: 1024 * 1024,
+            max_connections: 10_000,
+            max_channels: 100_000,
+            retention_count: 1000,
+            retention_age: Duration::from_secs(120),
+            dedupe_window: Duration::from_secs(120),
+            dedupe_capacity: 100_000,
+            framing: Framing::Message,
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! What the hub tells its caller.
+
+use bytes::Bytes;
+
+use crate::error::ErrorInfo;
+use crate::wire::{ClientId, SessionId};
+
+/// Identifies one transport connection, given by the hub when the adapter accepts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(pub u64);
+
+/// Something the caller must do or may log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HubOutput {
+    /// Send these bytes on the connection (one transport message with message framing).
+    /// Report them with `handle_written` once written to the socket.
+    Transmit {
+        /// The connection.
+        connection: ConnectionId,
+        /// The bytes; frames sent to many connections share them.
+        bytes: Bytes,
+    },
+    /// Close the connection after sending what was queued before this output. The hub
+    /// has forgotten it: later inputs about it are ignored.
+    Close {
+        /// The connection.
+        connection: ConnectionId,
+        /// Why (also the close code to use, where the transport has one).
+        reason: ErrorInfo,
+    },
+    /// For the operator's logs and metrics.
+    Event(HubEvent),
+}
+
+/// What happened, for operators. Never contains credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HubEvent {
+    /// A client authenticated and has a session.
+    Connected {
+        /// The connection.
+        connection: ConnectionId,
+        /// The session.
+        session: SessionId,
+        /// Who.
+        client_id: ClientId,
+        /// Whether an existing session was resumed.
+        resumed: bool,
+    },
+    /// A token was renewed in-band.
+    Reauthenticated {
+        /// The connection.
+        connection: ConnectionId,
+        /// Who.
+        client_id: ClientId,
+    },
+    /// A connection ended, closed by the hub (`reason`) or by the transport.
+    Disconnected {
+        /// The connection.
+        connection: ConnectionId,
+        /// Its session, if it had one (kept for the session TTL unless closed).
+        session: Option<SessionId>,
+        /// Why.
+        reason: ErrorInfo,
+    },
+    /// A connection fell too far behind and was disconnected.
+    SlowConsumer {
+        /// The connection.
+        connection: ConnectionId,
+        /// Bytes sent but not yet written when it was disconnected.
+        pending_bytes: usize,
+    },
+    /// A dropped session was not resumed within the TTL and is freed.
+    SessionExpired {
+        /// The session.
+        session: SessionId,
+    },
+}
