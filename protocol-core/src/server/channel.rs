@@ -40,10 +40,13 @@ pub(crate) struct Channel {
     dedupe_order: VecDeque<(Time, MessageId)>,
     /// A trim timer is pending for this channel.
     pub(crate) trim_scheduled: bool,
+    /// Last subscribe, unsubscribe or publish: an idle channel is kept for the session TTL
+    /// after it, so that a dropped subscriber resuming finds the same epoch.
+    pub(crate) last_used: Time,
 }
 
 impl Channel {
-    pub(crate) fn new(name: ChannelName, epoch: u64) -> Channel {
+    pub(crate) fn new(name: ChannelName, epoch: u64, now: Time) -> Channel {
         Channel {
             name,
             epoch,
@@ -53,6 +56,7 @@ impl Channel {
             dedupe: HashSet::new(),
             dedupe_order: VecDeque::new(),
             trim_scheduled: false,
+            last_used: now,
         }
     }
 
@@ -88,6 +92,7 @@ impl Channel {
     ) -> Result<(u64, Bytes), ErrorInfo> {
         let serial = self.last + 1;
         let id = message.id.clone();
+        self.last_used = now;
         let frame = ServerFrame::Message {
             channel: self.name.clone(),
             message: ChannelMessage {

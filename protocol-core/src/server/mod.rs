@@ -428,7 +428,7 @@ impl Hub {
                         Timer::SessionExpiry(key),
                     );
                     for channel in subscriptions.keys() {
-                        self.unsubscribe(*channel, key);
+                        self.unsubscribe(now, *channel, key);
                     }
                 }
             }
@@ -440,18 +440,30 @@ impl Hub {
         });
     }
 
-    fn unsubscribe(&mut self, channel: ChannelKey, session: SessionKey) {
+    fn unsubscribe(&mut self, now: Time, channel: ChannelKey, session: SessionKey) {
         if let Some(state) = self.channels.get_mut(&channel) {
             state.subscribers.remove(&session);
+            state.last_used = now;
         }
-        self.free_if_idle(channel);
+        self.free_if_idle(now, channel);
     }
 
-    fn free_if_idle(&mut self, channel: ChannelKey) {
-        if self.channels.get(&channel).is_some_and(Channel::is_idle) {
+    /// Frees a channel nothing refers to once it has been unused for the session TTL (a
+    /// dropped subscriber may still resume from one of its positions until then).
+    fn free_if_idle(&mut self, now: Time, channel: ChannelKey) {
+        let Some(state) = self.channels.get(&channel) else {
+            return;
+        };
+        if !state.is_idle() {
+            return;
+        }
+        let keep_until = state.last_used.saturating_add(self.config.session_ttl);
+        if keep_until <= now {
             if let Some(state) = self.channels.remove(&channel) {
                 self.channel_keys.remove(&state.name);
             }
+        } else {
+            self.schedule_trim(channel, keep_until);
         }
     }
 
@@ -549,7 +561,7 @@ impl Hub {
                 });
                 match next {
                     Some(at) => self.schedule_trim(key, at),
-                    None => self.free_if_idle(key),
+                    None => self.free_if_idle(now, key),
                 }
             }
         }
@@ -938,7 +950,7 @@ impl Hub {
                 );
                 for channel in revoked {
                     let name = self.channels.get(&channel).map(|c| c.name.clone());
-                    self.unsubscribe(channel, key);
+                    self.unsubscribe(now, channel, key);
                     if let Some(name) = name {
                         let error = ErrorInfo::new(
                             ErrorCode::Forbidden,
@@ -964,7 +976,7 @@ impl Hub {
     }
 
     /// The channel's key, creating the channel if there is room.
-    fn channel_key(&mut self, name: &ChannelName) -> Option<ChannelKey> {
+    fn channel_key(&mut self, now: Time, name: &ChannelName) -> Option<ChannelKey> {
         if let Some(key) = self.channel_keys.get(name) {
             return Some(*key);
         }
@@ -974,7 +986,8 @@ impl Hub {
         let key = ChannelKey(self.next_channel);
         self.next_channel += 1;
         let epoch = self.rng.next_u64();
-        self.channels.insert(key, Channel::new(name.clone(), epoch));
+        self.channels
+            .insert(key, Channel::new(name.clone(), epoch, now));
         self.channel_keys.insert(name.clone(), key);
         Some(key)
     }
@@ -1014,7 +1027,7 @@ impl Hub {
             self.send(now, connection, &frame);
             return;
         }
-        let Some(channel_key) = self.channel_key(&name) else {
+        let Some(channel_key) = self.channel_key(now, &name) else {
             let frame = refuse(
                 ErrorCode::LimitExceeded,
                 "the server holds its maximum of channels",
@@ -1050,6 +1063,7 @@ impl Hub {
         };
         if let Some(channel) = self.channels.get_mut(&channel_key) {
             channel.subscribers.insert(key);
+            channel.last_used = now;
         }
         if let Some(session) = self.sessions.get_mut(&key) {
             session.subscriptions.insert(
@@ -1083,7 +1097,7 @@ impl Hub {
             if let Some(session) = self.sessions.get_mut(&key) {
                 session.subscriptions.remove(&channel_key);
             }
-            self.unsubscribe(channel_key, key);
+            self.unsubscribe(now, channel_key, key);
         }
         self.send(
             now,
@@ -1136,7 +1150,7 @@ impl Hub {
             });
             return;
         }
-        let Some(channel_key) = self.channel_key(&name) else {
+        let Some(channel_key) = self.channel_key(now, &name) else {
             answers.push(Answer {
                 serial,
                 error: Some(ErrorInfo::new(
