@@ -1,0 +1,406 @@
+//! Transport events, timers, connection attempts, retry, suspension, close and failure.
+
+use super::*;
+
+impl Client {
+    /// The transport asked for by `OpenTransport { transport }` is open.
+    pub fn handle_transport_open(&mut self, now: Time, transport: TransportId) {
+        let now = self.clock.advance(now);
+        let Some(current) = self.transport.as_mut().filter(|t| t.id == transport) else {
+            return;
+        };
+        if !matches!(current.phase, Phase::Opening) {
+            return;
+        }
+        current.phase = Phase::Handshaking;
+        current.last_received = now;
+        let credentials = match &self.config.auth {
+            Auth::ApiKey { name, secret } => Credentials::ApiKey {
+                name: name.clone(),
+                secret: secret.clone(),
+            },
+            Auth::Token => Credentials::Token {
+                token: self.tokens.current.clone().unwrap_or_default(),
+            },
+        };
+        let resume = self.session.map(|session| session.resume);
+        current.asked_resume = resume.is_some();
+        let frame = ClientFrame::Connect {
+            version: PROTOCOL_VERSION,
+            credentials,
+            client_id: self.config.client_id.clone(),
+            resume,
+            heartbeat_interval_ms: self
+                .config
+                .heartbeat_interval
+                .map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
+        };
+        self.send(now, &frame);
+    }
+
+    /// The transport closed or failed underneath the client.
+    pub fn handle_transport_closed(
+        &mut self,
+        now: Time,
+        transport: TransportId,
+        reason: impl Into<String>,
+    ) {
+        let now = self.clock.advance(now);
+        if self.transport.as_ref().is_some_and(|t| t.id == transport) {
+            let error = ErrorInfo::new(ErrorCode::TransportClosed, reason);
+            self.lose_transport(now, error, false);
+        }
+    }
+
+    /// Bytes received on a transport: one frame with message framing, any part of the
+    /// stream with stream framing.
+    pub fn handle_transport_bytes(&mut self, now: Time, transport: TransportId, bytes: Bytes) {
+        let now = self.clock.advance(now);
+        let Some(current) = self.transport.as_mut().filter(|t| t.id == transport) else {
+            return;
+        };
+        current.last_received = now;
+        let frames = match current.decoder.as_mut() {
+            None => wire::decode::<ServerFrame>(&bytes, &self.config.limits).map(|f| vec![f]),
+            Some(decoder) => {
+                decoder.push(&bytes);
+                let mut frames = Vec::new();
+                loop {
+                    match decoder.next_frame() {
+                        Ok(Some(frame)) => frames.push(frame),
+                        Ok(None) => break Ok(frames),
+                        Err(error) => break Err(error),
+                    }
+                }
+            }
+        };
+        match frames {
+            Ok(frames) => {
+                for frame in frames {
+                    if self.transport.as_ref().is_none_or(|t| t.id != transport) {
+                        break; // an earlier frame ended this transport
+                    }
+                    self.handle_frame(now, frame);
+                }
+            }
+            Err(error) => self.lose_transport(now, error.to_error_info(), true),
+        }
+    }
+
+    /// Call when the deadline from [`poll_timeout`](Client::poll_timeout) has passed.
+    pub fn handle_timeout(&mut self, now: Time) {
+        let now = self.clock.advance(now);
+        if self.close_deadline.is_some_and(|d| d <= now) {
+            self.finish_close(ErrorInfo::new(
+                ErrorCode::RequestTimeout,
+                "no answer to close",
+            ));
+            return;
+        }
+        if let Some(transport) = &self.transport {
+            let error = match transport.phase {
+                Phase::Opening | Phase::Handshaking if transport.connect_deadline <= now => Some(
+                    ErrorInfo::new(ErrorCode::RequestTimeout, "connect timed out"),
+                ),
+                Phase::Connected { .. }
+                    if self.liveness_deadline(transport).is_some_and(|d| d <= now) =>
+                {
+                    Some(ErrorInfo::new(
+                        ErrorCode::HeartbeatTimeout,
+                        "nothing received from the hub",
+                    ))
+                }
+                Phase::Connected { .. }
+                    if self.channels.next_deadline().is_some_and(|d| d <= now)
+                        || self.tokens.auth_deadline.is_some_and(|d| d <= now) =>
+                {
+                    Some(ErrorInfo::new(
+                        ErrorCode::RequestTimeout,
+                        "a request got no answer",
+                    ))
+                }
+                _ => None,
+            };
+            if let Some(error) = error {
+                self.lose_transport(now, error, true);
+            }
+        }
+        self.expire_requests(now);
+        if let Some(transport) = &self.transport {
+            if self.heartbeat_deadline(transport).is_some_and(|d| d <= now) {
+                self.send(now, &ClientFrame::Heartbeat);
+            }
+        }
+        if self.tokens.requested.is_some_and(|d| d <= now) {
+            // The application did not answer: ask again on the next attempt.
+            self.tokens.requested = None;
+            if self.state == ConnectionState::Connecting && self.transport.is_none() {
+                let error =
+                    ErrorInfo::new(ErrorCode::RequestTimeout, "no token was provided in time");
+                self.attempt_failed(now, error);
+            }
+        }
+        if self.tokens.renew_at.is_some_and(|d| d <= now) {
+            self.tokens.renew_at = None;
+            self.request_token(now, TokenReason::Renewal);
+        }
+        if self.suspend_at.is_some_and(|d| d <= now) {
+            self.suspend_at = None;
+            self.enter_suspended();
+        }
+        if self.retry_at.is_some_and(|d| d <= now) {
+            self.retry_at = None;
+            self.start_attempt(now);
+        }
+    }
+
+    pub(super) fn request_token(&mut self, now: Time, reason: TokenReason) {
+        if self.tokens.requested.is_some() {
+            return; // exactly one request in flight
+        }
+        self.tokens.requested = Some(now.saturating_add(self.config.request_timeout));
+        self.emit(Event::TokenRequired { reason });
+    }
+
+    /// Starts a connection attempt: asks for a token first if one is needed.
+    pub(super) fn start_attempt(&mut self, now: Time) {
+        self.retry_at = None;
+        if let Some(old) = self.transport.take() {
+            self.outputs.push_back(Output::CloseTransport {
+                transport: old.id,
+                reason: ErrorInfo::new(ErrorCode::TransportClosed, "replaced by a new attempt"),
+            });
+        }
+        self.set_state(ConnectionState::Connecting, None);
+        if self.config.auth == Auth::Token {
+            let expired = self.tokens.expires.is_some_and(|expiry| expiry <= now);
+            if self.tokens.current.is_none() || expired {
+                if expired {
+                    self.tokens.current = None;
+                }
+                let reason = if expired {
+                    TokenReason::Expired
+                } else {
+                    TokenReason::Initial
+                };
+                self.tokens.connect_when_provided = true;
+                self.request_token(now, reason);
+                return;
+            }
+        }
+        self.open_transport(now);
+    }
+
+    pub(super) fn open_transport(&mut self, now: Time) {
+        self.tokens.connect_when_provided = false;
+        let id = TransportId(self.next_transport);
+        self.next_transport += 1;
+        let decoder = match self.config.framing {
+            Framing::Message => None,
+            Framing::Stream => Some(StreamDecoder::new(self.config.limits)),
+        };
+        self.transport = Some(Transport {
+            id,
+            phase: Phase::Opening,
+            connect_deadline: now.saturating_add(self.config.request_timeout),
+            last_received: now,
+            last_sent: now,
+            asked_resume: false,
+            decoder,
+        });
+        self.outputs
+            .push_back(Output::OpenTransport { transport: id });
+    }
+
+    /// The current transport is gone (closed underneath us, or given up by us when
+    /// `close_it`).
+    pub(super) fn lose_transport(&mut self, now: Time, reason: ErrorInfo, close_it: bool) {
+        let Some(transport) = self.transport.take() else {
+            return;
+        };
+        if close_it {
+            self.outputs.push_back(Output::CloseTransport {
+                transport: transport.id,
+                reason: reason.clone(),
+            });
+        }
+        self.fail_requests(ErrorInfo::new(
+            ErrorCode::TransportClosed,
+            "the transport closed",
+        ));
+        self.channels.on_transport_lost();
+        self.tokens.auth_deadline = None;
+        match (self.state, transport.phase) {
+            (ConnectionState::Closing, _) => self.finish_close(reason),
+            (ConnectionState::Connected, Phase::Connected { since }) => {
+                let ttl = self.session.map_or(self.config.session_ttl, |s| s.ttl);
+                self.suspend_at = Some(now.saturating_add(ttl));
+                let delay = self.backoff.after_connection_lost(
+                    now.since(since),
+                    &self.config,
+                    &mut self.rng,
+                );
+                self.set_state(ConnectionState::Disconnected, Some(reason.clone()));
+                self.schedule_retry(now, delay, &reason);
+            }
+            (ConnectionState::Connecting, _) => self.attempt_failed(now, reason),
+            _ => {}
+        }
+    }
+
+    /// An attempt did not reach Connected.
+    pub(super) fn attempt_failed(&mut self, now: Time, reason: ErrorInfo) {
+        if self.suspend_at.is_none() && !self.suspended {
+            let ttl = self.session.map_or(self.config.session_ttl, |s| s.ttl);
+            self.suspend_at = Some(now.saturating_add(ttl));
+        }
+        if self.suspended {
+            let delay = Backoff::suspended(&self.config, &mut self.rng);
+            self.set_state(ConnectionState::Suspended, Some(reason.clone()));
+            self.schedule_retry(now, delay, &reason);
+        } else {
+            let delay = self
+                .backoff
+                .after_failed_attempt(&self.config, &mut self.rng);
+            self.set_state(ConnectionState::Disconnected, Some(reason.clone()));
+            self.schedule_retry(now, delay, &reason);
+        }
+    }
+
+    pub(super) fn schedule_retry(&mut self, now: Time, delay: Duration, reason: &ErrorInfo) {
+        if reason.code == ErrorCode::TokenExpired && self.config.auth == Auth::Token {
+            // Renew, then resume as soon as the token arrives.
+            self.tokens.current = None;
+            self.tokens.expires = None;
+            self.tokens.renew_at = None;
+            self.tokens.connect_when_provided = true;
+            self.retry_at = None;
+            self.request_token(now, TokenReason::Expired);
+            return;
+        }
+        self.retry_at = Some(now.saturating_add(delay));
+    }
+
+    pub(super) fn enter_suspended(&mut self) {
+        self.suspended = true;
+        let error = ErrorInfo::new(
+            ErrorCode::ConnectionSuspended,
+            "disconnected for longer than the session TTL",
+        );
+        let failed = self.publishes.drain_all();
+        self.resolve(failed, &Err(error.clone()));
+        if self.state == ConnectionState::Disconnected {
+            let delay = Backoff::suspended(&self.config, &mut self.rng);
+            let now = self.clock.now();
+            self.set_state(ConnectionState::Suspended, Some(error));
+            if self.retry_at.is_some() {
+                self.retry_at = Some(now.saturating_add(delay));
+            }
+        }
+    }
+
+    pub(super) fn finish_close(&mut self, reason: ErrorInfo) {
+        if let Some(transport) = self.transport.take() {
+            self.outputs.push_back(Output::CloseTransport {
+                transport: transport.id,
+                reason: reason.clone(),
+            });
+        }
+        self.close_deadline = None;
+        self.retry_at = None;
+        self.suspend_at = None;
+        self.tokens = Tokens {
+            current: self.tokens.current.take(),
+            ..Tokens::default()
+        };
+        let failed = self.publishes.drain_all();
+        self.resolve(
+            failed,
+            &Err(ErrorInfo::new(
+                ErrorCode::ConnectionClosed,
+                "the connection was closed",
+            )),
+        );
+        self.fail_requests(ErrorInfo::new(
+            ErrorCode::ConnectionClosed,
+            "the connection was closed",
+        ));
+        self.channels.clear();
+        self.session = None;
+        let reason = (reason.code != ErrorCode::ConnectionClosed).then_some(reason);
+        self.set_state(ConnectionState::Closed, reason);
+    }
+
+    pub(super) fn fail(&mut self, error: ErrorInfo) {
+        if let Some(transport) = self.transport.take() {
+            self.outputs.push_back(Output::CloseTransport {
+                transport: transport.id,
+                reason: error.clone(),
+            });
+        }
+        self.retry_at = None;
+        self.suspend_at = None;
+        self.close_deadline = None;
+        self.tokens.renew_at = None;
+        self.tokens.auth_deadline = None;
+        self.tokens.requested = None;
+        self.tokens.connect_when_provided = false;
+        let failure = ErrorInfo::new(
+            ErrorCode::ConnectionFailed,
+            format!("the connection failed: {error}"),
+        );
+        let failed = self.publishes.drain_all();
+        self.resolve(failed, &Err(failure.clone()));
+        self.fail_requests(failure);
+        self.channels.on_transport_lost();
+        self.set_state(ConnectionState::Failed, Some(error));
+    }
+
+    pub(super) fn fail_requests(&mut self, error: ErrorInfo) {
+        for (id, pending) in std::mem::take(&mut self.history) {
+            self.emit(Event::HistoryPage {
+                id,
+                channel: pending.channel,
+                result: Err(error.clone()),
+            });
+        }
+        for id in std::mem::take(&mut self.pings).into_keys() {
+            self.emit(Event::Pong {
+                id,
+                result: Err(error.clone()),
+            });
+        }
+    }
+
+    pub(super) fn expire_requests(&mut self, now: Time) {
+        let timeout = ErrorInfo::new(ErrorCode::RequestTimeout, "no answer in time");
+        let expired: Vec<RequestId> = self
+            .history
+            .iter()
+            .filter(|(_, h)| h.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(pending) = self.history.remove(&id) {
+                self.emit(Event::HistoryPage {
+                    id,
+                    channel: pending.channel,
+                    result: Err(timeout.clone()),
+                });
+            }
+        }
+        let expired: Vec<PingId> = self
+            .pings
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.pings.remove(&id);
+            self.emit(Event::Pong {
+                id,
+                result: Err(timeout.clone()),
+            });
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! What the hub does when a deadline comes due: first frame, idle, heartbeat, token
+//! expiry, session expiry, channel trimming.
+
+use super::*;
+
+impl Hub {
+    pub(super) fn fire(&mut self, now: Time, timer: Timer) {
+        match timer {
+            Timer::FirstFrame(id) => {
+                if self
+                    .connections
+                    .get(&id)
+                    .is_some_and(|c| c.session.is_none())
+                {
+                    let error =
+                        ErrorInfo::new(ErrorCode::FirstFrameTimeout, "no connect frame in time");
+                    self.close(
+                        now,
+                        id,
+                        Some(ServerFrame::Error {
+                            error: error.clone(),
+                        }),
+                        error,
+                    );
+                }
+            }
+            Timer::Idle(id) => {
+                let Some((last, interval)) = self.connection_timing(id) else {
+                    return;
+                };
+                let deadline = last.saturating_add(interval + self.config.idle_grace);
+                if deadline <= now {
+                    let error =
+                        ErrorInfo::new(ErrorCode::IdleTimeout, "nothing received from the client");
+                    self.close(
+                        now,
+                        id,
+                        Some(ServerFrame::Disconnect {
+                            error: error.clone(),
+                        }),
+                        error,
+                    );
+                } else {
+                    self.timers.push(deadline, Timer::Idle(id));
+                }
+            }
+            Timer::Heartbeat(id) => {
+                let Some(conn) = self.connections.get(&id) else {
+                    return;
+                };
+                let Some((_, interval)) = self.connection_timing(id) else {
+                    return;
+                };
+                let due = conn.last_sent.saturating_add(interval);
+                if due <= now {
+                    self.send(now, id, &ServerFrame::Heartbeat);
+                    self.timers
+                        .push(now.saturating_add(interval), Timer::Heartbeat(id));
+                } else {
+                    self.timers.push(due, Timer::Heartbeat(id));
+                }
+            }
+            Timer::TokenExpiry(key, generation) => {
+                let Some(session) = self.sessions.get(&key) else {
+                    return;
+                };
+                if session.token_generation == generation {
+                    self.check_token(now, key);
+                    if let Some(session) = self.sessions.get(&key) {
+                        if session.token_generation == generation && session.connection.is_some() {
+                            // Not expired yet by the wall clock (it moved): look again later.
+                            self.schedule_token_expiry(now, key);
+                        }
+                    }
+                }
+            }
+            Timer::SessionExpiry(key) => {
+                let expired = self.sessions.get(&key).is_some_and(|s| {
+                    s.connection.is_none()
+                        && s.detached_at
+                            .is_some_and(|at| at.saturating_add(self.config.session_ttl) <= now)
+                });
+                if expired {
+                    if let Some(session) = self.sessions.remove(&key) {
+                        self.session_ids.remove(&session.id);
+                        self.emit(HubEvent::SessionExpired {
+                            session: session.id,
+                        });
+                    }
+                }
+            }
+            Timer::Trim(key) => {
+                let retention = self.config.retention_age;
+                let window = self.config.dedupe_window;
+                let next = self.channels.get_mut(&key).and_then(|channel| {
+                    channel.trim_scheduled = false;
+                    channel.trim(now, retention, window)
+                });
+                match next {
+                    Some(at) => self.schedule_trim(key, at),
+                    None => self.free_if_idle(now, key),
+                }
+            }
+        }
+    }
+
+    pub(super) fn schedule_trim(&mut self, key: ChannelKey, at: Time) {
+        if let Some(channel) = self.channels.get_mut(&key) {
+            if !channel.trim_scheduled {
+                channel.trim_scheduled = true;
+                self.timers.push(at, Timer::Trim(key));
+            }
+        }
+    }
+
+    /// Last receive time and heartbeat interval of a connection with a session.
+    pub(super) fn connection_timing(&self, id: ConnectionId) -> Option<(Time, Duration)> {
+        let conn = self.connections.get(&id)?;
+        let session = self.sessions.get(&conn.session?)?;
+        Some((conn.last_received, session.heartbeat_interval))
+    }
+
+    pub(super) fn schedule_token_expiry(&mut self, now: Time, key: SessionKey) {
+        let Some(session) = self.sessions.get(&key) else {
+            return;
+        };
+        let Some(expires_at_ms) = session.identity.expires_at_ms else {
+            return;
+        };
+        let leeway = self.config.tokens.leeway.min(auth::MAX_LEEWAY);
+        let remaining = Duration::from_millis(expires_at_ms.saturating_sub(self.unix_ms)) + leeway;
+        self.timers.push(
+            now.saturating_add(remaining),
+            Timer::TokenExpiry(key, session.token_generation),
+        );
+    }
+
+    /// Disconnects the session's transport if its token expired by the wall clock.
+    pub(super) fn check_token(&mut self, now: Time, key: SessionKey) -> bool {
+        let Some(session) = self.sessions.get(&key) else {
+            return false;
+        };
+        let leeway_ms = self.config.tokens.leeway.min(auth::MAX_LEEWAY).as_millis() as u64;
+        let expired = session
+            .identity
+            .expires_at_ms
+            .is_some_and(|at| at.saturating_add(leeway_ms) <= self.unix_ms);
+        if let (true, Some(connection)) = (expired, session.connection) {
+            let error =
+                ErrorInfo::new(ErrorCode::TokenExpired, "the token expired without renewal");
+            self.close(
+                now,
+                connection,
+                Some(ServerFrame::Disconnect {
+                    error: error.clone(),
+                }),
+                error,
+            );
+            return true;
+        }
+        false
+    }
+}

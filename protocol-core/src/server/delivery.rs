@@ -1,0 +1,481 @@
+//! Channels: attach, detach, publish, fan-out, flow-controlled replay, history.
+
+use super::*;
+
+impl Hub {
+    pub(super) fn unsubscribe(&mut self, now: Time, channel: ChannelKey, session: SessionKey) {
+        if let Some(state) = self.channels.get_mut(&channel) {
+            state.subscribers.remove(&session);
+            state.last_used = now;
+        }
+        self.free_if_idle(now, channel);
+    }
+
+    /// Frees a channel nothing refers to once it has been unused for the session TTL (a
+    /// dropped subscriber may still resume from one of its positions until then).
+    pub(super) fn free_if_idle(&mut self, now: Time, channel: ChannelKey) {
+        let Some(state) = self.channels.get(&channel) else {
+            return;
+        };
+        if !state.is_idle() {
+            return;
+        }
+        let keep_until = state.last_used.saturating_add(self.config.session_ttl);
+        if keep_until <= now {
+            if let Some(state) = self.channels.remove(&channel) {
+                self.channel_keys.remove(&state.name);
+            }
+        } else {
+            self.schedule_trim(channel, keep_until);
+        }
+    }
+
+    /// The channel's key, creating the channel if there is room.
+    pub(super) fn channel_key(&mut self, now: Time, name: &ChannelName) -> Option<ChannelKey> {
+        if let Some(key) = self.channel_keys.get(name) {
+            return Some(*key);
+        }
+        if self.channels.len() >= self.config.max_channels {
+            return None;
+        }
+        let key = ChannelKey(self.next_channel);
+        self.next_channel += 1;
+        let epoch = self.rng.next_u64();
+        self.channels
+            .insert(key, Channel::new(name.clone(), epoch, now));
+        self.channel_keys.insert(name.clone(), key);
+        Some(key)
+    }
+
+    pub(super) fn on_attach(
+        &mut self,
+        now: Time,
+        connection: ConnectionId,
+        key: SessionKey,
+        name: ChannelName,
+        from: Option<Position>,
+    ) {
+        let refuse = |code: ErrorCode, text: &str| ServerFrame::Detached {
+            channel: name.clone(),
+            error: Some(ErrorInfo::new(code, text)),
+        };
+        if !self.allows(key, &name, Operation::Subscribe) {
+            let frame = refuse(
+                ErrorCode::Forbidden,
+                "no subscribe capability for this channel",
+            );
+            self.send(now, connection, &frame);
+            return;
+        }
+        let existing = self.channel_keys.get(&name).copied();
+        let attached_count = self.sessions.get(&key).map_or(0, |s| s.subscriptions.len());
+        let already = existing.is_some_and(|ck| {
+            self.sessions
+                .get(&key)
+                .is_some_and(|s| s.subscriptions.contains_key(&ck))
+        });
+        if !already && attached_count >= self.config.max_channels_per_session {
+            let frame = refuse(
+                ErrorCode::TooManyChannels,
+                "the session is attached to its maximum of channels",
+            );
+            self.send(now, connection, &frame);
+            return;
+        }
+        let Some(channel_key) = self.channel_key(now, &name) else {
+            let frame = refuse(
+                ErrorCode::LimitExceeded,
+                "the server holds its maximum of channels",
+            );
+            self.send(now, connection, &frame);
+            return;
+        };
+        let Some(channel) = self.channels.get(&channel_key) else {
+            return;
+        };
+        let current = channel.position();
+        let (continuity, position, error) = match from {
+            None => (Continuity::Fresh, current, None),
+            Some(p) if p.epoch != channel.epoch => (
+                Continuity::Gap,
+                current,
+                Some(ErrorInfo::new(
+                    ErrorCode::EpochChanged,
+                    "the channel's history was lost",
+                )),
+            ),
+            Some(p) if p.serial <= current.serial && channel.retains_after(p.serial) => {
+                (Continuity::Continuous, p, None)
+            }
+            Some(_) => (
+                Continuity::Gap,
+                current,
+                Some(ErrorInfo::new(
+                    ErrorCode::HistoryUnavailable,
+                    "the position is older than the retained history",
+                )),
+            ),
+        };
+        if let Some(channel) = self.channels.get_mut(&channel_key) {
+            channel.subscribers.insert(key);
+            channel.last_used = now;
+        }
+        if let Some(session) = self.sessions.get_mut(&key) {
+            session.subscriptions.insert(
+                channel_key,
+                Subscription {
+                    cursor: position.serial,
+                },
+            );
+        }
+        self.send(
+            now,
+            connection,
+            &ServerFrame::Attached {
+                channel: name,
+                position,
+                continuity,
+                error,
+            },
+        );
+        self.pump(now, connection);
+    }
+
+    pub(super) fn on_detach(
+        &mut self,
+        now: Time,
+        connection: ConnectionId,
+        key: SessionKey,
+        name: ChannelName,
+    ) {
+        if let Some(channel_key) = self.channel_keys.get(&name).copied() {
+            if let Some(session) = self.sessions.get_mut(&key) {
+                session.subscriptions.remove(&channel_key);
+            }
+            self.unsubscribe(now, channel_key, key);
+        }
+        self.send(
+            now,
+            connection,
+            &ServerFrame::Detached {
+                channel: name,
+                error: None,
+            },
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_publish(
+        &mut self,
+        now: Time,
+        connection: ConnectionId,
+        key: SessionKey,
+        serial: u64,
+        name: ChannelName,
+        messages: Vec<Message>,
+        answers: &mut Vec<Answer>,
+    ) {
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if serial > session.next_serial {
+            self.protocol_error(
+                now,
+                connection,
+                ErrorCode::InvalidPublishSerial,
+                "a publish serial was skipped",
+            );
+            return;
+        }
+        if serial == session.next_serial {
+            session.next_serial += 1;
+        }
+        let publisher = session.identity.client_id.clone();
+        if !session
+            .identity
+            .capabilities
+            .allows(&name, Operation::Publish)
+        {
+            answers.push(Answer {
+                serial,
+                error: Some(ErrorInfo::new(
+                    ErrorCode::Forbidden,
+                    "no publish capability for this channel",
+                )),
+            });
+            return;
+        }
+        let Some(channel_key) = self.channel_key(now, &name) else {
+            answers.push(Answer {
+                serial,
+                error: Some(ErrorInfo::new(
+                    ErrorCode::LimitExceeded,
+                    "the server holds its maximum of channels",
+                )),
+            });
+            return;
+        };
+        for message in messages {
+            let Some(channel) = self.channels.get_mut(&channel_key) else {
+                return;
+            };
+            if channel.is_duplicate(&message.id) {
+                continue;
+            }
+            let stored = channel.store(
+                message,
+                publisher.clone(),
+                now,
+                self.unix_ms,
+                self.config.framing,
+                &self.config.limits,
+                self.config.retention_count,
+                self.config.dedupe_capacity,
+            );
+            match stored {
+                Ok((stored_serial, frame)) => {
+                    let trim_at = now
+                        .saturating_add(self.config.retention_age.min(self.config.dedupe_window));
+                    self.schedule_trim(channel_key, trim_at);
+                    self.fan_out(now, channel_key, stored_serial, &frame);
+                }
+                Err(error) => {
+                    answers.push(Answer {
+                        serial,
+                        error: Some(error),
+                    });
+                    return;
+                }
+            }
+        }
+        answers.push(Answer {
+            serial,
+            error: None,
+        });
+    }
+
+    /// Sends a new message to every subscriber that is caught up; lagging ones get it from
+    /// their replay; one whose pending bytes would pass the limit is a slow consumer.
+    pub(super) fn fan_out(
+        &mut self,
+        now: Time,
+        channel_key: ChannelKey,
+        serial: u64,
+        frame: &Bytes,
+    ) {
+        let Some(channel) = self.channels.get(&channel_key) else {
+            return;
+        };
+        let subscribers: Vec<SessionKey> = channel.subscribers.iter().copied().collect();
+        for key in subscribers {
+            let Some(session) = self.sessions.get_mut(&key) else {
+                continue;
+            };
+            let Some(connection) = session.connection else {
+                continue;
+            };
+            let Some(subscription) = session.subscriptions.get_mut(&channel_key) else {
+                continue;
+            };
+            if subscription.cursor + 1 != serial {
+                self.pump(now, connection);
+                continue;
+            }
+            let pending = self
+                .connections
+                .get(&connection)
+                .map_or(0, |c| c.pending_bytes);
+            if pending + frame.len() > self.config.max_pending_bytes {
+                self.slow_consumer(now, connection, pending);
+                continue;
+            }
+            subscription.cursor = serial;
+            self.transmit(now, connection, frame.clone());
+        }
+    }
+
+    pub(super) fn slow_consumer(
+        &mut self,
+        now: Time,
+        connection: ConnectionId,
+        pending_bytes: usize,
+    ) {
+        self.emit(HubEvent::SlowConsumer {
+            connection,
+            pending_bytes,
+        });
+        let error = ErrorInfo::new(
+            ErrorCode::SlowConsumer,
+            "the connection fell too far behind",
+        );
+        self.close(
+            now,
+            connection,
+            Some(ServerFrame::Disconnect {
+                error: error.clone(),
+            }),
+            error,
+        );
+    }
+
+    /// Continues held-back replays on a connection while its pending bytes are under half
+    /// the limit. A replay whose next message is no longer retained cannot continue: the
+    /// connection is a slow consumer (it resumes later and is told of the gap).
+    pub(super) fn pump(&mut self, now: Time, connection: ConnectionId) {
+        let Some(key) = self.connections.get(&connection).and_then(|c| c.session) else {
+            return;
+        };
+        let budget = self.config.max_pending_bytes / 2;
+        let channels: Vec<ChannelKey> = match self.sessions.get(&key) {
+            Some(session) => session.subscriptions.keys().copied().collect(),
+            None => return,
+        };
+        for channel_key in channels {
+            loop {
+                let pending = self
+                    .connections
+                    .get(&connection)
+                    .map_or(usize::MAX, |c| c.pending_bytes);
+                if pending >= budget {
+                    return;
+                }
+                let Some(cursor) = self
+                    .sessions
+                    .get(&key)
+                    .and_then(|s| s.subscriptions.get(&channel_key))
+                    .map(|s| s.cursor)
+                else {
+                    break;
+                };
+                let Some(channel) = self.channels.get(&channel_key) else {
+                    break;
+                };
+                if cursor >= channel.last {
+                    break;
+                }
+                let Some(frame) = channel.frame(cursor + 1).cloned() else {
+                    self.slow_consumer(now, connection, pending);
+                    return;
+                };
+                if let Some(subscription) = self
+                    .sessions
+                    .get_mut(&key)
+                    .and_then(|s| s.subscriptions.get_mut(&channel_key))
+                {
+                    subscription.cursor = cursor + 1;
+                }
+                self.transmit(now, connection, frame);
+            }
+        }
+    }
+
+    pub(super) fn on_history(
+        &mut self,
+        now: Time,
+        connection: ConnectionId,
+        key: SessionKey,
+        request_id: u64,
+        name: ChannelName,
+        query: HistoryQuery,
+    ) {
+        let page = |messages, next, error| ServerFrame::HistoryPage {
+            request_id,
+            channel: name.clone(),
+            messages,
+            next,
+            error,
+        };
+        let frame = if !self.allows(key, &name, Operation::History) {
+            page(
+                vec![],
+                None,
+                Some(ErrorInfo::new(
+                    ErrorCode::Forbidden,
+                    "no history capability for this channel",
+                )),
+            )
+        } else if query.limit == 0 || query.limit > MAX_HISTORY_LIMIT {
+            page(
+                vec![],
+                None,
+                Some(ErrorInfo::new(
+                    ErrorCode::InvalidHistoryQuery,
+                    "limit must be 1 to 1000",
+                )),
+            )
+        } else {
+            match self
+                .channel_keys
+                .get(&name)
+                .and_then(|k| self.channels.get(k))
+            {
+                None => page(vec![], None, None),
+                Some(channel) => {
+                    // Leave room for the page's own fields within the frame allowance.
+                    let budget = self
+                        .config
+                        .limits
+                        .max_frame_size
+                        .saturating_sub(1024)
+                        .max(1);
+                    match channel.history(&query, budget) {
+                        Ok((messages, next)) => page(messages, next, None),
+                        Err(error) => page(vec![], None, Some(error)),
+                    }
+                }
+            }
+        };
+        self.send(now, connection, &frame);
+    }
+
+    /// Sends the publish answers of one input, coalescing consecutive ones into ranges.
+    pub(super) fn send_answers(
+        &mut self,
+        now: Time,
+        connection: ConnectionId,
+        answers: Vec<Answer>,
+    ) {
+        if answers.is_empty() || !self.connections.contains_key(&connection) {
+            return;
+        }
+        let mut frames: Vec<ServerFrame> = Vec::new();
+        for answer in answers {
+            let merged = match (frames.last_mut(), &answer.error) {
+                (Some(ServerFrame::Ack { serial, count }), None)
+                    if *serial + u64::from(*count) == answer.serial =>
+                {
+                    *count += 1;
+                    true
+                }
+                (
+                    Some(ServerFrame::Nack {
+                        serial,
+                        count,
+                        error,
+                    }),
+                    Some(new),
+                ) if *serial + u64::from(*count) == answer.serial && error == new => {
+                    *count += 1;
+                    true
+                }
+                _ => false,
+            };
+            if !merged {
+                frames.push(match answer.error {
+                    None => ServerFrame::Ack {
+                        serial: answer.serial,
+                        count: 1,
+                    },
+                    Some(error) => ServerFrame::Nack {
+                        serial: answer.serial,
+                        count: 1,
+                        error,
+                    },
+                });
+            }
+        }
+        for frame in frames {
+            self.send(now, connection, &frame);
+        }
+    }
+}
