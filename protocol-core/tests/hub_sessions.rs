@@ -462,3 +462,23 @@ fn an_unused_channel_is_freed_after_the_session_ttl() {
     h.advance_alive(&[id], Duration::from_secs(121));
     assert_eq!(h.hub.stats().channels, 0);
 }
+
+#[test]
+fn at_the_session_limit_the_session_dropped_longest_ago_makes_room() {
+    let mut config = config();
+    config.max_sessions = 2;
+    let mut h = HubHarness::with(config, 1);
+    let (a, session_a) = h.connect_as("a");
+    h.drop_connection(a);
+    h.advance(Duration::from_secs(1));
+    let (b, session_b) = h.connect_as("b");
+    h.drop_connection(b);
+    let (_, _) = h.connect_as("c");
+    assert_eq!(h.hub.stats().sessions, 2);
+    assert!(h.events.iter().any(|e| matches!(
+        e,
+        tether_core::server::HubEvent::SessionExpired { session } if *session == session_a.session_id
+    )));
+    let (_, connected) = h.resume("b", session_b);
+    assert!(matches!(connected, ServerFrame::Connected { resumed: true, .. }), "b was kept");
+}

@@ -34,6 +34,9 @@ pub struct HubConfig {
     pub max_pending_bytes: usize,
     /// Most open connections (default 10,000).
     pub max_connections: usize,
+    /// Most sessions, live or waiting to be resumed (default 20,000). At the limit the
+    /// session dropped longest ago is freed to make room.
+    pub max_sessions: usize,
     /// Most channels the hub holds (default 100,000); creating another is refused.
     pub max_channels: usize,
     /// Messages retained per channel for resume and history (default 1,000).
@@ -63,6 +66,7 @@ impl Default for HubConfig {
             max_channels_per_session: 100,
             max_pending_bytes: 1024 * 1024,
             max_connections: 10_000,
+            max_sessions: 20_000,
             max_channels: 100_000,
             retention_count: 1000,
             retention_age: Duration::from_secs(120),

@@ -81,11 +81,8 @@ impl Hub {
                             .is_some_and(|at| at.saturating_add(self.config.session_ttl) <= now)
                 });
                 if expired {
-                    if let Some(session) = self.sessions.remove(&key) {
-                        self.session_ids.remove(&session.id);
-                        self.emit(HubEvent::SessionExpired {
-                            session: session.id,
-                        });
+                    if let Some(session) = self.remove_session(key) {
+                        self.emit(HubEvent::SessionExpired { session });
                     }
                 }
             }

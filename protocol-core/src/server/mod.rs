@@ -59,7 +59,7 @@ mod event;
 mod sessions;
 mod timers;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -163,6 +163,8 @@ pub struct Hub {
     next_connection: u64,
     sessions: BTreeMap<SessionKey, Session>,
     session_ids: HashMap<SessionId, SessionKey>,
+    /// Sessions without a transport, oldest drop first (for eviction at the session limit).
+    detached: BTreeSet<(Time, SessionKey)>,
     next_session: u64,
     channels: BTreeMap<ChannelKey, Channel>,
     channel_keys: HashMap<ChannelName, ChannelKey>,
@@ -185,6 +187,7 @@ impl Hub {
             next_connection: 0,
             sessions: BTreeMap::new(),
             session_ids: HashMap::new(),
+            detached: BTreeSet::new(),
             next_session: 0,
             channels: BTreeMap::new(),
             channel_keys: HashMap::new(),
@@ -364,17 +367,15 @@ impl Hub {
         self.outputs.push_back(HubOutput::Event(event));
     }
 
-    fn encode(&self, frame: &ServerFrame) -> Bytes {
+    fn encode(&self, frame: &ServerFrame) -> Result<Bytes, wire::EncodeError> {
         let limits = self.config.limits.for_hub_frames();
-        let encoded = match self.config.framing {
+        match self.config.framing {
             Framing::Message => wire::encode(frame, &limits),
             Framing::Stream => {
                 let mut out = BytesMut::new();
                 wire::encode_length_prefixed(frame, &limits, &mut out).map(|_| out.freeze())
             }
-        };
-        // Control frames are small; deliveries and pages are sized by the hub to fit.
-        encoded.expect("hub frames fit the hub's frame limit plus overhead")
+        }
     }
 
     /// Queues bytes for a connection and counts them as pending.
@@ -387,9 +388,43 @@ impl Hub {
         }
     }
 
+    /// Encodes and queues a frame. Frames are sized to fit the hub's frame allowance; should
+    /// one not fit, a history page is replaced by its error and anything else closes the
+    /// connection, rather than sending what the client would refuse.
     fn send(&mut self, now: Time, connection: ConnectionId, frame: &ServerFrame) {
-        let bytes = self.encode(frame);
-        self.transmit(now, connection, bytes);
+        match self.encode(frame) {
+            Ok(bytes) => self.transmit(now, connection, bytes),
+            Err(error) => {
+                let error = ErrorInfo::new(error.code(), error.to_string());
+                if let ServerFrame::HistoryPage {
+                    request_id,
+                    channel,
+                    ..
+                } = frame
+                {
+                    let refusal = ServerFrame::HistoryPage {
+                        request_id: *request_id,
+                        channel: channel.clone(),
+                        messages: Vec::new(),
+                        next: None,
+                        error: Some(error.clone()),
+                    };
+                    if let Ok(bytes) = self.encode(&refusal) {
+                        self.transmit(now, connection, bytes);
+                        return;
+                    }
+                }
+                let reason = ErrorInfo::new(
+                    ErrorCode::Internal,
+                    format!("a frame could not be sent: {error}"),
+                );
+                self.outputs.push_back(HubOutput::Close {
+                    connection,
+                    reason: reason.clone(),
+                });
+                self.forget_connection(now, connection, reason);
+            }
+        }
     }
 
     /// Sends an optional last frame, closes the connection and forgets it.
@@ -413,6 +448,16 @@ impl Hub {
         self.forget_connection(now, connection, reason);
     }
 
+    /// Frees a session for good.
+    fn remove_session(&mut self, key: SessionKey) -> Option<SessionId> {
+        let session = self.sessions.remove(&key)?;
+        self.session_ids.remove(&session.id);
+        if let Some(at) = session.detached_at {
+            self.detached.remove(&(at, key));
+        }
+        Some(session.id)
+    }
+
     /// Removes a connection; its session (if any) loses its transport and waits for resume.
     fn forget_connection(&mut self, now: Time, connection: ConnectionId, reason: ErrorInfo) {
         let Some(conn) = self.connections.remove(&connection) else {
@@ -425,6 +470,7 @@ impl Hub {
                 if session.connection == Some(connection) {
                     session.connection = None;
                     session.detached_at = Some(now);
+                    self.detached.insert((now, key));
                     let subscriptions = std::mem::take(&mut session.subscriptions);
                     self.timers.push(
                         now.saturating_add(self.config.session_ttl),

@@ -85,9 +85,7 @@ impl Hub {
                 self.send(now, connection, &ServerFrame::Closed);
                 let reason = ErrorInfo::new(ErrorCode::ConnectionClosed, "closed by the client");
                 self.close(now, connection, None, reason);
-                if let Some(session) = self.sessions.remove(&key) {
-                    self.session_ids.remove(&session.id);
-                }
+                self.remove_session(key);
             }
         }
     }
@@ -175,6 +173,9 @@ impl Hub {
                         error,
                     );
                 }
+                if let Some(at) = self.sessions.get(&key).and_then(|s| s.detached_at) {
+                    self.detached.remove(&(at, key));
+                }
                 if let Some(session) = self.sessions.get_mut(&key) {
                     session.identity = identity;
                     session.heartbeat_interval = heartbeat_interval;
@@ -243,6 +244,14 @@ impl Hub {
         heartbeat_interval: Duration,
         connection: ConnectionId,
     ) -> SessionKey {
+        if self.sessions.len() >= self.config.max_sessions {
+            // Make room: the session dropped longest ago goes first.
+            if let Some((_, oldest)) = self.detached.pop_first() {
+                if let Some(session) = self.remove_session(oldest) {
+                    self.emit(HubEvent::SessionExpired { session });
+                }
+            }
+        }
         let key = SessionKey(self.next_session);
         self.next_session += 1;
         let id = loop {
@@ -318,6 +327,9 @@ impl Hub {
                 let expires = identity.expires_at_ms;
                 let client_id = identity.client_id.clone();
                 let mut revoked = Vec::new();
+                if let Some(at) = self.sessions.get(&key).and_then(|s| s.detached_at) {
+                    self.detached.remove(&(at, key));
+                }
                 if let Some(session) = self.sessions.get_mut(&key) {
                     session.identity = identity;
                     session.token_generation += 1;
