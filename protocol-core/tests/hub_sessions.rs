@@ -480,5 +480,8 @@ fn at_the_session_limit_the_session_dropped_longest_ago_makes_room() {
         tether_core::server::HubEvent::SessionExpired { session } if *session == session_a.session_id
     )));
     let (_, connected) = h.resume("b", session_b);
-    assert!(matches!(connected, ServerFrame::Connected { resumed: true, .. }), "b was kept");
+    assert!(
+        matches!(connected, ServerFrame::Connected { resumed: true, .. }),
+        "b was kept"
+    );
 }
