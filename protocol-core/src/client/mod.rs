@@ -1,78 +1,6 @@
 //! The client connection state machine: `docs/protocol.md` §6.
 //!
-//! # Calling contract
-//!
-//! A [`Client`] never reads a clock, never touches a socket and never seeds itself. Its
-//! caller (an adapter) does, in a loop:
-//!
-//! 1. Feed one input, with the current monotonic [`Time`]: an application command
-//!    ([`connect`](Client::connect), [`publish`](Client::publish), …), a transport event
-//!    ([`handle_transport_open`](Client::handle_transport_open),
-//!    [`handle_transport_bytes`](Client::handle_transport_bytes),
-//!    [`handle_transport_closed`](Client::handle_transport_closed)), or
-//!    [`handle_timeout`](Client::handle_timeout) when the deadline has passed.
-//! 2. Drain [`poll_output`](Client::poll_output) until it returns `None`, carrying out every
-//!    [`Output`]: open or close a transport, send bytes, pass events to the application.
-//! 3. Read [`poll_timeout`](Client::poll_timeout) *after* draining, and sleep until that
-//!    deadline or the next input, whichever comes first. A deadline at or before `now` has
-//!    fired: call `handle_timeout`.
-//!
-//! Transports are named by the [`TransportId`] of the `OpenTransport` output that asked for
-//! them; inputs about any other transport are ignored. After `CloseTransport` the client
-//! never uses that transport again.
-//!
-//! ```
-//! use bytes::Bytes;
-//! use tether_core::client::{Auth, Client, ClientConfig, ConnectionState, Event, Output};
-//! use tether_core::wire::{self, ClientFrame, Limits, ServerFrame};
-//! use tether_core::Time;
-//! # use tether_core::wire::{ClientId, ResumeSecret, ResumeToken, SessionId, SessionLimits};
-//!
-//! let config = ClientConfig::new(Auth::ApiKey { name: "app".into(), secret: "s".into() });
-//! let mut client = Client::new(config, [7; 32]);
-//! let mut now = Time::ZERO;
-//! client.connect(now);
-//!
-//! // A fake transport: the "hub" answers the connect frame with `connected`.
-//! let mut transport = None;
-//! let mut state = ConnectionState::Initialized;
-//! for _ in 0..10 {
-//!     while let Some(output) = client.poll_output() {
-//!         match output {
-//!             Output::OpenTransport { transport: id } => transport = Some(id),
-//!             Output::Transmit { bytes, .. } => {
-//!                 let frame: ClientFrame = wire::decode(&bytes, &Limits::DEFAULT).unwrap();
-//!                 assert!(matches!(frame, ClientFrame::Connect { .. }));
-//! #               let reply = ServerFrame::Connected {
-//! #                   session: ResumeToken { session_id: SessionId(1), secret: ResumeSecret([0; 16]) },
-//! #                   client_id: ClientId::new("app").unwrap(), resumed: false,
-//! #                   server_time_ms: 0, heartbeat_interval_ms: 15_000, session_ttl_ms: 120_000,
-//! #                   token_expires_at_ms: None, error: None,
-//! #                   limits: SessionLimits { max_frame_size: 65536, max_channel_name_len: 256,
-//! #                                           max_messages_per_publish: 100, max_channels: 100 },
-//! #               };
-//!                 let bytes = wire::encode(&reply, &Limits::DEFAULT).unwrap();
-//!                 client.handle_transport_bytes(now, transport.unwrap(), bytes);
-//!             }
-//!             Output::CloseTransport { .. } => transport = None,
-//!             Output::Event(Event::StateChanged { current, .. }) => state = current,
-//!             Output::Event(_) => {}
-//!         }
-//!     }
-//!     if let Some(id) = transport.filter(|_| state == ConnectionState::Connecting) {
-//!         client.handle_transport_open(now, id);
-//!         continue;
-//!     }
-//!     match client.poll_timeout() {
-//!         Some(deadline) if state != ConnectionState::Connected => {
-//!             now = deadline;
-//!             client.handle_timeout(now);
-//!         }
-//!         _ => break,
-//!     }
-//! }
-//! assert_eq!(state, ConnectionState::Connected);
-//! ```
+//! See [`Client`] for the calling contract and an example.
 
 mod backoff;
 mod channels;
@@ -195,8 +123,81 @@ struct PendingPing {
     deadline: Time,
 }
 
-/// The client side of one tether connection. See the [module documentation](self) for the
-/// calling contract.
+/// The client side of one tether connection.
+///
+/// # Calling contract
+///
+/// A [`Client`] never reads a clock, never touches a socket and never seeds itself. Its
+/// caller (an adapter) does, in a loop:
+///
+/// 1. Feed one input, with the current monotonic [`Time`]: an application command
+///    ([`connect`](Client::connect), [`publish`](Client::publish), …), a transport event
+///    ([`handle_transport_open`](Client::handle_transport_open),
+///    [`handle_transport_bytes`](Client::handle_transport_bytes),
+///    [`handle_transport_closed`](Client::handle_transport_closed)), or
+///    [`handle_timeout`](Client::handle_timeout) when the deadline has passed.
+/// 2. Drain [`poll_output`](Client::poll_output) until it returns `None`, carrying out every
+///    [`Output`]: open or close a transport, send bytes, pass events to the application.
+/// 3. Read [`poll_timeout`](Client::poll_timeout) *after* draining, and sleep until that
+///    deadline or the next input, whichever comes first. A deadline at or before `now` has
+///    fired: call `handle_timeout`.
+///
+/// Transports are named by the [`TransportId`] of the `OpenTransport` output that asked for
+/// them; inputs about any other transport are ignored. After `CloseTransport` the client
+/// never uses that transport again.
+///
+/// ```
+/// use bytes::Bytes;
+/// use tether_core::client::{Auth, Client, ClientConfig, ConnectionState, Event, Output};
+/// use tether_core::wire::{self, ClientFrame, Limits, ServerFrame};
+/// use tether_core::Time;
+/// # use tether_core::wire::{ClientId, ResumeSecret, ResumeToken, SessionId, SessionLimits};
+///
+/// let config = ClientConfig::new(Auth::ApiKey { name: "app".into(), secret: "s".into() });
+/// let mut client = Client::new(config, [7; 32]);
+/// let mut now = Time::ZERO;
+/// client.connect(now);
+///
+/// // A fake transport: the "hub" answers the connect frame with `connected`.
+/// let mut transport = None;
+/// let mut state = ConnectionState::Initialized;
+/// for _ in 0..10 {
+///     while let Some(output) = client.poll_output() {
+///         match output {
+///             Output::OpenTransport { transport: id } => transport = Some(id),
+///             Output::Transmit { bytes, .. } => {
+///                 let frame: ClientFrame = wire::decode(&bytes, &Limits::DEFAULT).unwrap();
+///                 assert!(matches!(frame, ClientFrame::Connect { .. }));
+/// #               let reply = ServerFrame::Connected {
+/// #                   session: ResumeToken { session_id: SessionId(1), secret: ResumeSecret([0; 16]) },
+/// #                   client_id: ClientId::new("app").unwrap(), resumed: false,
+/// #                   server_time_ms: 0, heartbeat_interval_ms: 15_000, session_ttl_ms: 120_000,
+/// #                   token_expires_at_ms: None, error: None,
+/// #                   limits: SessionLimits { max_frame_size: 65536, max_channel_name_len: 256,
+/// #                                           max_messages_per_publish: 100, max_channels: 100 },
+/// #               };
+///                 let bytes = wire::encode(&reply, &Limits::DEFAULT).unwrap();
+///                 client.handle_transport_bytes(now, transport.unwrap(), bytes);
+///             }
+///             Output::CloseTransport { .. } => transport = None,
+///             Output::Event(Event::StateChanged { current, .. }) => state = current,
+///             Output::Event(_) => {}
+///         }
+///     }
+///     if let Some(id) = transport.filter(|_| state == ConnectionState::Connecting) {
+///         client.handle_transport_open(now, id);
+///         continue;
+///     }
+///     match client.poll_timeout() {
+///         Some(deadline) if state != ConnectionState::Connected => {
+///             now = deadline;
+///             client.handle_timeout(now);
+///         }
+///         _ => break,
+///     }
+/// }
+/// assert_eq!(state, ConnectionState::Connected);
+/// ```
 #[derive(Debug)]
 pub struct Client {
     config: ClientConfig,

@@ -2,53 +2,7 @@
 //!
 //! One [`Hub`] owns every session, channel, history buffer and dedupe window of a server.
 //!
-//! # Calling contract
-//!
-//! A hub never reads a clock, never touches a socket and never seeds itself. Its caller
-//! (an adapter) does, in a loop:
-//!
-//! 1. Feed one input with the current [`Timestamp`] (monotonic time and wall-clock time):
-//!    [`accept`](Hub::accept) a new transport (the hub names it with a [`ConnectionId`]),
-//!    [`handle_bytes`](Hub::handle_bytes) received on a connection,
-//!    [`handle_written`](Hub::handle_written) when bytes the hub sent are written to the
-//!    socket, [`handle_closed`](Hub::handle_closed) when a transport ends, or
-//!    [`handle_timeout`](Hub::handle_timeout) when the deadline has passed.
-//! 2. Drain [`poll_output`](Hub::poll_output) until it returns `None`, carrying out every
-//!    [`HubOutput`]: send bytes to a connection, close a connection, log an event.
-//! 3. Read [`poll_timeout`](Hub::poll_timeout) after draining and sleep until that deadline
-//!    or the next input. A deadline at or before `now` has fired.
-//!
-//! Bytes the hub sends count against the connection's pending-bytes limit until the adapter
-//! reports them written: an adapter that never calls `handle_written` sees every connection
-//! become a slow consumer.
-//!
-//! ```
-//! use bytes::Bytes;
-//! use tether_core::server::{ApiKey, Capabilities, Hub, HubConfig, HubOutput};
-//! use tether_core::wire::{self, ClientFrame, Credentials, Limits, ServerFrame, PROTOCOL_VERSION};
-//! use tether_core::{Time, Timestamp};
-//!
-//! let mut config = HubConfig::default();
-//! config.keys.push(ApiKey { name: "app".into(), secret: "s".into(), capabilities: Capabilities::all() });
-//! let mut hub = Hub::new(config, [1; 32]);
-//! let now = Timestamp::new(Time::ZERO, 1_767_225_600_000);
-//! let connection = hub.accept(now);
-//! let connect = ClientFrame::Connect {
-//!     version: PROTOCOL_VERSION,
-//!     credentials: Credentials::ApiKey { name: "app".into(), secret: "s".into() },
-//!     client_id: None, resume: None, heartbeat_interval_ms: None,
-//! };
-//! hub.handle_bytes(now, connection, wire::encode(&connect, &Limits::DEFAULT).unwrap());
-//! let mut connected = false;
-//! while let Some(output) = hub.poll_output() {
-//!     if let HubOutput::Transmit { bytes, .. } = output {
-//!         let frame: ServerFrame = wire::decode(&bytes, &Limits::PROTOCOL_MAX).unwrap();
-//!         connected |= matches!(frame, ServerFrame::Connected { .. });
-//!     }
-//! }
-//! assert!(connected);
-//! assert!(hub.poll_timeout().is_some()); // heartbeat and idle deadlines
-//! ```
+//! See [`Hub`] for the calling contract and an example.
 
 pub mod auth;
 mod channel;
@@ -152,7 +106,56 @@ pub struct HubStats {
     pub timer_operations: u64,
 }
 
-/// The server side of tether. See the [module documentation](self) for the calling contract.
+/// The server side of tether: every session, channel, history buffer and dedupe window of
+/// one server.
+///
+/// # Calling contract
+///
+/// A hub never reads a clock, never touches a socket and never seeds itself. Its caller
+/// (an adapter) does, in a loop:
+///
+/// 1. Feed one input with the current [`Timestamp`] (monotonic time and wall-clock time):
+///    [`accept`](Hub::accept) a new transport (the hub names it with a [`ConnectionId`]),
+///    [`handle_bytes`](Hub::handle_bytes) received on a connection,
+///    [`handle_written`](Hub::handle_written) when bytes the hub sent are written to the
+///    socket, [`handle_closed`](Hub::handle_closed) when a transport ends, or
+///    [`handle_timeout`](Hub::handle_timeout) when the deadline has passed.
+/// 2. Drain [`poll_output`](Hub::poll_output) until it returns `None`, carrying out every
+///    [`HubOutput`]: send bytes to a connection, close a connection, log an event.
+/// 3. Read [`poll_timeout`](Hub::poll_timeout) after draining and sleep until that deadline
+///    or the next input. A deadline at or before `now` has fired.
+///
+/// Bytes the hub sends count against the connection's pending-bytes limit until the adapter
+/// reports them written: an adapter that never calls `handle_written` sees every connection
+/// become a slow consumer.
+///
+/// ```
+/// use bytes::Bytes;
+/// use tether_core::server::{ApiKey, Capabilities, Hub, HubConfig, HubOutput};
+/// use tether_core::wire::{self, ClientFrame, Credentials, Limits, ServerFrame, PROTOCOL_VERSION};
+/// use tether_core::{Time, Timestamp};
+///
+/// let mut config = HubConfig::default();
+/// config.keys.push(ApiKey { name: "app".into(), secret: "s".into(), capabilities: Capabilities::all() });
+/// let mut hub = Hub::new(config, [1; 32]);
+/// let now = Timestamp::new(Time::ZERO, 1_767_225_600_000);
+/// let connection = hub.accept(now);
+/// let connect = ClientFrame::Connect {
+///     version: PROTOCOL_VERSION,
+///     credentials: Credentials::ApiKey { name: "app".into(), secret: "s".into() },
+///     client_id: None, resume: None, heartbeat_interval_ms: None,
+/// };
+/// hub.handle_bytes(now, connection, wire::encode(&connect, &Limits::DEFAULT).unwrap());
+/// let mut connected = false;
+/// while let Some(output) = hub.poll_output() {
+///     if let HubOutput::Transmit { bytes, .. } = output {
+///         let frame: ServerFrame = wire::decode(&bytes, &Limits::PROTOCOL_MAX).unwrap();
+///         connected |= matches!(frame, ServerFrame::Connected { .. });
+///     }
+/// }
+/// assert!(connected);
+/// assert!(hub.poll_timeout().is_some()); // heartbeat and idle deadlines
+/// ```
 #[derive(Debug)]
 pub struct Hub {
     config: HubConfig,
