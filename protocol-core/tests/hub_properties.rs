@@ -38,8 +38,7 @@ proptest! {
         let (good, _) = h.connect_as("good");
         h.attach(good, "news", None);
         let hostile: Vec<_> = (0..4).map(|_| h.accept()).collect();
-        let mut serial = 0;
-        for step in steps {
+        for (serial, step) in (0u64..).zip(steps) {
             match step {
                 Step::Frame(c, frame) => h.send(hostile[c as usize], &frame),
                 Step::Bytes(c, bytes) => h.send_bytes(hostile[c as usize], Bytes::from(bytes)),
@@ -50,7 +49,6 @@ proptest! {
             let frames = h.publish(good, serial, "news", vec![message(&format!("g{serial}"), "x")]);
             prop_assert!(frames.iter().any(|f| matches!(f, ServerFrame::Ack { serial: s, .. } if *s == serial)), "{frames:?}");
             prop_assert!(!h.closed.contains_key(&good));
-            serial += 1;
         }
     }
 }
