@@ -5,6 +5,7 @@
 //! this crate so that an implementation in another language can use the same files.
 
 pub mod record;
+pub mod sim;
 pub mod wire_vectors;
 
 use std::path::{Path, PathBuf};

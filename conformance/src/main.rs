@@ -3,12 +3,19 @@
 //! ```text
 //! tether-conformance vectors [DIR]          run every vector below DIR (default: the committed ones)
 //! tether-conformance record-wire DIR [--force]   write the wire vectors from the built-in samples
+//! tether-conformance sim --seeds N [--start S] [--sabotage NAME]   run N simulation seeds
+//! tether-conformance sim --seed S --trace      replay one seed and print its trace
+//! tether-conformance storm [--clients N]       the reconnect storm
 //! ```
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::time::Instant;
+
+use tether_conformance::sim::{self, SimConfig};
 use tether_conformance::{record, run_dir, vectors_dir};
+use tether_core::sabotage::Sabotage;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -18,12 +25,137 @@ fn main() -> ExitCode {
         ["vectors", dir] => vectors(PathBuf::from(dir)),
         ["record-wire", dir] => record_wire(dir, false),
         ["record-wire", dir, "--force"] => record_wire(dir, true),
-        _ => {
-            eprintln!(
-                "usage:\n  tether-conformance vectors [DIR]\n  tether-conformance record-wire DIR [--force]"
-            );
-            ExitCode::from(2)
+        ["sim", rest @ ..] => simulate(rest),
+        ["storm"] => storm(10_000),
+        ["storm", "--clients", n] => match n.parse() {
+            Ok(n) => storm(n),
+            Err(_) => usage(),
+        },
+        _ => usage(),
+    }
+}
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage:\n  tether-conformance vectors [DIR]\n  tether-conformance record-wire DIR [--force]\n  \
+         tether-conformance sim --seeds N [--start S] [--sabotage NAME]\n  \
+         tether-conformance sim --seed S [--trace] [--sabotage NAME]\n  tether-conformance storm [--clients N]"
+    );
+    ExitCode::from(2)
+}
+
+fn sabotage_named(name: &str) -> Option<Sabotage> {
+    Some(match name {
+        "none" => Sabotage::None,
+        "client-drops-deliveries" => Sabotage::ClientDropsDeliveries,
+        "hub-forgets-message-ids" => Sabotage::HubForgetsMessageIds,
+        "client-swaps-deliveries" => Sabotage::ClientSwapsDeliveries,
+        "client-forgets-pending-publishes" => Sabotage::ClientForgetsPendingPublishes,
+        "client-accepts-stale-transports" => Sabotage::ClientAcceptsStaleTransports,
+        "client-stops-retrying" => Sabotage::ClientStopsRetrying,
+        _ => return None,
+    })
+}
+
+fn simulate(args: &[&str]) -> ExitCode {
+    let mut seeds = 1u64;
+    let mut start = 0u64;
+    let mut trace = false;
+    let mut config = SimConfig::default();
+    let mut sabotage_name = "none";
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let value =
+            |rest: &mut std::slice::Iter<'_, &str>| rest.next().and_then(|v| v.parse::<u64>().ok());
+        match *arg {
+            "--seeds" => match value(&mut rest) {
+                Some(n) => seeds = n,
+                None => return usage(),
+            },
+            "--start" | "--seed" => match value(&mut rest) {
+                Some(s) => start = s,
+                None => return usage(),
+            },
+            "--trace" => trace = true,
+            "--sabotage" => match rest
+                .next()
+                .copied()
+                .and_then(|n| sabotage_named(n).map(|s| (n, s)))
+            {
+                Some((name, sabotage)) => {
+                    sabotage_name = name;
+                    config.sabotage = sabotage;
+                }
+                None => return usage(),
+            },
+            _ => return usage(),
         }
+    }
+    let began = Instant::now();
+    let mut failed = 0u64;
+    for seed in start..start + seeds {
+        let report = sim::run(seed, &config);
+        if trace {
+            for entry in &report.trace.entries {
+                println!("{} c{} {:?}", entry.at, entry.client, entry.record);
+            }
+            println!("final states: {:?}", report.trace.final_states);
+            println!("trace hash {:016x}", report.trace_hash);
+        }
+        if !report.violations.is_empty() {
+            failed += 1;
+            println!(
+                "seed {seed} FAILED ({} violations), first: {}",
+                report.violations.len(),
+                report.violations[0]
+            );
+            println!(
+                "  replay: cargo run -p tether-conformance --release -- sim --seed {seed} --trace --sabotage {sabotage_name}"
+            );
+        }
+    }
+    println!(
+        "{} passed, {} failed ({} seeds in {:.1} s)",
+        seeds - failed,
+        failed,
+        seeds,
+        began.elapsed().as_secs_f64()
+    );
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn storm(clients: usize) -> ExitCode {
+    let report = sim::storm::run(clients, 1);
+    println!(
+        "reconnect storm: {} clients dropped at once by a hub restart",
+        report.clients
+    );
+    println!("window (ms)   attempts   share");
+    for (window, count) in &report.attempts_per_window {
+        println!(
+            "{:>5}-{:<5} {:>9}   {:>5.1} %",
+            window * 100,
+            window * 100 + 100,
+            count,
+            100.0 * *count as f64 / report.clients as f64
+        );
+    }
+    println!(
+        "peak share of one 100 ms window: {:.1} %",
+        100.0 * report.peak_share
+    );
+    println!(
+        "all connected again after: {:?}",
+        report.all_connected_after
+    );
+    if report.peak_share <= 0.15 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

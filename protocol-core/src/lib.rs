@@ -17,6 +17,8 @@
 pub mod client;
 pub mod error;
 pub mod rng;
+#[cfg(feature = "sabotage")]
+pub mod sabotage;
 pub mod server;
 pub mod time;
 pub mod wire;

@@ -83,6 +83,25 @@ fn a_client_that_sends_no_first_frame_is_closed_after_the_deadline() {
 }
 
 #[test]
+fn a_first_frame_timeout_and_a_full_server_are_disconnects_not_fatal_errors() {
+    // Regression (simulation seed 463): a connect frame delayed by a stalled network got a
+    // fatal `error`, and the client went to Failed instead of retrying.
+    let mut h = HubHarness::new();
+    let slow = h.accept();
+    h.advance(Duration::from_secs(5));
+    assert!(
+        matches!(h.take(slow).as_slice(), [ServerFrame::Disconnect { error }] if error.code == ErrorCode::FirstFrameTimeout)
+    );
+    let mut config = config();
+    config.max_connections = 0;
+    let mut full = HubHarness::with(config, 1);
+    let refused = full.accept();
+    assert!(
+        matches!(full.take(refused).as_slice(), [ServerFrame::Disconnect { error }] if error.code == ErrorCode::TooManyConnections)
+    );
+}
+
+#[test]
 fn a_first_frame_other_than_connect_is_refused() {
     let mut h = HubHarness::new();
     let (id, frames) = h.open(&ClientFrame::Ping { id: 1 });

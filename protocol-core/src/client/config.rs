@@ -76,6 +76,9 @@ pub struct ClientConfig {
     pub renew_at_percent: u32,
     /// How frames are delimited on the transport.
     pub framing: Framing,
+    /// A deliberately broken behaviour, for checking the conformance checker.
+    #[cfg(feature = "sabotage")]
+    pub sabotage: crate::sabotage::Sabotage,
     /// Limits for decoding hub frames (the hub may exceed its own frame size by a fixed
     /// overhead, see [`Limits::for_hub_frames`]).
     pub limits: Limits,
@@ -102,6 +105,8 @@ impl ClientConfig {
             renew_at_percent: 90,
             framing: Framing::Message,
             limits: Limits::DEFAULT.for_hub_frames(),
+            #[cfg(feature = "sabotage")]
+            sabotage: crate::sabotage::Sabotage::None,
         }
     }
 }

@@ -56,6 +56,11 @@ impl Client {
     /// stream with stream framing.
     pub fn handle_transport_bytes(&mut self, now: Time, transport: TransportId, bytes: Bytes) {
         let now = self.clock.advance(now);
+        #[cfg(feature = "sabotage")]
+        let transport = match self.transport.as_ref() {
+            Some(current) if self.sabotage_accepts_stale() => current.id,
+            _ => transport,
+        };
         let Some(current) = self.transport.as_mut().filter(|t| t.id == transport) else {
             return;
         };
@@ -228,6 +233,8 @@ impl Client {
             ErrorCode::TransportClosed,
             "the transport closed",
         ));
+        #[cfg(feature = "sabotage")]
+        self.sabotage_forgets_publishes();
         self.channels.on_transport_lost();
         self.tokens.auth_deadline = None;
         match (self.state, transport.phase) {
@@ -268,6 +275,11 @@ impl Client {
     }
 
     pub(super) fn schedule_retry(&mut self, now: Time, delay: Duration, reason: &ErrorInfo) {
+        #[cfg(feature = "sabotage")]
+        if self.sabotage_stops_retrying() {
+            self.retry_at = None;
+            return;
+        }
         if reason.code == ErrorCode::TokenExpired && self.config.auth == Auth::Token {
             // Renew, then resume as soon as the token arrives.
             self.tokens.current = None;

@@ -10,6 +10,8 @@ mod event;
 mod frames;
 mod lifecycle;
 mod publishes;
+#[cfg(feature = "sabotage")]
+mod sabotage;
 mod snapshot;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -226,6 +228,8 @@ pub struct Client {
     /// Our time and the hub's wall clock at the last `connected`.
     server_clock: Option<(Time, u64)>,
     outputs: VecDeque<Output>,
+    #[cfg(feature = "sabotage")]
+    sabotage_state: sabotage::SabotageState,
 }
 
 impl Client {
@@ -259,6 +263,8 @@ impl Client {
             close_deadline: None,
             server_clock: None,
             outputs: VecDeque::new(),
+            #[cfg(feature = "sabotage")]
+            sabotage_state: sabotage::SabotageState::default(),
         }
     }
 
@@ -406,6 +412,10 @@ impl Client {
     }
 
     fn emit(&mut self, event: Event) {
+        #[cfg(feature = "sabotage")]
+        let Some(event) = self.sabotage_event(event) else {
+            return;
+        };
         self.outputs.push_back(Output::Event(event));
     }
 

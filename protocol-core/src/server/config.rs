@@ -49,6 +49,9 @@ pub struct HubConfig {
     pub dedupe_capacity: usize,
     /// How frames are delimited on transports.
     pub framing: Framing,
+    /// A deliberately broken behaviour, for checking the conformance checker.
+    #[cfg(feature = "sabotage")]
+    pub sabotage: crate::sabotage::Sabotage,
 }
 
 impl Default for HubConfig {
@@ -73,6 +76,8 @@ impl Default for HubConfig {
             dedupe_window: Duration::from_secs(120),
             dedupe_capacity: 100_000,
             framing: Framing::Message,
+            #[cfg(feature = "sabotage")]
+            sabotage: crate::sabotage::Sabotage::None,
         }
     }
 }

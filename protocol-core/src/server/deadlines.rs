@@ -17,7 +17,7 @@ impl Hub {
                     self.close(
                         now,
                         id,
-                        Some(ServerFrame::Error {
+                        Some(ServerFrame::Disconnect {
                             error: error.clone(),
                         }),
                         error,

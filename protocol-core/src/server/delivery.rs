@@ -219,7 +219,11 @@ impl Hub {
             let Some(channel) = self.channels.get_mut(&channel_key) else {
                 return;
             };
-            if channel.is_duplicate(&message.id) {
+            #[cfg(feature = "sabotage")]
+            let forgets = self.config.sabotage == crate::sabotage::Sabotage::HubForgetsMessageIds;
+            #[cfg(not(feature = "sabotage"))]
+            let forgets = false;
+            if channel.is_duplicate(&message.id) && !forgets {
                 continue;
             }
             let stored = channel.store(

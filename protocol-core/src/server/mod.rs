@@ -228,8 +228,8 @@ impl Hub {
 
     // ----- inputs --------------------------------------------------------------------
 
-    /// A transport was accepted. Over the connection cap it is refused at once (an `error`
-    /// frame, then `Close`).
+    /// A transport was accepted. Over the connection cap it is refused at once (a
+    /// `disconnect` frame, so the client retries later, then `Close`).
     pub fn accept(&mut self, now: Timestamp) -> ConnectionId {
         let now = self.tick(now);
         let id = ConnectionId(self.next_connection);
@@ -253,7 +253,7 @@ impl Hub {
             self.close(
                 now,
                 id,
-                Some(ServerFrame::Error {
+                Some(ServerFrame::Disconnect {
                     error: error.clone(),
                 }),
                 error,

@@ -217,8 +217,9 @@ pub(crate) fn message_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result
 ///
 /// Serials start at 1 and grow by one per message; serial 0 is the position before the
 /// first message. The epoch changes when the hub lost the channel's history, so positions
-/// of different epochs are not comparable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// of different epochs do not follow each other. (`Ord` orders by epoch then serial, for use
+/// in ordered collections only.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Position {
     /// Identifies one continuous history of the channel.
     pub epoch: u64,

@@ -1,0 +1,717 @@
+//! The deterministic simulator: many clients and one hub on a simulated network with a
+//! seeded fault schedule — connection drops, delays, stalls released in random order, hub
+//! restarts (state kept, or state lost → new epochs), unreachable periods and wall-clock
+//! jumps that expire tokens — under a random attach / publish / detach / close workload.
+//! After the faults stop it lets the system settle, then checks G1–G6 on the full trace.
+//!
+//! The same seed gives the same trace, byte for byte ([`Trace::hash`]).
+
+pub mod checker;
+pub mod storm;
+pub mod trace;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tether_core::client::{Auth, Client, ClientConfig, Event, NewMessage, Output, TransportId};
+use tether_core::sabotage::Sabotage;
+use tether_core::server::{
+    ApiKey, Capabilities, Claims, ConnectionId, Hub, HubConfig, HubOutput, mint_token,
+};
+use tether_core::wire::{ChannelName, HistoryQuery};
+use tether_core::{Rng, Time, Timestamp};
+
+pub use self::checker::{Guarantee, Violation, check};
+pub use self::trace::{Entry, Record, Trace};
+
+const CHANNELS: [&str; 3] = ["a", "b", "c:d"];
+const UNIX_START_MS: u64 = 1_767_225_600_000;
+
+/// What to simulate.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Number of clients.
+    pub clients: usize,
+    /// How long faults and the workload last.
+    pub active: Duration,
+    /// How long the system then runs without faults before the check.
+    pub settle: Duration,
+    /// A broken behaviour to switch on, to show the checker catches it.
+    pub sabotage: Sabotage,
+}
+
+impl Default for SimConfig {
+    fn default() -> SimConfig {
+        SimConfig {
+            clients: 5,
+            active: Duration::from_secs(120),
+            settle: Duration::from_secs(240),
+            sabotage: Sabotage::None,
+        }
+    }
+}
+
+/// The outcome of one seed.
+#[derive(Clone, Debug)]
+pub struct SimReport {
+    /// The seed.
+    pub seed: u64,
+    /// Hash of the full trace.
+    pub trace_hash: u64,
+    /// Broken guarantees (empty: correct).
+    pub violations: Vec<Violation>,
+    /// The trace.
+    pub trace: Trace,
+    /// Counts of what happened, for reports.
+    pub stats: SimStats,
+}
+
+/// Counts of a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Publishes accepted.
+    pub publishes: u64,
+    /// Messages delivered to applications.
+    pub deliveries: u64,
+    /// Faults injected.
+    pub faults: u64,
+    /// Hub restarts that lost state.
+    pub state_losses: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Dir {
+    ToHub,
+    ToClient,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Action {
+    Deliver(u64, Dir),
+    Workload(usize),
+    ProvideToken(usize),
+    Fault,
+    Reachable,
+}
+
+#[derive(Debug)]
+struct Link {
+    client: usize,
+    transport: TransportId,
+    connection: ConnectionId,
+    up: bool,
+    /// In-flight frames per direction, delivered in order.
+    to_hub: VecDeque<Bytes>,
+    to_client: VecDeque<Bytes>,
+    /// The latest delivery time scheduled per direction (keeps each direction FIFO).
+    last_to_hub: Time,
+    last_to_client: Time,
+    stalled_until: Option<Time>,
+    /// Once cut, frames still in flight to the client arrive as stale frames.
+    deliver_stale: bool,
+}
+
+struct Peer {
+    client: Client,
+    link: Option<u64>,
+    closed: bool,
+    token_pending: bool,
+}
+
+struct World {
+    config: SimConfig,
+    rng: Rng,
+    now: Time,
+    wall_offset_ms: u64,
+    hub: Hub,
+    hub_config: HubConfig,
+    peers: Vec<Peer>,
+    links: BTreeMap<u64, Link>,
+    next_link: u64,
+    by_connection: BTreeMap<ConnectionId, u64>,
+    queue: BinaryHeap<Reverse<(Time, u64, Action)>>,
+    sequence: u64,
+    reachable: bool,
+    trace: Trace,
+    stats: SimStats,
+    published: u64,
+}
+
+fn key() -> ApiKey {
+    ApiKey {
+        name: "app".into(),
+        secret: "sim-secret".into(),
+        capabilities: Capabilities::all(),
+    }
+}
+
+fn channel(rng: &mut Rng) -> ChannelName {
+    let name = CHANNELS[rng.between(0, CHANNELS.len() as u64 - 1) as usize];
+    ChannelName::new(name).expect("valid names")
+}
+
+impl World {
+    fn new(seed: u64, config: SimConfig) -> World {
+        let mut rng = Rng::from_u64(seed);
+        let hub_config = HubConfig {
+            keys: vec![key()],
+            sabotage: config.sabotage,
+            ..HubConfig::default()
+        };
+        let mut hub_seed = [0u8; 32];
+        rng.fill(&mut hub_seed);
+        let hub = Hub::new(hub_config.clone(), hub_seed);
+        let peers = (0..config.clients)
+            .map(|index| {
+                let uses_token = index % 2 == 1;
+                let auth = if uses_token {
+                    Auth::Token
+                } else {
+                    Auth::ApiKey {
+                        name: "app".into(),
+                        secret: "sim-secret".into(),
+                    }
+                };
+                let mut client_config = ClientConfig::new(auth);
+                client_config.client_id = None;
+                client_config.sabotage = config.sabotage;
+                let mut seed = [0u8; 32];
+                rng.fill(&mut seed);
+                Peer {
+                    client: Client::new(client_config, seed),
+                    link: None,
+                    closed: false,
+                    token_pending: false,
+                }
+            })
+            .collect();
+        World {
+            config,
+            rng,
+            now: Time::from_millis(0),
+            wall_offset_ms: 0,
+            hub,
+            hub_config,
+            peers,
+            links: BTreeMap::new(),
+            next_link: 0,
+            by_connection: BTreeMap::new(),
+            queue: BinaryHeap::new(),
+            sequence: 0,
+            reachable: true,
+            trace: Trace::default(),
+            stats: SimStats::default(),
+            published: 0,
+        }
+    }
+
+    fn stamp(&self) -> Timestamp {
+        Timestamp::new(
+            self.now,
+            UNIX_START_MS + self.now.as_millis() + self.wall_offset_ms,
+        )
+    }
+
+    fn schedule(&mut self, at: Time, action: Action) {
+        self.sequence += 1;
+        self.queue.push(Reverse((at, self.sequence, action)));
+    }
+
+    fn record(&mut self, client: usize, record: Record) {
+        if let Record::Event(Event::Message { .. }) = record {
+            self.stats.deliveries += 1;
+        }
+        self.trace.entries.push(Entry {
+            at: self.now,
+            client,
+            record,
+        });
+    }
+
+    fn active(&self) -> bool {
+        self.now < Time::ZERO.saturating_add(self.config.active)
+    }
+
+    fn latency(&mut self) -> Duration {
+        Duration::from_millis(self.rng.between(1, 50))
+    }
+
+    /// Queues bytes on a link and schedules their delivery, keeping each direction in order.
+    fn send_on(&mut self, link_id: u64, dir: Dir, bytes: Bytes) {
+        let latency = self.latency();
+        let now = self.now;
+        let Some(link) = self.links.get_mut(&link_id) else {
+            return;
+        };
+        let last = match dir {
+            Dir::ToHub => {
+                link.to_hub.push_back(bytes);
+                &mut link.last_to_hub
+            }
+            Dir::ToClient => {
+                link.to_client.push_back(bytes);
+                &mut link.last_to_client
+            }
+        };
+        let at = now.saturating_add(latency).max(*last);
+        *last = at;
+        self.schedule(at, Action::Deliver(link_id, dir));
+    }
+
+    /// Moves every output of every state machine until none is left.
+    fn settle_outputs(&mut self) {
+        for _ in 0..1_000_000 {
+            let mut moved = false;
+            for index in 0..self.peers.len() {
+                while let Some(output) = self.peers[index].client.poll_output() {
+                    moved = true;
+                    self.client_output(index, output);
+                }
+            }
+            while let Some(output) = self.hub.poll_output() {
+                moved = true;
+                self.hub_output(output);
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("outputs never settled");
+    }
+
+    fn client_output(&mut self, index: usize, output: Output) {
+        match output {
+            Output::OpenTransport { transport } => {
+                if !self.reachable {
+                    let now = self.now;
+                    self.peers[index]
+                        .client
+                        .handle_transport_closed(now, transport, "unreachable");
+                    return;
+                }
+                let stamp = self.stamp();
+                let connection = self.hub.accept(stamp);
+                let id = self.next_link;
+                self.next_link += 1;
+                self.links.insert(
+                    id,
+                    Link {
+                        client: index,
+                        transport,
+                        connection,
+                        up: true,
+                        to_hub: VecDeque::new(),
+                        to_client: VecDeque::new(),
+                        last_to_hub: self.now,
+                        last_to_client: self.now,
+                        stalled_until: None,
+                        deliver_stale: false,
+                    },
+                );
+                self.by_connection.insert(connection, id);
+                self.peers[index].link = Some(id);
+                let now = self.now;
+                self.peers[index]
+                    .client
+                    .handle_transport_open(now, transport);
+            }
+            Output::Transmit { transport, bytes } => {
+                if let Some(link_id) = self.peers[index].link {
+                    if self
+                        .links
+                        .get(&link_id)
+                        .is_some_and(|l| l.transport == transport && l.up)
+                    {
+                        self.send_on(link_id, Dir::ToHub, bytes);
+                    }
+                }
+            }
+            Output::CloseTransport { transport, .. } => {
+                if let Some(link_id) = self.peers[index].link {
+                    if self
+                        .links
+                        .get(&link_id)
+                        .is_some_and(|l| l.transport == transport)
+                    {
+                        self.peers[index].link = None;
+                        self.close_link(link_id, false, true);
+                    }
+                }
+            }
+            Output::Event(event) => {
+                if let Event::TokenRequired { .. } = event {
+                    if !self.peers[index].token_pending {
+                        self.peers[index].token_pending = true;
+                        let delay = Duration::from_millis(self.rng.between(0, 2000));
+                        let at = self.now.saturating_add(delay);
+                        self.schedule(at, Action::ProvideToken(index));
+                    }
+                }
+                self.record(index, Record::Event(event));
+            }
+        }
+    }
+
+    fn hub_output(&mut self, output: HubOutput) {
+        match output {
+            HubOutput::Transmit { connection, bytes } => {
+                let written = bytes.len();
+                if let Some(&link_id) = self.by_connection.get(&connection) {
+                    self.send_on(link_id, Dir::ToClient, bytes);
+                }
+                let stamp = self.stamp();
+                self.hub.handle_written(stamp, connection, written);
+            }
+            HubOutput::Close { connection, .. } => {
+                if let Some(link_id) = self.by_connection.remove(&connection) {
+                    // The client learns of it after the frames already sent arrive.
+                    if let Some(link) = self.links.get_mut(&link_id) {
+                        link.up = false;
+                        link.deliver_stale = false;
+                    }
+                    let at = self
+                        .links
+                        .get(&link_id)
+                        .map_or(self.now, |l| l.last_to_client)
+                        .saturating_add(Duration::from_millis(1));
+                    self.schedule(at, Action::Deliver(link_id, Dir::ToClient));
+                }
+            }
+            HubOutput::Event(_) => {}
+        }
+    }
+
+    /// Ends a link. `tell_hub` / `tell_client` say which side has not heard of it yet.
+    fn close_link(&mut self, link_id: u64, tell_client: bool, tell_hub: bool) {
+        let Some(link) = self.links.get_mut(&link_id) else {
+            return;
+        };
+        link.up = false;
+        link.to_hub.clear();
+        let (client, transport, connection) = (link.client, link.transport, link.connection);
+        if !link.deliver_stale {
+            link.to_client.clear();
+        }
+        if tell_hub && self.by_connection.remove(&connection).is_some() {
+            let stamp = self.stamp();
+            self.hub.handle_closed(stamp, connection);
+        }
+        if tell_client && self.peers[client].link == Some(link_id) {
+            self.peers[client].link = None;
+            let now = self.now;
+            self.peers[client]
+                .client
+                .handle_transport_closed(now, transport, "connection lost");
+        }
+    }
+
+    fn deliver(&mut self, link_id: u64, dir: Dir) {
+        let now = self.now;
+        let Some(link) = self.links.get_mut(&link_id) else {
+            return;
+        };
+        if let Some(until) = link.stalled_until.filter(|until| *until > now) {
+            // Held by the stall; released when it ends, after this link's other frames.
+            let at = until.max(match dir {
+                Dir::ToHub => link.last_to_hub,
+                Dir::ToClient => link.last_to_client,
+            });
+            match dir {
+                Dir::ToHub => link.last_to_hub = at,
+                Dir::ToClient => link.last_to_client = at,
+            }
+            self.schedule(at, Action::Deliver(link_id, dir));
+            return;
+        }
+        match dir {
+            Dir::ToHub => {
+                let Some(bytes) = link.to_hub.pop_front() else {
+                    return;
+                };
+                if link.up {
+                    let connection = link.connection;
+                    let stamp = self.stamp();
+                    self.hub.handle_bytes(stamp, connection, bytes);
+                }
+            }
+            Dir::ToClient => {
+                let (client, transport, up) = (link.client, link.transport, link.up);
+                match link.to_client.pop_front() {
+                    Some(bytes) => {
+                        let current = self.peers[client].link == Some(link_id);
+                        self.peers[client]
+                            .client
+                            .handle_transport_bytes(now, transport, bytes);
+                        if !current {
+                            let mut outputs = Vec::new();
+                            while let Some(output) = self.peers[client].client.poll_output() {
+                                outputs.push(output);
+                            }
+                            self.record(
+                                client,
+                                Record::StaleDelivery {
+                                    outputs: outputs.len(),
+                                },
+                            );
+                            for output in outputs {
+                                self.client_output(client, output);
+                            }
+                        }
+                    }
+                    None if !up && self.peers[client].link == Some(link_id) => {
+                        // The hub closed this link: the client hears of it now.
+                        self.peers[client].link = None;
+                        self.peers[client].client.handle_transport_closed(
+                            now,
+                            transport,
+                            "closed by the hub",
+                        );
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+
+    fn provide_token(&mut self, index: usize) {
+        self.peers[index].token_pending = false;
+        let unix_ms = self.stamp().unix_ms;
+        let lifetime = self.rng.between(30, 300);
+        let claims = Claims {
+            sub: format!("token-client-{index}"),
+            exp: unix_ms / 1000 + lifetime,
+            iat: unix_ms / 1000,
+            nbf: None,
+            aud: None,
+            iss: None,
+            cap: Capabilities::all(),
+        };
+        let token = mint_token(&key(), &claims).expect("the simulation key signs");
+        let now = self.now;
+        self.peers[index].client.provide_token(now, token);
+    }
+
+    fn workload(&mut self, index: usize) {
+        if self.peers[index].closed {
+            return;
+        }
+        let now = self.now;
+        let roll = self.rng.between(0, 99);
+        match roll {
+            0..=49 => {
+                let channel = channel(&mut self.rng);
+                let count = self.rng.between(1, 3);
+                let messages: Vec<NewMessage> = (0..count)
+                    .map(|_| {
+                        self.published += 1;
+                        NewMessage::new("m", format!("payload-{}", self.published))
+                    })
+                    .collect();
+                if let Ok(id) = self.peers[index]
+                    .client
+                    .publish(now, channel.clone(), messages)
+                {
+                    self.stats.publishes += 1;
+                    let ids = self.peers[index]
+                        .client
+                        .snapshot()
+                        .publishes
+                        .iter()
+                        .last()
+                        .map(|p| p.messages.iter().map(|m| m.id.clone()).collect())
+                        .unwrap_or_default();
+                    self.record(
+                        index,
+                        Record::Published {
+                            id,
+                            channel,
+                            messages: ids,
+                        },
+                    );
+                }
+            }
+            50..=74 => {
+                let channel = channel(&mut self.rng);
+                if self.peers[index]
+                    .client
+                    .attach(now, channel.clone())
+                    .is_ok()
+                {
+                    self.record(index, Record::AttachCalled(channel));
+                }
+            }
+            75..=80 => {
+                let channel = channel(&mut self.rng);
+                self.record(index, Record::DetachCalled(channel.clone()));
+                self.peers[index].client.detach(now, &channel);
+            }
+            81..=85 => {
+                let _ = self.peers[index].client.ping(now);
+            }
+            86..=89 => {
+                let channel = channel(&mut self.rng);
+                let _ = self.peers[index]
+                    .client
+                    .history(now, channel, HistoryQuery::default());
+            }
+            90 if index == 0 => {
+                self.record(index, Record::CloseCalled);
+                self.peers[index].closed = true;
+                self.peers[index].client.close(now);
+            }
+            _ => {}
+        }
+        let next = now.saturating_add(Duration::from_millis(self.rng.between(200, 3000)));
+        if next < Time::ZERO.saturating_add(self.config.active) {
+            self.schedule(next, Action::Workload(index));
+        }
+    }
+
+    fn fault(&mut self) {
+        if !self.active() {
+            return;
+        }
+        self.stats.faults += 1;
+        let roll = self.rng.between(0, 99);
+        let live: Vec<u64> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.up)
+            .map(|(id, _)| *id)
+            .collect();
+        let pick = |rng: &mut Rng, ids: &[u64]| {
+            (!ids.is_empty()).then(|| ids[rng.between(0, ids.len() as u64 - 1) as usize])
+        };
+        match roll {
+            0..=39 => {
+                if let Some(link_id) = pick(&mut self.rng, &live) {
+                    let stale = self.rng.between(0, 1) == 1;
+                    if let Some(link) = self.links.get_mut(&link_id) {
+                        link.deliver_stale = stale;
+                    }
+                    self.close_link(link_id, true, true);
+                }
+            }
+            40..=59 => {
+                if let Some(link_id) = pick(&mut self.rng, &live) {
+                    let length = Duration::from_millis(self.rng.between(500, 20_000));
+                    let until = self.now.saturating_add(length);
+                    if let Some(link) = self.links.get_mut(&link_id) {
+                        link.stalled_until = Some(until);
+                    }
+                }
+            }
+            60..=67 => {
+                for link_id in live {
+                    self.close_link(link_id, true, true);
+                }
+            }
+            68..=74 => {
+                self.stats.state_losses += 1;
+                for link_id in live {
+                    self.close_link(link_id, true, true);
+                }
+                let mut seed = [0u8; 32];
+                self.rng.fill(&mut seed);
+                self.hub = Hub::new(self.hub_config.clone(), seed);
+                self.by_connection.clear();
+            }
+            75..=84 => {
+                self.wall_offset_ms += self.rng.between(60_000, 900_000);
+            }
+            _ => {
+                self.reachable = false;
+                let length = Duration::from_millis(self.rng.between(1000, 30_000));
+                let at = self.now.saturating_add(length);
+                self.schedule(at, Action::Reachable);
+            }
+        }
+        let next = self
+            .now
+            .saturating_add(Duration::from_millis(self.rng.between(1000, 8000)));
+        self.schedule(next, Action::Fault);
+    }
+
+    fn run_body(&mut self) -> Trace {
+        let start = self.now;
+        for index in 0..self.peers.len() {
+            self.peers[index].client.connect(start);
+            let at = start.saturating_add(Duration::from_millis(self.rng.between(0, 1000)));
+            self.schedule(at, Action::Workload(index));
+        }
+        self.schedule(start.saturating_add(Duration::from_secs(2)), Action::Fault);
+        self.settle_outputs();
+        let quiet = Time::ZERO.saturating_add(self.config.active);
+        let end = quiet.saturating_add(self.config.settle);
+        let mut quiet_started = false;
+        for _ in 0..5_000_000 {
+            if !quiet_started && self.now >= quiet {
+                quiet_started = true;
+                self.reachable = true;
+                for link in self.links.values_mut() {
+                    link.stalled_until = None;
+                }
+            }
+            let timer = self
+                .peers
+                .iter()
+                .filter_map(|p| p.client.poll_timeout())
+                .chain(self.hub.poll_timeout())
+                .min();
+            let action = self.queue.peek().map(|Reverse((at, _, _))| *at);
+            let next = match (timer, action) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let Some(next) = next.filter(|next| *next <= end) else {
+                break;
+            };
+            if !quiet_started && next >= quiet {
+                self.now = quiet;
+                continue;
+            }
+            self.now = self.now.max(next);
+            if action == Some(next) {
+                if let Some(Reverse((_, _, action))) = self.queue.pop() {
+                    match action {
+                        Action::Deliver(link, dir) => self.deliver(link, dir),
+                        Action::Workload(index) => self.workload(index),
+                        Action::ProvideToken(index) => self.provide_token(index),
+                        Action::Fault => self.fault(),
+                        Action::Reachable => self.reachable = true,
+                    }
+                }
+            } else {
+                let stamp = self.stamp();
+                if self.hub.poll_timeout().is_some_and(|d| d <= self.now) {
+                    self.hub.handle_timeout(stamp);
+                }
+                for peer in &mut self.peers {
+                    if peer.client.poll_timeout().is_some_and(|d| d <= self.now) {
+                        peer.client.handle_timeout(self.now);
+                    }
+                }
+            }
+            self.settle_outputs();
+        }
+        self.trace.final_states = self.peers.iter().map(|p| p.client.state()).collect();
+        self.trace.quiet_from = quiet;
+        std::mem::take(&mut self.trace)
+    }
+}
+
+/// Runs one seed and checks it.
+pub fn run(seed: u64, config: &SimConfig) -> SimReport {
+    let mut world = World::new(seed, config.clone());
+    let trace = world.run_body();
+    let violations = check(&trace);
+    SimReport {
+        seed,
+        trace_hash: trace.hash(),
+        violations,
+        trace,
+        stats: world.stats,
+    }
+}
