@@ -4,6 +4,8 @@
 //! implementation against them. The vector formats are documented in `README.md` beside
 //! this crate so that an implementation in another language can use the same files.
 
+pub mod behaviour;
+pub mod behaviour_record;
 pub mod record;
 pub mod sim;
 pub mod wire_vectors;
@@ -31,10 +33,13 @@ pub fn run_dir(dir: &Path) -> Result<Vec<VectorOutcome>, String> {
     Ok(files
         .into_iter()
         .map(|path| {
-            let result = if path.components().any(|c| c.as_os_str() == "wire") {
+            let kind = |name: &str| path.components().any(|c| c.as_os_str() == name);
+            let result = if kind("wire") {
                 wire_vectors::load(&path).and_then(|vector| vector.check())
+            } else if kind("client") || kind("hub") {
+                behaviour::load(&path).and_then(|vector| vector.check())
             } else {
-                Err("not below a folder of a known vector kind (wire/)".into())
+                Err("not below a folder of a known vector kind (wire/, client/, hub/)".into())
             };
             VectorOutcome { path, result }
         })

@@ -25,6 +25,8 @@ fn main() -> ExitCode {
         ["vectors", dir] => vectors(PathBuf::from(dir)),
         ["record-wire", dir] => record_wire(dir, false),
         ["record-wire", dir, "--force"] => record_wire(dir, true),
+        ["record-behaviour", dir] => record_behaviour(dir, false),
+        ["record-behaviour", dir, "--force"] => record_behaviour(dir, true),
         ["sim", rest @ ..] => simulate(rest),
         ["storm"] => storm(10_000),
         ["storm", "--clients", n] => match n.parse() {
@@ -35,9 +37,22 @@ fn main() -> ExitCode {
     }
 }
 
+fn record_behaviour(dir: &str, overwrite: bool) -> ExitCode {
+    match tether_conformance::behaviour_record::write_all(&PathBuf::from(dir), overwrite) {
+        Ok(count) => {
+            println!("wrote {count} behaviour vectors to {dir}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn usage() -> ExitCode {
     eprintln!(
-        "usage:\n  tether-conformance vectors [DIR]\n  tether-conformance record-wire DIR [--force]\n  \
+        "usage:\n  tether-conformance vectors [DIR]\n  tether-conformance record-wire DIR [--force]\n  tether-conformance record-behaviour DIR [--force]\n  \
          tether-conformance sim --seeds N [--start S] [--sabotage NAME]\n  \
          tether-conformance sim --seed S [--trace] [--sabotage NAME]\n  tether-conformance storm [--clients N]"
     );

@@ -127,3 +127,19 @@ fn a_reconnect_storm_spreads_attempts_over_time() {
     let attempts: usize = report.attempts_per_window.values().sum();
     assert!(attempts >= report.clients, "every client tried");
 }
+
+#[test]
+fn regression_seeds_18481_28692_33362_a_late_token_expiry_after_a_clock_jump_recovers() {
+    // A wall-clock jump in the hub made a token expire earlier than the client planned its
+    // renewal (the client cannot see the hub's clock jump); the hub disconnected it with
+    // token_expired right at the end of the settle period. The client renews and resumes:
+    // the simulator now waits one more bounded window for such late recoveries.
+    for seed in [18481, 28692, 33362] {
+        let report = sim::run(seed, &SimConfig::default());
+        assert!(
+            report.violations.is_empty(),
+            "seed {seed}: {:?}",
+            report.violations
+        );
+    }
+}

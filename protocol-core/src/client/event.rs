@@ -4,29 +4,35 @@ use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorInfo;
 use crate::wire::{ChannelMessage, ChannelName, Continuity, HistoryQuery, Position};
 
 /// Identifies one transport the client asked to open. Inputs about any other transport are
 /// ignored, so frames of an old transport never act on a new one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct TransportId(pub u64);
 
 /// Identifies one publish; resolved exactly once by [`Event::PublishResolved`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct PublishId(pub u64);
 
 /// Identifies one history query; answered by [`Event::HistoryPage`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct RequestId(pub u64);
 
 /// Identifies one ping; answered by [`Event::Pong`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct PingId(pub u64);
 
 /// The connection states of `docs/protocol.md` §6.2.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ConnectionState {
     /// Created; `connect` not called yet.
     Initialized,
@@ -53,7 +59,8 @@ impl fmt::Display for ConnectionState {
 }
 
 /// Why the client needs a token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TokenReason {
     /// No token yet.
     Initial,
@@ -64,7 +71,7 @@ pub enum TokenReason {
 }
 
 /// A page of history.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryPage {
     /// The messages, in the query's direction.
     pub messages: Vec<ChannelMessage>,
@@ -73,7 +80,8 @@ pub struct HistoryPage {
 }
 
 /// Something the application should know about.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Event {
     /// The connection state changed.
     StateChanged {
@@ -150,7 +158,8 @@ pub enum Event {
     Pong {
         /// Which ping.
         id: PingId,
-        /// The round-trip time.
+        /// The round-trip time (in whole milliseconds in serialized forms).
+        #[serde(with = "rtt_millis")]
         result: Result<Duration, ErrorInfo>,
     },
 }
@@ -179,4 +188,30 @@ pub enum Output {
     },
     /// Tell the application.
     Event(Event),
+}
+
+/// Serde for a round-trip result: `{"Ok": milliseconds}` or `{"Err": error}`.
+mod rtt_millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::error::ErrorInfo;
+
+    pub(super) fn serialize<S: Serializer>(
+        result: &Result<Duration, ErrorInfo>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        result
+            .as_ref()
+            .map(|rtt| u64::try_from(rtt.as_millis()).unwrap_or(u64::MAX))
+            .serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Result<Duration, ErrorInfo>, D::Error> {
+        let result = Result::<u64, ErrorInfo>::deserialize(deserializer)?;
+        Ok(result.map(Duration::from_millis))
+    }
 }

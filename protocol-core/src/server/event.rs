@@ -1,12 +1,14 @@
 //! What the hub tells its caller.
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorInfo;
 use crate::wire::{ClientId, SessionId};
 
 /// Identifies one transport connection, given by the hub when the adapter accepts it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct ConnectionId(pub u64);
 
 /// Something the caller must do or may log.
@@ -33,7 +35,8 @@ pub enum HubOutput {
 }
 
 /// What happened, for operators. Never contains credentials.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum HubEvent {
     /// A client authenticated and has a session.
     Connected {
