@@ -596,11 +596,17 @@ impl World {
                 }
             }
             40..=59 => {
-                if let Some(link_id) = pick(&mut self.rng, &live) {
-                    let length = Duration::from_millis(self.rng.between(500, 20_000));
-                    let until = self.now.saturating_add(length);
-                    if let Some(link) = self.links.get_mut(&link_id) {
-                        link.stalled_until = Some(until);
+                // Stall up to three links; each is released at its own random moment, so held
+                // frames come back in a random order across links (in order within a link).
+                let length = Duration::from_millis(self.rng.between(500, 20_000));
+                let count = self.rng.between(1, 3);
+                for _ in 0..count {
+                    if let Some(link_id) = pick(&mut self.rng, &live) {
+                        let jitter = Duration::from_millis(self.rng.between(0, 2_000));
+                        let until = self.now.saturating_add(length + jitter);
+                        if let Some(link) = self.links.get_mut(&link_id) {
+                            link.stalled_until = Some(until);
+                        }
                     }
                 }
             }
