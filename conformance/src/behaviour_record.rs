@@ -348,7 +348,7 @@ fn client_scenarios() -> Vec<(String, BehaviourVector)> {
         s("retry-now", "retry now skips the wait").connected().lost(0).input(ClientInput::RetryNow).done(),
         s("token-renewal-in-band", "the token is renewed on the live connection: token_required, auth frame, authed")
             .token().input(ClientInput::Connect).input(ClientInput::ProvideToken { token: "tok-1".into() }).open(0)
-            .recv(0, connected_token(40_000, false)).fire()
+            .recv(0, connected_token(20_000, false)).fire()
             .input(ClientInput::ProvideToken { token: "tok-2".into() })
             .recv(0, ServerFrame::Authed { token_expires_at_ms: Some(UNIX + 400_000), error: None }).done(),
         s("token-renewal-refused", "a refused renewal is an update; the connection stays")

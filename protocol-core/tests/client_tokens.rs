@@ -95,9 +95,9 @@ fn renewal_uses_the_hubs_clock_difference_not_the_clients_clock() {
 
 #[test]
 fn only_one_token_request_is_in_flight_across_a_reconnect() {
-    let mut s = connected_client(SERVER_NOW, Duration::from_secs(40));
-    // 40 s left: renew at min(36 s, 10 s) = 10 s.
-    s.advance_alive(Duration::from_secs(10));
+    let mut s = connected_client(SERVER_NOW, Duration::from_secs(80));
+    // 80 s left: renew at min(72 s, 50 s) = 50 s (not before half, 40 s).
+    s.advance_alive(Duration::from_secs(50));
     assert_eq!(token_requests(&s.all_events()), vec![TokenReason::Renewal]);
     s.drop_transport();
     s.wait_for_open(Duration::from_secs(2));
@@ -205,5 +205,27 @@ fn an_unanswered_token_request_fails_the_attempt_and_is_asked_again_later() {
         token_requests(&s.all_events()).len(),
         2,
         "asked again on the next attempt"
+    );
+}
+
+#[test]
+fn a_token_shorter_than_the_renewal_margin_is_renewed_at_half_its_life_not_in_a_loop() {
+    // 20 s left: "30 s before expiry" is already past; renew at 10 s, not at once.
+    let mut s = connected_client(SERVER_NOW, Duration::from_secs(20));
+    s.advance_alive(Duration::from_millis(9_999));
+    assert!(token_requests(&s.all_events()).is_empty(), "not at once");
+    s.advance_alive(Duration::from_millis(1));
+    assert_eq!(token_requests(&s.all_events()), vec![TokenReason::Renewal]);
+    s.client.provide_token(s.now, "tok-2".into());
+    s.take();
+    s.reply(ServerFrame::Authed {
+        token_expires_at_ms: Some(SERVER_NOW + 10_000 + 20_000),
+        error: None,
+    });
+    s.advance_alive(Duration::from_millis(9_999));
+    assert_eq!(
+        token_requests(&s.all_events()).len(),
+        1,
+        "no immediate second renewal"
     );
 }

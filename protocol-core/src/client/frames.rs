@@ -126,7 +126,10 @@ impl Client {
         self.tokens.expires = Some(now.saturating_add(remaining));
         let by_fraction = remaining * self.config.renew_at_percent.min(100) / 100;
         let by_margin = remaining.saturating_sub(self.config.renew_before_expiry);
-        self.tokens.renew_at = Some(now.saturating_add(by_fraction.min(by_margin)));
+        // Never sooner than half the lifetime: a token shorter than the margin would
+        // otherwise be renewed at once, again and again.
+        let renew_after = by_fraction.min(by_margin).max(remaining / 2);
+        self.tokens.renew_at = Some(now.saturating_add(renew_after));
     }
 
     pub(super) fn on_connected(&mut self, now: Time, frame: ServerFrame) {
