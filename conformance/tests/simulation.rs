@@ -143,3 +143,19 @@ fn regression_seeds_18481_28692_33362_a_late_token_expiry_after_a_clock_jump_rec
         );
     }
 }
+
+#[test]
+fn regression_seeds_6134_8815_positions_of_undelivered_messages_come_from_the_hub() {
+    // The checker judged a message lost when no client happened to receive it, so its
+    // position was unknown and a same-epoch discontinuity could not be shown to cover it.
+    // An observer on the hub now records where every message is stored.
+    for seed in [6134, 8815] {
+        let report = sim::run(seed, &SimConfig::default());
+        assert!(
+            report.violations.is_empty(),
+            "seed {seed}: {:?}",
+            report.violations
+        );
+        assert!(!report.trace.stored.is_empty());
+    }
+}

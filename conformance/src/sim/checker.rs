@@ -144,6 +144,19 @@ pub fn check(trace: &Trace) -> Vec<Violation> {
                     sub.discontinuities.push((entry.at, *last, *resumed_after));
                     last_delivered.insert((client, channel.clone()), Some(*resumed_after));
                 }
+                Event::HistoryPage {
+                    channel,
+                    result: Ok(page),
+                    ..
+                } => {
+                    // History tells where messages were stored, even those no one received.
+                    for message in &page.messages {
+                        positions
+                            .entry((channel.clone(), message.message.id.clone()))
+                            .or_default()
+                            .insert(message.position);
+                    }
+                }
                 Event::Message { channel, message } => {
                     let key = (client, channel.clone());
                     let position = message.position;
@@ -185,6 +198,13 @@ pub fn check(trace: &Trace) -> Vec<Violation> {
                 _ => {}
             },
         }
+    }
+
+    for (channel, id, position) in &trace.stored {
+        positions
+            .entry((channel.clone(), id.clone()))
+            .or_default()
+            .insert(*position);
     }
 
     // G2 at the hub: one id stored at one position per epoch.

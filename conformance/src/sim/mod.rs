@@ -21,7 +21,10 @@ use tether_core::sabotage::Sabotage;
 use tether_core::server::{
     ApiKey, Capabilities, Claims, ConnectionId, Hub, HubConfig, HubOutput, mint_token,
 };
-use tether_core::wire::{ChannelName, HistoryQuery};
+use tether_core::wire::{
+    self, ChannelName, ClientFrame, ClientId, Credentials, HistoryQuery, Limits, PROTOCOL_VERSION,
+    ServerFrame,
+};
 use tether_core::{Rng, Time, Timestamp};
 
 pub use self::checker::{Guarantee, Violation, check};
@@ -95,6 +98,7 @@ enum Action {
     ProvideToken(usize),
     Fault,
     Reachable,
+    ObserverHeartbeat,
 }
 
 #[derive(Debug)]
@@ -135,6 +139,8 @@ struct World {
     queue: BinaryHeap<Reverse<(Time, u64, Action)>>,
     sequence: u64,
     reachable: bool,
+    /// The observer's connection on the current hub.
+    observer: Option<ConnectionId>,
     trace: Trace,
     stats: SimStats,
     published: u64,
@@ -202,6 +208,7 @@ impl World {
             queue: BinaryHeap::new(),
             sequence: 0,
             reachable: true,
+            observer: None,
             trace: Trace::default(),
             stats: SimStats::default(),
             published: 0,
@@ -355,8 +362,52 @@ impl World {
         }
     }
 
+    /// Connects the observer to the current hub and attaches it to every channel. It sits
+    /// on the hub itself, outside the faulty network, and records where every message is
+    /// stored.
+    fn attach_observer(&mut self) {
+        let stamp = self.stamp();
+        let connection = self.hub.accept(stamp);
+        self.observer = Some(connection);
+        let mut frames = vec![ClientFrame::Connect {
+            version: PROTOCOL_VERSION,
+            credentials: Credentials::ApiKey {
+                name: "app".into(),
+                secret: "sim-secret".into(),
+            },
+            client_id: Some(ClientId::new("observer").expect("valid")),
+            resume: None,
+            heartbeat_interval_ms: Some(300_000),
+        }];
+        for name in CHANNELS {
+            frames.push(ClientFrame::Attach {
+                channel: ChannelName::new(name).expect("valid"),
+                from: None,
+            });
+        }
+        for frame in frames {
+            let bytes = wire::encode(&frame, &Limits::DEFAULT).expect("encodes");
+            self.hub.handle_bytes(stamp, connection, bytes);
+        }
+    }
+
+    fn observe(&mut self, bytes: &Bytes) {
+        if let Ok(ServerFrame::Message { channel, message }) =
+            wire::decode::<ServerFrame>(bytes, &Limits::PROTOCOL_MAX)
+        {
+            self.trace
+                .stored
+                .push((channel, message.message.id, message.position));
+        }
+    }
+
     fn hub_output(&mut self, output: HubOutput) {
         match output {
+            HubOutput::Transmit { connection, bytes } if Some(connection) == self.observer => {
+                self.observe(&bytes);
+                let stamp = self.stamp();
+                self.hub.handle_written(stamp, connection, bytes.len());
+            }
             HubOutput::Transmit { connection, bytes } => {
                 let written = bytes.len();
                 if let Some(&link_id) = self.by_connection.get(&connection) {
@@ -624,6 +675,7 @@ impl World {
                 self.rng.fill(&mut seed);
                 self.hub = Hub::new(self.hub_config.clone(), seed);
                 self.by_connection.clear();
+                self.attach_observer();
             }
             75..=84 => {
                 self.wall_offset_ms += self.rng.between(60_000, 900_000);
@@ -649,6 +701,11 @@ impl World {
 
     fn run_body(&mut self) -> Trace {
         let start = self.now;
+        self.attach_observer();
+        self.schedule(
+            start.saturating_add(Duration::from_secs(60)),
+            Action::ObserverHeartbeat,
+        );
         for index in 0..self.peers.len() {
             self.peers[index].client.connect(start);
             let at = start.saturating_add(Duration::from_millis(self.rng.between(0, 1000)));
@@ -702,6 +759,16 @@ impl World {
                         Action::ProvideToken(index) => self.provide_token(index),
                         Action::Fault => self.fault(),
                         Action::Reachable => self.reachable = true,
+                        Action::ObserverHeartbeat => {
+                            if let Some(connection) = self.observer {
+                                let bytes = wire::encode(&ClientFrame::Heartbeat, &Limits::DEFAULT)
+                                    .expect("encodes");
+                                let stamp = self.stamp();
+                                self.hub.handle_bytes(stamp, connection, bytes);
+                            }
+                            let at = self.now.saturating_add(Duration::from_secs(60));
+                            self.schedule(at, Action::ObserverHeartbeat);
+                        }
                     }
                 }
             } else {

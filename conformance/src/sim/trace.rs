@@ -52,6 +52,9 @@ pub struct Trace {
     pub final_states: Vec<ConnectionState>,
     /// When the faults and the workload stopped.
     pub quiet_from: Time,
+    /// Every message the hub stored, as seen by an observer attached to every channel on
+    /// the hub itself (no network faults): the ground truth of positions.
+    pub stored: Vec<(ChannelName, MessageId, Position)>,
 }
 
 impl Trace {
@@ -72,6 +75,9 @@ impl Trace {
         }
         for state in &self.final_states {
             feed(&format!("{state:?}\n"));
+        }
+        for (channel, id, position) in &self.stored {
+            feed(&format!("{channel} {} {position}\n", id.as_str()));
         }
         hash
     }
