@@ -1,11 +1,39 @@
 //! # tether-tokio
 //!
-//! tether over WebSocket on tokio (tokio-tungstenite): the real client, the real server and
-//! the `tether` command-line tool. This crate is glue only: every protocol decision is made
-//! by [`tether_core`].
+//! tether over WebSocket on tokio (tokio-tungstenite): a [`Client`], a [`Server`], a
+//! fault-injecting [`proxy`] for tests, and the `tether` command-line tool.
 //!
-//! Not implemented yet: this crate is a placeholder in the workspace until its issue lands.
-
+//! This crate is glue only. It opens sockets, sleeps until the core's next deadline, moves
+//! bytes, and turns events into futures and streams; every protocol decision — connecting,
+//! retrying, resending, renewing, timing out — is made by [`tether_core`].
+//!
+//! ```no_run
+//! use futures_util::StreamExt;
+//! use tether_tokio::{Client, ClientOptions, ChannelEvent};
+//!
+//! # async fn run() -> Result<(), tether_tokio::Error> {
+//! let client = Client::connect("ws://127.0.0.1:7400/", ClientOptions::api_key("app", "secret"))?;
+//! let news = client.channel("news")?;
+//! let mut messages = news.subscribe().await?;
+//! news.publish("greeting", "hello").await?; // resolves on the server's ACK
+//! while let Some(ChannelEvent::Message(message)) = messages.next().await {
+//!     println!("{:?}", message.message.data);
+//! }
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
+mod client;
+mod clock;
+pub mod demo;
+pub mod proxy;
+mod server;
+
+pub use client::{
+    Channel, ChannelEvent, Client, ClientOptions, ConnectionStats, Credentials, Error,
+    Subscription, TokenProvider,
+};
+pub use server::{Server, ServerConfig};
 pub use tether_core;

@@ -1,0 +1,779 @@
+//! The tokio WebSocket client: one task per client drives the core, moves bytes, sleeps until
+//! the core's next deadline and turns events into futures and streams.
+//!
+//! Glue only: when to connect, retry, resend, renew or give up is decided by
+//! [`tether_core::client::Client`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, Stream, StreamExt};
+use tether_core::client::{
+    Auth, Client as Core, ClientConfig, ConnectionState, Event, HistoryPage, NewMessage, Output,
+    PingId, PublishId, RequestId, TokenReason, TransportId,
+};
+use tether_core::wire::{ChannelMessage, ChannelName, Continuity, HistoryQuery, Position};
+use tether_core::{ErrorCode, ErrorInfo, Seed};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::clock::{Origin, fresh_seed};
+use crate::server::websocket_config;
+
+/// What went wrong, with the protocol's stable code where there is one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The protocol refused or failed the operation (NACK, Suspended, Closed, Failed, …).
+    #[error("{0}")]
+    Protocol(ErrorInfo),
+    /// The client was closed or dropped.
+    #[error("the client is closed")]
+    Closed,
+    /// The URL is not a `ws://` URL this adapter can use.
+    #[error("unsupported URL {0:?}: use ws://host:port/path")]
+    Url(String),
+}
+
+impl Error {
+    /// The stable error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Protocol(info) => info.code,
+            Error::Closed => ErrorCode::ConnectionClosed,
+            Error::Url(_) => ErrorCode::BadRequest,
+        }
+    }
+}
+
+/// Asked for a token whenever the client needs one; `Err` means none can be had (the client
+/// then goes to Failed).
+pub trait TokenProvider: Send + Sync + 'static {
+    /// Obtains a token (e.g. from the application's auth server).
+    fn token(&self) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
+}
+
+impl<F, Fut> TokenProvider for F
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<String, String>> + Send + 'static,
+{
+    fn token(&self) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> {
+        Box::pin(self())
+    }
+}
+
+/// How the client authenticates.
+#[derive(Clone)]
+pub enum Credentials {
+    /// An API key (trusted servers only).
+    ApiKey {
+        /// Key name.
+        name: String,
+        /// Key secret.
+        secret: String,
+    },
+    /// One fixed token; when it expires the client fails with `token_unavailable`.
+    Token(String),
+    /// Tokens from the application, asked for on demand.
+    Provider(Arc<dyn TokenProvider>),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::ApiKey { name, .. } => write!(f, "ApiKey({name}, <redacted>)"),
+            Credentials::Token(_) => f.write_str("Token(<redacted>)"),
+            Credentials::Provider(_) => f.write_str("Provider"),
+        }
+    }
+}
+
+/// Options of a [`Client`]: credentials and the core's configuration (protocol defaults).
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// How to authenticate.
+    pub credentials: Credentials,
+    /// The core's configuration; its `auth` is set from `credentials`.
+    pub config: ClientConfig,
+    /// A fixed seed (tests); `None` draws one from the operating system.
+    pub seed: Option<Seed>,
+}
+
+impl ClientOptions {
+    /// Options for `credentials` with the protocol defaults.
+    pub fn new(credentials: Credentials) -> ClientOptions {
+        let auth = match &credentials {
+            Credentials::ApiKey { name, secret } => Auth::ApiKey {
+                name: name.clone(),
+                secret: secret.clone(),
+            },
+            Credentials::Token(_) | Credentials::Provider(_) => Auth::Token,
+        };
+        ClientOptions {
+            credentials,
+            config: ClientConfig::new(auth),
+            seed: None,
+        }
+    }
+
+    /// Options for an API key.
+    pub fn api_key(name: impl Into<String>, secret: impl Into<String>) -> ClientOptions {
+        ClientOptions::new(Credentials::ApiKey {
+            name: name.into(),
+            secret: secret.into(),
+        })
+    }
+
+    /// Options for tokens from `provider`.
+    pub fn token_provider(provider: impl TokenProvider) -> ClientOptions {
+        ClientOptions::new(Credentials::Provider(Arc::new(provider)))
+    }
+}
+
+/// What a subscription yields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChannelEvent {
+    /// A message, exactly once and in order.
+    Message(ChannelMessage),
+    /// The channel is (again) attached.
+    Attached {
+        /// Deliveries continue after this position.
+        position: Position,
+        /// How it continues.
+        continuity: Continuity,
+    },
+    /// Continuity was lost between these positions (the history API may fill it).
+    Discontinuity {
+        /// The last position delivered before.
+        last: Option<Position>,
+        /// Deliveries continue after this one.
+        resumed_after: Position,
+        /// Why, as the hub said.
+        reason: Option<ErrorInfo>,
+    },
+    /// The channel was detached by the hub (refused or revoked); the stream ends.
+    Failed(ErrorInfo),
+}
+
+enum Command {
+    Subscribe {
+        channel: ChannelName,
+        sink: mpsc::UnboundedSender<ChannelEvent>,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Publish {
+        channel: ChannelName,
+        messages: Vec<NewMessage>,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    History {
+        channel: ChannelName,
+        query: HistoryQuery,
+        reply: oneshot::Sender<Result<HistoryPage, Error>>,
+    },
+    Ping(oneshot::Sender<Result<Duration, Error>>),
+    RetryNow,
+    Close(oneshot::Sender<()>),
+    Token(Result<String, String>),
+}
+
+/// Counters of what a connection went through, for metrics and the demo.
+#[derive(Debug, Default)]
+pub struct ConnectionStats {
+    /// Times the client reached Connected.
+    pub connects: AtomicU64,
+    /// Of those, how many resumed the session.
+    pub resumes: AtomicU64,
+    /// Resumes the hub could not honour (a new session began).
+    pub resume_failures: AtomicU64,
+    /// Token renewals requested on a live connection.
+    pub renewals: AtomicU64,
+    /// Discontinuities reported on any channel.
+    pub discontinuities: AtomicU64,
+}
+
+/// A tether client on tokio. Cheap to clone; the connection lives until `close` or until
+/// every clone is dropped.
+#[derive(Clone)]
+pub struct Client {
+    commands: mpsc::UnboundedSender<Command>,
+    state: watch::Receiver<ConnectionState>,
+    reason: watch::Receiver<Option<ErrorInfo>>,
+    stats: Arc<ConnectionStats>,
+}
+
+impl Client {
+    /// Starts a client for `url` (`ws://host:port/path`) and begins connecting in the
+    /// background; watch [`state`](Client::state) to see it connect.
+    pub fn connect(url: &str, options: ClientOptions) -> Result<Client, Error> {
+        if !url.starts_with("ws://") {
+            return Err(Error::Url(url.to_owned()));
+        }
+        let seed = match options.seed {
+            Some(seed) => seed,
+            None => fresh_seed()
+                .map_err(|e| Error::Protocol(ErrorInfo::new(ErrorCode::Internal, e.to_string())))?,
+        };
+        let core = Core::new(options.config.clone(), seed);
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let (state_tx, state) = watch::channel(core.state());
+        let (reason_tx, reason) = watch::channel(None);
+        let stats = Arc::new(ConnectionStats::default());
+        let driver = Driver {
+            stats: stats.clone(),
+            reason: reason_tx,
+            core,
+            url: url.to_owned(),
+            credentials: options.credentials,
+            max_frame: options.config.limits.max_frame_size,
+            origin: Origin::now(),
+            commands: commands.downgrade(),
+            state: state_tx,
+            transports: HashMap::new(),
+            transport_events: mpsc::unbounded_channel(),
+            subscribers: HashMap::new(),
+            pending_attach: HashMap::new(),
+            publishes: HashMap::new(),
+            histories: HashMap::new(),
+            pings: HashMap::new(),
+            closing: Vec::new(),
+        };
+        tokio::spawn(driver.run(receiver));
+        Ok(Client {
+            commands,
+            state,
+            reason,
+            stats,
+        })
+    }
+
+    /// Counters of what the connection went through.
+    pub fn stats(&self) -> &ConnectionStats {
+        &self.stats
+    }
+
+    /// The connection state, observable.
+    pub fn state(&self) -> watch::Receiver<ConnectionState> {
+        self.state.clone()
+    }
+
+    /// Why the connection last changed state because of an error, if it did.
+    pub fn last_error(&self) -> Option<ErrorInfo> {
+        self.reason.borrow().clone()
+    }
+
+    /// Waits until the client is Connected; fails with the reason if it reaches Failed or
+    /// Closed instead.
+    pub async fn connected(&self) -> Result<(), Error> {
+        let mut state = self.state.clone();
+        loop {
+            let current = *state.borrow_and_update();
+            match current {
+                ConnectionState::Connected => return Ok(()),
+                ConnectionState::Failed | ConnectionState::Closed => {
+                    return Err(self.last_error().map_or(Error::Closed, Error::Protocol));
+                }
+                _ => {}
+            }
+            state.changed().await.map_err(|_| Error::Closed)?;
+        }
+    }
+
+    /// A handle on a channel.
+    pub fn channel(&self, name: &str) -> Result<Channel, Error> {
+        let name = ChannelName::new(name).map_err(Error::Protocol)?;
+        Ok(Channel {
+            name,
+            client: self.clone(),
+        })
+    }
+
+    /// Measures the round trip to the server.
+    pub async fn ping(&self) -> Result<Duration, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Ping(reply))?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Tells the client the network is back (e.g. from the operating system): it retries at
+    /// once instead of waiting for its backoff.
+    pub fn network_is_back(&self) {
+        let _ = self.send(Command::RetryNow);
+    }
+
+    /// Closes the connection in order; pending publishes fail with `connection_closed`.
+    pub async fn close(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.send(Command::Close(reply)).is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    fn send(&self, command: Command) -> Result<(), Error> {
+        self.commands.send(command).map_err(|_| Error::Closed)
+    }
+}
+
+/// A channel of a [`Client`].
+#[derive(Clone)]
+pub struct Channel {
+    name: ChannelName,
+    client: Client,
+}
+
+impl Channel {
+    /// The channel's name.
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// Attaches the channel and returns its stream of events, once the hub confirmed the
+    /// attach (or refused it, with its code). Messages arrive exactly once and in order,
+    /// across reconnects; a lost continuity arrives as [`ChannelEvent::Discontinuity`].
+    pub async fn subscribe(&self) -> Result<Subscription, Error> {
+        let (sink, events) = mpsc::unbounded_channel();
+        let (reply, attached) = oneshot::channel();
+        self.client.send(Command::Subscribe {
+            channel: self.name.clone(),
+            sink,
+            reply,
+        })?;
+        attached.await.map_err(|_| Error::Closed)??;
+        Ok(Subscription { events })
+    }
+
+    /// Publishes one message; resolves `Ok` when the server acknowledged it, `Err` with the
+    /// code when it was refused or could not be delivered (Suspended, Closed, Failed).
+    pub async fn publish(&self, name: &str, data: impl Into<Bytes>) -> Result<(), Error> {
+        self.publish_all(vec![NewMessage::new(name, data.into())])
+            .await
+    }
+
+    /// Publishes several messages as one publish.
+    pub async fn publish_all(&self, messages: Vec<NewMessage>) -> Result<(), Error> {
+        let (reply, answer) = oneshot::channel();
+        self.client.send(Command::Publish {
+            channel: self.name.clone(),
+            messages,
+            reply,
+        })?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    /// A page of the channel's retained history; follow `next` for more.
+    pub async fn history(&self, query: HistoryQuery) -> Result<HistoryPage, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.client.send(Command::History {
+            channel: self.name.clone(),
+            query,
+            reply,
+        })?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+}
+
+/// The events of an attached channel (a `futures::Stream`). Buffered until read.
+pub struct Subscription {
+    events: mpsc::UnboundedReceiver<ChannelEvent>,
+}
+
+impl Stream for Subscription {
+    type Item = ChannelEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ChannelEvent>> {
+        self.events.poll_recv(cx)
+    }
+}
+
+enum TransportEvent {
+    Opened(TransportId, mpsc::UnboundedSender<Option<Bytes>>),
+    Bytes(TransportId, Bytes),
+    Closed(TransportId, String),
+}
+
+struct Transport {
+    /// `None` until the WebSocket is open.
+    writer: Option<mpsc::UnboundedSender<Option<Bytes>>>,
+    task: JoinHandle<()>,
+}
+
+struct Driver {
+    stats: Arc<ConnectionStats>,
+    reason: watch::Sender<Option<ErrorInfo>>,
+    core: Core,
+    url: String,
+    credentials: Credentials,
+    max_frame: usize,
+    origin: Origin,
+    commands: mpsc::WeakUnboundedSender<Command>,
+    state: watch::Sender<ConnectionState>,
+    transports: HashMap<TransportId, Transport>,
+    transport_events: (
+        mpsc::UnboundedSender<TransportEvent>,
+        mpsc::UnboundedReceiver<TransportEvent>,
+    ),
+    subscribers: HashMap<ChannelName, Vec<mpsc::UnboundedSender<ChannelEvent>>>,
+    pending_attach: HashMap<ChannelName, Vec<oneshot::Sender<Result<(), Error>>>>,
+    publishes: HashMap<PublishId, oneshot::Sender<Result<(), Error>>>,
+    histories: HashMap<RequestId, oneshot::Sender<Result<HistoryPage, Error>>>,
+    pings: HashMap<PingId, oneshot::Sender<Result<Duration, Error>>>,
+    closing: Vec<oneshot::Sender<()>>,
+}
+
+impl Driver {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        self.core.connect(self.origin.time());
+        loop {
+            self.drain();
+            if self.core.state() == ConnectionState::Closed && !self.closing.is_empty() {
+                for reply in self.closing.drain(..) {
+                    let _ = reply.send(());
+                }
+                break;
+            }
+            // Re-read the deadline after every input (it moves with every input).
+            let deadline = self.core.poll_timeout().map(|d| self.origin.instant(d));
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.command(command),
+                    None => {
+                        // Every handle was dropped: close in order, then stop.
+                        self.core.close(self.origin.time());
+                        self.drain();
+                        break;
+                    }
+                },
+                Some(event) = self.transport_events.1.recv() => self.transport_event(event),
+                () = sleep_until(deadline) => self.core.handle_timeout(self.origin.time()),
+            }
+        }
+        for (_, transport) in self.transports.drain() {
+            transport.task.abort();
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        let now = self.origin.time();
+        match command {
+            Command::Subscribe {
+                channel,
+                sink,
+                reply,
+            } => {
+                self.subscribers
+                    .entry(channel.clone())
+                    .or_default()
+                    .push(sink);
+                match self.core.attach(now, channel.clone()) {
+                    Ok(()) => self.pending_attach.entry(channel).or_default().push(reply),
+                    Err(error) => {
+                        let _ = reply.send(Err(Error::Protocol(error)));
+                    }
+                }
+            }
+            Command::Publish {
+                channel,
+                messages,
+                reply,
+            } => match self.core.publish(now, channel, messages) {
+                Ok(id) => {
+                    self.publishes.insert(id, reply);
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(Error::Protocol(error)));
+                }
+            },
+            Command::History {
+                channel,
+                query,
+                reply,
+            } => match self.core.history(now, channel, query) {
+                Ok(id) => {
+                    self.histories.insert(id, reply);
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(Error::Protocol(error)));
+                }
+            },
+            Command::Ping(reply) => match self.core.ping(now) {
+                Ok(id) => {
+                    self.pings.insert(id, reply);
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(Error::Protocol(error)));
+                }
+            },
+            Command::RetryNow => self.core.retry_now(now),
+            Command::Close(reply) => {
+                self.closing.push(reply);
+                self.core.close(now);
+            }
+            Command::Token(Ok(token)) => self.core.provide_token(now, token),
+            Command::Token(Err(reason)) => self.core.token_unavailable(now, reason),
+        }
+    }
+
+    fn transport_event(&mut self, event: TransportEvent) {
+        let now = self.origin.time();
+        match event {
+            TransportEvent::Opened(id, writer) => {
+                if let Some(transport) = self.transports.get_mut(&id) {
+                    transport.writer = Some(writer);
+                    self.core.handle_transport_open(now, id);
+                }
+            }
+            TransportEvent::Bytes(id, bytes) => self.core.handle_transport_bytes(now, id, bytes),
+            TransportEvent::Closed(id, reason) => {
+                if self.transports.remove(&id).is_some() {
+                    self.core.handle_transport_closed(now, id, reason);
+                }
+            }
+        }
+    }
+
+    /// Carries out every output of the core.
+    fn drain(&mut self) {
+        while let Some(output) = self.core.poll_output() {
+            match output {
+                Output::OpenTransport { transport } => self.open(transport),
+                Output::Transmit { transport, bytes } => {
+                    if let Some(writer) = self
+                        .transports
+                        .get(&transport)
+                        .and_then(|t| t.writer.as_ref())
+                    {
+                        let _ = writer.send(Some(bytes));
+                    }
+                }
+                Output::CloseTransport { transport, .. } => {
+                    if let Some(transport) = self.transports.remove(&transport) {
+                        match transport.writer {
+                            Some(writer) => {
+                                let _ = writer.send(None);
+                            }
+                            None => transport.task.abort(),
+                        }
+                    }
+                }
+                Output::Event(event) => self.event(event),
+            }
+        }
+    }
+
+    fn open(&mut self, id: TransportId) {
+        let url = self.url.clone();
+        let config = websocket_config(self.max_frame);
+        let events = self.transport_events.0.clone();
+        let task = tokio::spawn(async move {
+            let ws = match tokio_tungstenite::connect_async_with_config(
+                url.as_str(),
+                Some(config),
+                true,
+            )
+            .await
+            {
+                Ok((ws, _)) => ws,
+                Err(error) => {
+                    let _ = events.send(TransportEvent::Closed(id, error.to_string()));
+                    return;
+                }
+            };
+            let (mut sink, mut source) = ws.split();
+            let (writer, mut outgoing) = mpsc::unbounded_channel::<Option<Bytes>>();
+            if events.send(TransportEvent::Opened(id, writer)).is_err() {
+                return;
+            }
+            let reader_events = events.clone();
+            let mut reader = tokio::spawn(async move {
+                while let Some(message) = source.next().await {
+                    match message {
+                        Ok(Message::Binary(bytes)) => {
+                            if reader_events
+                                .send(TransportEvent::Bytes(id, bytes))
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Ok(Message::Close(frame)) => {
+                            let reason =
+                                frame.map_or_else(|| "closed".to_owned(), |f| f.reason.to_string());
+                            let _ = reader_events.send(TransportEvent::Closed(id, reason));
+                            return;
+                        }
+                        Ok(_) => {}
+                        Err(error) => {
+                            let _ =
+                                reader_events.send(TransportEvent::Closed(id, error.to_string()));
+                            return;
+                        }
+                    }
+                }
+                let _ = reader_events.send(TransportEvent::Closed(id, "connection ended".into()));
+            });
+            loop {
+                tokio::select! {
+                    next = outgoing.recv() => match next {
+                        Some(Some(bytes)) => {
+                            if sink.send(Message::Binary(bytes)).await.is_err() {
+                                break;
+                            }
+                        }
+                        // The core gave the transport up.
+                        Some(None) | None => {
+                            let _ = sink.close().await;
+                            reader.abort();
+                            return;
+                        }
+                    },
+                    _ = &mut reader => return,
+                }
+            }
+            reader.abort();
+            let _ = events.send(TransportEvent::Closed(id, "write failed".into()));
+        });
+        self.transports.insert(id, Transport { writer: None, task });
+    }
+
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::StateChanged {
+                current, reason, ..
+            } => {
+                match &reason {
+                    Some(reason) => {
+                        tracing::info!(state = %current, code = reason.code.as_u32(), reason = %reason.message, "connection state")
+                    }
+                    None => tracing::info!(state = %current, "connection state"),
+                }
+                if reason.is_some() {
+                    let _ = self.reason.send(reason.clone());
+                }
+                if current == ConnectionState::Connected {
+                    self.stats.connects.fetch_add(1, Ordering::Relaxed);
+                    if self.core.resume_token().is_some()
+                        && self.stats.connects.load(Ordering::Relaxed) > 1
+                    {
+                        self.stats.resumes.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                let _ = self.state.send(current);
+            }
+            Event::Update { reason } => {
+                if reason.code == ErrorCode::SessionNotFound {
+                    self.stats.resume_failures.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::info!(code = reason.code.as_u32(), reason = %reason.message, "connection update");
+            }
+            Event::TokenRequired { reason } => {
+                if reason == TokenReason::Renewal {
+                    self.stats.renewals.fetch_add(1, Ordering::Relaxed);
+                }
+                self.token_required(reason);
+            }
+            Event::PublishResolved { id, result } => {
+                if let Some(reply) = self.publishes.remove(&id) {
+                    let _ = reply.send(result.map_err(Error::Protocol));
+                }
+            }
+            Event::Attached {
+                channel,
+                position,
+                continuity,
+            } => {
+                for reply in self.pending_attach.remove(&channel).into_iter().flatten() {
+                    let _ = reply.send(Ok(()));
+                }
+                self.notify_subscribers(
+                    &channel,
+                    ChannelEvent::Attached {
+                        position,
+                        continuity,
+                    },
+                );
+            }
+            Event::Detached { channel, error } => {
+                let error = error
+                    .unwrap_or_else(|| ErrorInfo::new(ErrorCode::ConnectionClosed, "detached"));
+                for reply in self.pending_attach.remove(&channel).into_iter().flatten() {
+                    let _ = reply.send(Err(Error::Protocol(error.clone())));
+                }
+                self.notify_subscribers(&channel, ChannelEvent::Failed(error));
+                self.subscribers.remove(&channel);
+            }
+            Event::Message { channel, message } => {
+                self.notify_subscribers(&channel, ChannelEvent::Message(message))
+            }
+            Event::Discontinuity {
+                channel,
+                last,
+                resumed_after,
+                reason,
+            } => {
+                self.stats.discontinuities.fetch_add(1, Ordering::Relaxed);
+                self.notify_subscribers(
+                    &channel,
+                    ChannelEvent::Discontinuity {
+                        last,
+                        resumed_after,
+                        reason,
+                    },
+                );
+            }
+            Event::HistoryPage { id, result, .. } => {
+                if let Some(reply) = self.histories.remove(&id) {
+                    let _ = reply.send(result.map_err(Error::Protocol));
+                }
+            }
+            Event::Pong { id, result } => {
+                if let Some(reply) = self.pings.remove(&id) {
+                    let _ = reply.send(result.map_err(Error::Protocol));
+                }
+            }
+        }
+    }
+
+    fn notify_subscribers(&mut self, channel: &ChannelName, event: ChannelEvent) {
+        if let Some(sinks) = self.subscribers.get_mut(channel) {
+            sinks.retain(|sink| sink.send(event.clone()).is_ok());
+        }
+    }
+
+    /// Asks the application's provider; the answer comes back as a command. The core makes
+    /// sure only one request is outstanding.
+    fn token_required(&mut self, reason: TokenReason) {
+        let Some(commands) = self.commands.upgrade() else {
+            return;
+        };
+        match (&self.credentials, reason) {
+            (Credentials::Token(token), TokenReason::Initial) => {
+                let _ = commands.send(Command::Token(Ok(token.clone())));
+            }
+            (Credentials::Token(_), TokenReason::Expired) => {
+                let _ = commands.send(Command::Token(Err("the fixed token expired".into())));
+            }
+            // A fixed token cannot be renewed: it is used until the server says it expired.
+            (Credentials::Token(_), TokenReason::Renewal) | (Credentials::ApiKey { .. }, _) => {}
+            (Credentials::Provider(provider), _) => {
+                let request = provider.token();
+                tokio::spawn(async move {
+                    let _ = commands.send(Command::Token(request.await));
+                });
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,328 @@
+//! The tokio WebSocket server: one task drives the hub, one task per connection moves bytes.
+//!
+//! Glue only: every decision (auth, limits, heartbeats, slow consumers, …) is the hub's.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tether_core::server::{ConnectionId, Hub, HubConfig, HubEvent, HubOutput};
+use tether_core::{ErrorInfo, Seed};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+
+use crate::clock::{Origin, fresh_seed};
+
+/// How to run a [`Server`].
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The hub's configuration: keys, token rules, limits.
+    pub hub: HubConfig,
+    /// A fixed seed (tests); `None` draws one from the operating system.
+    pub seed: Option<Seed>,
+}
+
+impl ServerConfig {
+    /// A configuration around a hub configuration.
+    pub fn new(hub: HubConfig) -> ServerConfig {
+        ServerConfig { hub, seed: None }
+    }
+}
+
+/// WebSocket limits derived from the hub's: one frame per message, no message larger than a
+/// frame, a small read buffer and a bounded write buffer.
+pub(crate) fn websocket_config(max_frame_size: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(max_frame_size))
+        .max_frame_size(Some(max_frame_size))
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(max_frame_size + 64 * 1024)
+}
+
+enum Input {
+    Accept {
+        writer: mpsc::UnboundedSender<Outbound>,
+        reply: oneshot::Sender<ConnectionId>,
+    },
+    Bytes(ConnectionId, Bytes),
+    Written(ConnectionId, usize),
+    Closed(ConnectionId),
+    Shutdown(oneshot::Sender<()>),
+}
+
+enum Outbound {
+    Frame(Bytes),
+    Close(ErrorInfo),
+}
+
+/// A running tether server.
+pub struct Server {
+    local_addr: SocketAddr,
+    inputs: mpsc::Sender<Input>,
+    accept_task: JoinHandle<()>,
+    hub_task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Binds `address` and starts serving `ws://` connections.
+    pub async fn bind(
+        address: impl tokio::net::ToSocketAddrs,
+        config: ServerConfig,
+    ) -> io::Result<Server> {
+        let listener = TcpListener::bind(address).await?;
+        let local_addr = listener.local_addr()?;
+        let seed = match config.seed {
+            Some(seed) => seed,
+            None => fresh_seed()?,
+        };
+        let max_frame = config.hub.limits.max_frame_size;
+        let (inputs, receiver) = mpsc::channel(1024);
+        let hub_task = tokio::spawn(drive_hub(Hub::new(config.hub, seed), receiver));
+        let accept_task = tokio::spawn(accept_loop(listener, inputs.clone(), max_frame));
+        tracing::info!(%local_addr, "tether server listening");
+        Ok(Server {
+            local_addr,
+            inputs,
+            accept_task,
+            hub_task,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, tells every client the server is shutting down (they reconnect
+    /// elsewhere or later) and waits for the hub task to finish.
+    pub async fn shutdown(self) {
+        self.accept_task.abort();
+        let (done, wait) = oneshot::channel();
+        if self.inputs.send(Input::Shutdown(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+        let _ = self.hub_task.await;
+    }
+}
+
+async fn accept_loop(listener: TcpListener, inputs: mpsc::Sender<Input>, max_frame: usize) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve_connection(stream, peer, inputs.clone(), max_frame));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    inputs: mpsc::Sender<Input>,
+    max_frame: usize,
+) {
+    let ws = match tokio_tungstenite::accept_async_with_config(
+        stream,
+        Some(websocket_config(max_frame)),
+    )
+    .await
+    {
+        Ok(ws) => ws,
+        Err(error) => {
+            tracing::debug!(%peer, %error, "websocket handshake failed");
+            return;
+        }
+    };
+    let (mut sink, mut source) = ws.split();
+    let (writer, mut outbound) = mpsc::unbounded_channel();
+    let (reply, id) = oneshot::channel();
+    if inputs.send(Input::Accept { writer, reply }).await.is_err() {
+        return;
+    }
+    let Ok(connection) = id.await else {
+        return;
+    };
+    tracing::debug!(%peer, connection = connection.0, "connection accepted");
+    // Writer: frames from the hub, in order; each write is reported so the hub can pace.
+    let write_inputs = inputs.clone();
+    let writer_task = tokio::spawn(async move {
+        while let Some(outbound) = outbound.recv().await {
+            match outbound {
+                Outbound::Frame(bytes) => {
+                    let len = bytes.len();
+                    if sink.send(Message::Binary(bytes)).await.is_err() {
+                        break;
+                    }
+                    if write_inputs
+                        .send(Input::Written(connection, len))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                Outbound::Close(reason) => {
+                    let frame = CloseFrame {
+                        code: CloseCode::from(close_code(&reason)),
+                        reason: reason.code.name().into(),
+                    };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    break;
+                }
+            }
+        }
+        let _ = sink.close().await;
+    });
+    // Reader: every binary message is one frame for the hub. It stops when the peer closes,
+    // or when the writer finished because the hub closed the connection.
+    let mut writer_task = writer_task;
+    loop {
+        let message = tokio::select! {
+            message = source.next() => message,
+            _ = &mut writer_task => break,
+        };
+        let Some(message) = message else { break };
+        match message {
+            Ok(Message::Binary(bytes)) => {
+                if inputs.send(Input::Bytes(connection, bytes)).await.is_err() {
+                    break;
+                }
+            }
+            Ok(Message::Text(text)) => {
+                // Not a tether frame; the hub answers with its protocol error and closes.
+                let bytes = Bytes::copy_from_slice(text.as_bytes());
+                if inputs.send(Input::Bytes(connection, bytes)).await.is_err() {
+                    break;
+                }
+            }
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let _ = inputs.send(Input::Closed(connection)).await;
+    if !writer_task.is_finished() {
+        writer_task.abort();
+    }
+}
+
+/// A WebSocket close code for a hub error: 4000 + the code's last three digits keeps it in
+/// the private range and recognisable (e.g. 42902 slow_consumer → 4902).
+fn close_code(reason: &ErrorInfo) -> u16 {
+    4000 + u16::try_from(reason.code.as_u32() % 1000).unwrap_or(0)
+}
+
+async fn drive_hub(mut hub: Hub, mut inputs: mpsc::Receiver<Input>) {
+    let origin = Origin::now();
+    let mut writers: HashMap<ConnectionId, mpsc::UnboundedSender<Outbound>> = HashMap::new();
+    let mut shutdown_reply = None;
+    loop {
+        let deadline = hub.poll_timeout().map(|d| origin.instant(d));
+        let input = tokio::select! {
+            input = inputs.recv() => input,
+            () = sleep_until(deadline) => {
+                hub.handle_timeout(origin.stamp());
+                drain(&mut hub, &mut writers);
+                continue;
+            }
+        };
+        let Some(input) = input else { break };
+        let now = origin.stamp();
+        match input {
+            Input::Accept { writer, reply } => {
+                let id = hub.accept(now);
+                writers.insert(id, writer);
+                let _ = reply.send(id);
+            }
+            Input::Bytes(id, bytes) => hub.handle_bytes(now, id, bytes),
+            Input::Written(id, len) => hub.handle_written(now, id, len),
+            Input::Closed(id) => {
+                hub.handle_closed(now, id);
+                writers.remove(&id);
+            }
+            Input::Shutdown(reply) => {
+                hub.shutdown(now);
+                shutdown_reply = Some(reply);
+            }
+        }
+        drain(&mut hub, &mut writers);
+        if let Some(reply) = shutdown_reply.take() {
+            // Close frames are queued; drop the writers so their tasks finish.
+            writers.clear();
+            let _ = reply.send(());
+            break;
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn drain(hub: &mut Hub, writers: &mut HashMap<ConnectionId, mpsc::UnboundedSender<Outbound>>) {
+    while let Some(output) = hub.poll_output() {
+        match output {
+            HubOutput::Transmit { connection, bytes } => {
+                if let Some(writer) = writers.get(&connection) {
+                    let _ = writer.send(Outbound::Frame(bytes));
+                }
+            }
+            HubOutput::Close { connection, reason } => {
+                if let Some(writer) = writers.remove(&connection) {
+                    let _ = writer.send(Outbound::Close(reason));
+                }
+            }
+            HubOutput::Event(event) => log_event(&event),
+        }
+    }
+}
+
+/// Operator logs. Events never carry credentials, so nothing here can leak a token.
+fn log_event(event: &HubEvent) {
+    match event {
+        HubEvent::Connected {
+            connection,
+            session,
+            client_id,
+            resumed,
+        } => {
+            tracing::info!(connection = connection.0, %session, %client_id, resumed, "client connected");
+        }
+        HubEvent::Reauthenticated {
+            connection,
+            client_id,
+        } => {
+            tracing::info!(connection = connection.0, %client_id, "token renewed");
+        }
+        HubEvent::Disconnected {
+            connection, reason, ..
+        } => {
+            tracing::info!(connection = connection.0, code = reason.code.as_u32(), reason = %reason.message, "connection ended");
+        }
+        HubEvent::SlowConsumer {
+            connection,
+            pending_bytes,
+        } => {
+            tracing::warn!(
+                connection = connection.0,
+                pending_bytes,
+                "slow consumer disconnected"
+            );
+        }
+        HubEvent::SessionExpired { session } => tracing::debug!(%session, "session expired"),
+    }
+}

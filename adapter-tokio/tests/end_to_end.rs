@@ -1,0 +1,408 @@
+//! End-to-end over loopback: real WebSocket clients and server.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tether_core::ErrorCode;
+use tether_core::server::{ApiKey, Capabilities, Claims, HubConfig, Operation, mint_token};
+use tether_tokio::demo::{self, DemoOptions};
+use tether_tokio::{ChannelEvent, Client, ClientOptions, Credentials, Server, ServerConfig};
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::Message;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn key() -> ApiKey {
+    ApiKey {
+        name: "app".into(),
+        secret: "app-secret".into(),
+        capabilities: Capabilities::all(),
+    }
+}
+
+fn limited_key() -> ApiKey {
+    ApiKey {
+        name: "limited".into(),
+        secret: "limited-secret".into(),
+        capabilities: Capabilities::default()
+            .with("public:*", &[Operation::Subscribe, Operation::Publish]),
+    }
+}
+
+async fn server(change: impl FnOnce(&mut HubConfig)) -> Server {
+    let mut hub = HubConfig {
+        keys: vec![key(), limited_key()],
+        ..HubConfig::default()
+    };
+    change(&mut hub);
+    Server::bind("127.0.0.1:0", ServerConfig::new(hub))
+        .await
+        .expect("binds")
+}
+
+fn url(server: &Server) -> String {
+    format!("ws://{}/", server.local_addr())
+}
+
+fn token(sub: &str, lifetime: Duration, signing: &ApiKey) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let claims = Claims {
+        sub: sub.into(),
+        exp: now + lifetime.as_secs(),
+        iat: now,
+        nbf: None,
+        aud: None,
+        iss: None,
+        cap: Capabilities::all(),
+    };
+    mint_token(signing, &claims).expect("signs")
+}
+
+#[tokio::test]
+async fn pub_sub_over_loopback_with_acknowledged_publishes() {
+    let server = server(|_| {}).await;
+    let subscriber =
+        Client::connect(&url(&server), ClientOptions::api_key("app", "app-secret")).expect("url");
+    let publisher =
+        Client::connect(&url(&server), ClientOptions::api_key("app", "app-secret")).expect("url");
+    let mut events = timeout(LIMIT, subscriber.channel("news").expect("name").subscribe())
+        .await
+        .expect("in time")
+        .expect("attached");
+    let news = publisher.channel("news").expect("name");
+    for n in 0..10 {
+        timeout(LIMIT, news.publish("n", format!("m{n}")))
+            .await
+            .expect("in time")
+            .expect("acked");
+    }
+    let mut received = Vec::new();
+    while received.len() < 10 {
+        match timeout(LIMIT, events.next()).await.expect("in time") {
+            Some(ChannelEvent::Message(message)) => {
+                received.push(String::from_utf8_lossy(&message.message.data).into_owned());
+            }
+            Some(_) => {}
+            None => panic!("stream ended"),
+        }
+    }
+    assert_eq!(
+        received,
+        (0..10).map(|n| format!("m{n}")).collect::<Vec<_>>()
+    );
+    let rtt = timeout(LIMIT, publisher.ping())
+        .await
+        .expect("in time")
+        .expect("pong");
+    assert!(rtt < Duration::from_secs(5));
+    subscriber.close().await;
+    publisher.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_publish_to_a_forbidden_channel_fails_with_its_code() {
+    let server = server(|_| {}).await;
+    let client = Client::connect(
+        &url(&server),
+        ClientOptions::api_key("limited", "limited-secret"),
+    )
+    .expect("url");
+    let allowed = client.channel("public:news").expect("name");
+    timeout(LIMIT, allowed.publish("n", "ok"))
+        .await
+        .expect("in time")
+        .expect("allowed");
+    let error = timeout(
+        LIMIT,
+        client.channel("private").expect("name").publish("n", "no"),
+    )
+    .await
+    .expect("in time")
+    .expect_err("forbidden");
+    assert_eq!(error.code(), ErrorCode::Forbidden);
+    let error = timeout(LIMIT, client.channel("private").expect("name").subscribe())
+        .await
+        .expect("in time")
+        .err()
+        .expect("refused");
+    assert_eq!(error.code(), ErrorCode::Forbidden);
+    // The connection stays usable.
+    timeout(LIMIT, allowed.publish("n", "still ok"))
+        .await
+        .expect("in time")
+        .expect("allowed");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_token_is_renewed_in_band_while_streaming_without_reconnecting() {
+    let server = server(|_| {}).await;
+    let signing = key();
+    let options = ClientOptions::token_provider(move || {
+        let token = token("alice", Duration::from_secs(4), &signing);
+        async move { Ok(token) }
+    });
+    let client = Client::connect(&url(&server), options).expect("url");
+    let publisher =
+        Client::connect(&url(&server), ClientOptions::api_key("app", "app-secret")).expect("url");
+    let mut events = timeout(LIMIT, client.channel("news").expect("name").subscribe())
+        .await
+        .expect("in time")
+        .expect("attached");
+    let news = publisher.channel("news").expect("name");
+    let mut received = 0;
+    for n in 0..30 {
+        timeout(LIMIT, news.publish("n", format!("{n}")))
+            .await
+            .expect("in time")
+            .expect("acked");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        while let Ok(Some(event)) = timeout(Duration::from_millis(1), events.next()).await {
+            if matches!(event, ChannelEvent::Message(_)) {
+                received += 1;
+            }
+        }
+    }
+    while received < 30 {
+        if let Some(ChannelEvent::Message(_)) =
+            timeout(LIMIT, events.next()).await.expect("in time")
+        {
+            received += 1;
+        }
+    }
+    let stats = client.stats();
+    assert!(
+        stats.renewals.load(std::sync::atomic::Ordering::Relaxed) >= 2,
+        "6 s with 4 s tokens"
+    );
+    assert_eq!(
+        stats.connects.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "no reconnect"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_wrong_or_expired_token_is_refused_with_its_code() {
+    let server = server(|_| {}).await;
+    let mut forged = key();
+    forged.secret = "guessed".into();
+    let bad = Client::connect(
+        &url(&server),
+        ClientOptions::new(Credentials::Token(token(
+            "mallory",
+            Duration::from_secs(60),
+            &forged,
+        ))),
+    )
+    .expect("url");
+    let error = timeout(LIMIT, bad.connected())
+        .await
+        .expect("in time")
+        .expect_err("refused");
+    assert_eq!(error.code(), ErrorCode::TokenInvalid);
+
+    // A token that expired more than the leeway ago: the hub answers token_expired, and a
+    // fixed token cannot be renewed, so the client fails with token_unavailable.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let stale = mint_token(
+        &key(),
+        &Claims {
+            sub: "alice".into(),
+            exp: now - 120,
+            iat: now - 180,
+            nbf: None,
+            aud: None,
+            iss: None,
+            cap: Capabilities::all(),
+        },
+    )
+    .expect("signs");
+    let expired =
+        Client::connect(&url(&server), ClientOptions::new(Credentials::Token(stale))).expect("url");
+    let error = timeout(LIMIT, expired.connected())
+        .await
+        .expect("in time")
+        .expect_err("refused");
+    assert_eq!(error.code(), ErrorCode::TokenUnavailable, "{error}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversize_and_malformed_frames_close_only_their_connection() {
+    let server = server(|_| {}).await;
+    let good =
+        Client::connect(&url(&server), ClientOptions::api_key("app", "app-secret")).expect("url");
+    timeout(LIMIT, good.connected())
+        .await
+        .expect("in time")
+        .expect("connected");
+    for payload in [vec![0xffu8, 0x00, 0x13], vec![4u8; 70_000]] {
+        let (mut raw, _) = tokio_tungstenite::connect_async(url(&server))
+            .await
+            .expect("connects");
+        let _ = raw.send(Message::Binary(payload.into())).await;
+        let closed = timeout(LIMIT, async {
+            while let Some(message) = raw.next().await {
+                if matches!(message, Ok(Message::Close(_)) | Err(_)) {
+                    return true;
+                }
+            }
+            true
+        })
+        .await
+        .expect("closed in time");
+        assert!(closed);
+    }
+    let rtt = timeout(LIMIT, good.ping())
+        .await
+        .expect("in time")
+        .expect("still served");
+    assert!(rtt < Duration::from_secs(5));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_that_sends_no_first_frame_is_closed_after_the_deadline() {
+    let server = server(|hub| hub.first_frame_timeout = Duration::from_millis(500)).await;
+    let (mut raw, _) = tokio_tungstenite::connect_async(url(&server))
+        .await
+        .expect("connects");
+    let started = tokio::time::Instant::now();
+    let ended = timeout(LIMIT, async {
+        while let Some(message) = raw.next().await {
+            if matches!(message, Ok(Message::Close(_)) | Err(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "closed by the server");
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_subscriber_that_never_reads_is_disconnected_while_others_keep_going() {
+    let server = server(|hub| hub.max_pending_bytes = 256 * 1024).await;
+    let reader =
+        Client::connect(&url(&server), ClientOptions::api_key("app", "app-secret")).expect("url");
+    let mut events = timeout(LIMIT, reader.channel("bulk").expect("name").subscribe())
+        .await
+        .expect("in time")
+        .expect("attached");
+    // A raw subscriber that attaches and then never reads its socket.
+    let (mut stalled, _) = tokio_tungstenite::connect_async(url(&server))
+        .await
+        .expect("connects");
+    let frames = [
+        tether_core::wire::ClientFrame::Connect {
+            version: tether_core::wire::PROTOCOL_VERSION,
+            credentials: tether_core::wire::Credentials::ApiKey {
+                name: "app".into(),
+                secret: "app-secret".into(),
+            },
+            client_id: None,
+            resume: None,
+            heartbeat_interval_ms: None,
+        },
+        tether_core::wire::ClientFrame::Attach {
+            channel: tether_core::wire::ChannelName::new("bulk").expect("name"),
+            from: None,
+        },
+    ];
+    for frame in &frames {
+        let bytes =
+            tether_core::wire::encode(frame, &tether_core::wire::Limits::DEFAULT).expect("encodes");
+        stalled.send(Message::Binary(bytes)).await.expect("sent");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let publisher =
+        Client::connect(&url(&server), ClientOptions::api_key("app", "app-secret")).expect("url");
+    let bulk = publisher.channel("bulk").expect("name");
+    let payload = vec![7u8; 60 * 1024];
+    let count = 150; // 9 MB: more than the socket buffers and the pending limit
+    let mut received = 0;
+    for _ in 0..count {
+        timeout(LIMIT, bulk.publish("blob", payload.clone()))
+            .await
+            .expect("in time")
+            .expect("acked");
+        while let Ok(Some(event)) = timeout(Duration::from_millis(1), events.next()).await {
+            if matches!(event, ChannelEvent::Message(_)) {
+                received += 1;
+            }
+        }
+    }
+    while received < count {
+        if let Some(ChannelEvent::Message(_)) =
+            timeout(LIMIT, events.next()).await.expect("in time")
+        {
+            received += 1;
+        }
+    }
+    // The stalled subscriber was disconnected: its socket ends once its buffers drain.
+    let ended = timeout(LIMIT, async {
+        while let Some(message) = stalled.next().await {
+            if message.is_err() {
+                break;
+            }
+            if let Ok(Message::Close(frame)) = message {
+                return frame.map(|f| u16::from(f.code));
+            }
+        }
+        None
+    })
+    .await
+    .expect("ended in time");
+    assert_eq!(ended, Some(4902), "closed as a slow consumer (42902)");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn chaos_20000_messages_through_a_proxy_cutting_connections_keep_every_guarantee() {
+    let report = timeout(
+        Duration::from_secs(240),
+        demo::run(DemoOptions {
+            publishers: 10,
+            subscribers: 10,
+            messages: 2_000,
+            interval: Duration::from_millis(2),
+            cut_after: None,
+            cut_every: Some((Duration::from_millis(50), Duration::from_millis(500))),
+            // Connections live seconds at most here; keep the backoff short so the run ends.
+            tune: |config| {
+                config.stable_after = Duration::from_secs(1);
+                config.backoff_cap = Duration::from_secs(2);
+            },
+            token_lifetime: Duration::from_secs(6),
+            seed: 11,
+        }),
+    )
+    .await
+    .expect("finished in time")
+    .expect("ran");
+    assert_eq!(
+        report.acked,
+        20_000,
+        "every publish acknowledged: {:?}",
+        report.failed.first()
+    );
+    assert!(report.cuts >= 20, "{} cuts", report.cuts);
+    assert_eq!(report.lost, 0);
+    assert_eq!(report.duplicated, 0);
+    assert_eq!(report.reordered, 0);
+    assert!(
+        report.received.iter().all(|n| *n == 20_000),
+        "{:?}",
+        report.received
+    );
+}
