@@ -197,6 +197,8 @@ pub struct ConnectionStats {
     pub renewals: AtomicU64,
     /// Discontinuities reported on any channel.
     pub discontinuities: AtomicU64,
+    /// Times the driver task woke up (an input, a transport event or a deadline).
+    pub wakeups: AtomicU64,
 }
 
 /// A tether client on tokio. Cheap to clone; the connection lives until `close` or until
@@ -440,6 +442,7 @@ impl Driver {
             }
             // Re-read the deadline after every input (it moves with every input).
             let deadline = self.core.poll_timeout().map(|d| self.origin.instant(d));
+            self.stats.wakeups.fetch_add(1, Ordering::Relaxed);
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(command) => self.command(command),

@@ -406,3 +406,20 @@ async fn chaos_20000_messages_through_a_proxy_cutting_connections_keep_every_gua
         report.received
     );
 }
+
+/// Run by hand (60 s): `cargo test -p tether-tokio --release -- --ignored idle --nocapture`.
+#[tokio::test]
+#[ignore = "takes 60 s of real time; run by hand for the CPU check"]
+async fn idle_client_wakes_only_for_heartbeats() {
+    let server = server(|_| {}).await;
+    let client = Client::connect(&url(&server), ClientOptions::api_key("app", "app-secret")).expect("url");
+    timeout(LIMIT, client.connected()).await.expect("in time").expect("connected");
+    let before = client.stats().wakeups.load(std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let wakeups = client.stats().wakeups.load(std::sync::atomic::Ordering::Relaxed) - before;
+    println!("idle client woke {wakeups} times in 60 s");
+    // With a 15 s interval: the client's own heartbeat deadlines and the hub's heartbeats
+    // arriving — about 8 wake-ups a minute, never a busy loop.
+    assert!(wakeups <= 12, "{wakeups} wake-ups in 60 s");
+    server.shutdown().await;
+}
