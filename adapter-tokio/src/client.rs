@@ -36,8 +36,8 @@ pub enum Error {
     /// The client was closed or dropped.
     #[error("the client is closed")]
     Closed,
-    /// The URL is not a `ws://` URL this adapter can use.
-    #[error("unsupported URL {0:?}: use ws://host:port/path")]
+    /// The URL is not a `ws://` or `wss://` URL.
+    #[error("unsupported URL {0:?}: use ws:// or wss://host:port/path")]
     Url(String),
 }
 
@@ -104,6 +104,8 @@ pub struct ClientOptions {
     pub config: ClientConfig,
     /// A fixed seed (tests); `None` draws one from the operating system.
     pub seed: Option<Seed>,
+    /// TLS for `wss://` URLs; `None` trusts the bundled web PKI roots.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl ClientOptions {
@@ -120,6 +122,7 @@ impl ClientOptions {
             credentials,
             config: ClientConfig::new(auth),
             seed: None,
+            tls: None,
         }
     }
 
@@ -212,10 +215,10 @@ pub struct Client {
 }
 
 impl Client {
-    /// Starts a client for `url` (`ws://host:port/path`) and begins connecting in the
-    /// background; watch [`state`](Client::state) to see it connect.
+    /// Starts a client for `url` (`ws://` or `wss://host:port/path`) and begins connecting
+    /// in the background; watch [`state`](Client::state) to see it connect.
     pub fn connect(url: &str, options: ClientOptions) -> Result<Client, Error> {
-        if !url.starts_with("ws://") {
+        if !url.starts_with("ws://") && !url.starts_with("wss://") {
             return Err(Error::Url(url.to_owned()));
         }
         let seed = match options.seed {
@@ -235,6 +238,7 @@ impl Client {
             url: url.to_owned(),
             credentials: options.credentials,
             max_frame: options.config.limits.max_frame_size,
+            tls: options.tls.clone(),
             origin: Origin::now(),
             commands: commands.downgrade(),
             state: state_tx,
@@ -413,6 +417,7 @@ struct Driver {
     url: String,
     credentials: Credentials,
     max_frame: usize,
+    tls: Option<Arc<rustls::ClientConfig>>,
     origin: Origin,
     commands: mpsc::WeakUnboundedSender<Command>,
     state: watch::Sender<ConnectionState>,
@@ -574,14 +579,15 @@ impl Driver {
         let url = self.url.clone();
         let config = websocket_config(self.max_frame);
         let events = self.transport_events.0.clone();
+        let connector = self.tls.clone().map(tokio_tungstenite::Connector::Rustls);
         let task = tokio::spawn(async move {
-            let ws = match tokio_tungstenite::connect_async_with_config(
+            let connecting = tokio_tungstenite::connect_async_tls_with_config(
                 url.as_str(),
                 Some(config),
                 true,
-            )
-            .await
-            {
+                connector,
+            );
+            let ws = match connecting.await {
                 Ok((ws, _)) => ws,
                 Err(error) => {
                     let _ = events.send(TransportEvent::Closed(id, error.to_string()));

@@ -1,7 +1,8 @@
 //! # tether-tokio
 //!
-//! tether over WebSocket on tokio (tokio-tungstenite): a [`Client`], a [`Server`], a
-//! fault-injecting [`proxy`] for tests, and the `tether` command-line tool.
+//! tether over WebSocket on tokio (tokio-tungstenite): a [`Client`], a [`Server`] (`ws://`
+//! and `wss://` with rustls), a fault-injecting [`proxy`] for tests, and the `tether`
+//! command-line tool.
 //!
 //! This crate is glue only. It opens sockets, sleeps until the core's next deadline, moves
 //! bytes, and turns events into futures and streams; every protocol decision — connecting,
@@ -35,5 +36,5 @@ pub use client::{
     Channel, ChannelEvent, Client, ClientOptions, ConnectionStats, Credentials, Error,
     Subscription, TokenProvider,
 };
-pub use server::{Server, ServerConfig};
+pub use server::{Server, ServerConfig, tls_from_pem};
 pub use tether_core;

@@ -5,12 +5,13 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tether_core::server::{ConnectionId, Hub, HubConfig, HubEvent, HubOutput};
 use tether_core::{ErrorInfo, Seed};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
@@ -26,13 +27,39 @@ pub struct ServerConfig {
     pub hub: HubConfig,
     /// A fixed seed (tests); `None` draws one from the operating system.
     pub seed: Option<Seed>,
+    /// TLS for `wss://` (see [`tls_from_pem`]); `None` serves plain `ws://`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ServerConfig {
     /// A configuration around a hub configuration.
     pub fn new(hub: HubConfig) -> ServerConfig {
-        ServerConfig { hub, seed: None }
+        ServerConfig {
+            hub,
+            seed: None,
+            tls: None,
+        }
     }
+}
+
+/// A TLS configuration from a PEM certificate chain and a PEM private key.
+pub fn tls_from_pem(
+    certificate_chain: &[u8],
+    private_key: &[u8],
+) -> io::Result<Arc<rustls::ServerConfig>> {
+    let chain =
+        rustls_pemfile::certs(&mut &certificate_chain[..]).collect::<Result<Vec<_>, _>>()?;
+    let key = rustls_pemfile::private_key(&mut &private_key[..])?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no private key in the PEM"))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(io::Error::other)?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(io::Error::other)?;
+    Ok(Arc::new(config))
 }
 
 /// WebSocket limits derived from the hub's: one frame per message, no message larger than a
@@ -85,7 +112,8 @@ impl Server {
         let max_frame = config.hub.limits.max_frame_size;
         let (inputs, receiver) = mpsc::channel(1024);
         let hub_task = tokio::spawn(drive_hub(Hub::new(config.hub, seed), receiver));
-        let accept_task = tokio::spawn(accept_loop(listener, inputs.clone(), max_frame));
+        let accept_task =
+            tokio::spawn(accept_loop(listener, inputs.clone(), max_frame, config.tls));
         tracing::info!(%local_addr, "tether server listening");
         Ok(Server {
             local_addr,
@@ -112,12 +140,33 @@ impl Server {
     }
 }
 
-async fn accept_loop(listener: TcpListener, inputs: mpsc::Sender<Input>, max_frame: usize) {
+async fn accept_loop(
+    listener: TcpListener,
+    inputs: mpsc::Sender<Input>,
+    max_frame: usize,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve_connection(stream, peer, inputs.clone(), max_frame));
+                let inputs = inputs.clone();
+                match acceptor.clone() {
+                    None => {
+                        tokio::spawn(serve_connection(stream, peer, inputs, max_frame));
+                    }
+                    Some(acceptor) => {
+                        tokio::spawn(async move {
+                            match acceptor.accept(stream).await {
+                                Ok(tls) => serve_connection(tls, peer, inputs, max_frame).await,
+                                Err(error) => {
+                                    tracing::debug!(%peer, %error, "TLS handshake failed")
+                                }
+                            }
+                        });
+                    }
+                }
             }
             Err(error) => {
                 tracing::warn!(%error, "accept failed");
@@ -127,12 +176,14 @@ async fn accept_loop(listener: TcpListener, inputs: mpsc::Sender<Input>, max_fra
     }
 }
 
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<S>(
+    stream: S,
     peer: SocketAddr,
     inputs: mpsc::Sender<Input>,
     max_frame: usize,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let ws = match tokio_tungstenite::accept_async_with_config(
         stream,
         Some(websocket_config(max_frame)),

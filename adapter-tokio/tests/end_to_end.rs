@@ -412,14 +412,91 @@ async fn chaos_20000_messages_through_a_proxy_cutting_connections_keep_every_gua
 #[ignore = "takes 60 s of real time; run by hand for the CPU check"]
 async fn idle_client_wakes_only_for_heartbeats() {
     let server = server(|_| {}).await;
-    let client = Client::connect(&url(&server), ClientOptions::api_key("app", "app-secret")).expect("url");
-    timeout(LIMIT, client.connected()).await.expect("in time").expect("connected");
-    let before = client.stats().wakeups.load(std::sync::atomic::Ordering::Relaxed);
+    let client =
+        Client::connect(&url(&server), ClientOptions::api_key("app", "app-secret")).expect("url");
+    timeout(LIMIT, client.connected())
+        .await
+        .expect("in time")
+        .expect("connected");
+    let before = client
+        .stats()
+        .wakeups
+        .load(std::sync::atomic::Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(60)).await;
-    let wakeups = client.stats().wakeups.load(std::sync::atomic::Ordering::Relaxed) - before;
+    let wakeups = client
+        .stats()
+        .wakeups
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - before;
     println!("idle client woke {wakeups} times in 60 s");
     // With a 15 s interval: the client's own heartbeat deadlines and the hub's heartbeats
     // arriving — about 8 wake-ups a minute, never a busy loop.
     assert!(wakeups <= 12, "{wakeups} wake-ups in 60 s");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn wss_works_with_a_certificate_made_at_test_time() {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+    let cert_pem = certified.cert.pem();
+    let key_pem = certified.signing_key.serialize_pem();
+    let mut config = ServerConfig::new(HubConfig {
+        keys: vec![key()],
+        ..HubConfig::default()
+    });
+    config.tls = Some(
+        tether_tokio::tls_from_pem(cert_pem.as_bytes(), key_pem.as_bytes()).expect("tls config"),
+    );
+    let server = Server::bind("127.0.0.1:0", config).await.expect("binds");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).expect("root");
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut options = ClientOptions::api_key("app", "app-secret");
+    options.tls = Some(std::sync::Arc::new(tls));
+    let address = format!("wss://localhost:{}/", server.local_addr().port());
+    let client = Client::connect(&address, options).expect("url");
+    let mut events = timeout(LIMIT, client.channel("secure").expect("name").subscribe())
+        .await
+        .expect("in time")
+        .expect("attached over TLS");
+    timeout(
+        LIMIT,
+        client
+            .channel("secure")
+            .expect("name")
+            .publish("n", "encrypted"),
+    )
+    .await
+    .expect("in time")
+    .expect("acked");
+    loop {
+        match timeout(LIMIT, events.next()).await.expect("in time") {
+            Some(ChannelEvent::Message(m)) => {
+                assert_eq!(&m.message.data[..], b"encrypted");
+                break;
+            }
+            Some(_) => {}
+            None => panic!("stream ended"),
+        }
+    }
+    // A plain ws:// client cannot talk to the TLS port.
+    let plain = Client::connect(
+        &format!("ws://127.0.0.1:{}/", server.local_addr().port()),
+        ClientOptions::api_key("app", "app-secret"),
+    )
+    .expect("url");
+    assert!(
+        timeout(Duration::from_secs(2), plain.connected())
+            .await
+            .is_err(),
+        "never connects"
+    );
     server.shutdown().await;
 }

@@ -35,6 +35,12 @@ enum Command {
             required = true
         )]
         keys: Vec<String>,
+        /// PEM certificate chain, to serve wss:// (with --tls-key).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<std::path::PathBuf>,
+        /// PEM private key, to serve wss:// (with --tls-cert).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<std::path::PathBuf>,
     },
     /// Mint a token (JWT, HS256) signed with an API key.
     Token {
@@ -131,7 +137,12 @@ fn capabilities(specs: &[String]) -> Result<Capabilities, String> {
 
 async fn run(command: Command) -> Result<bool, String> {
     match command {
-        Command::Serve { listen, keys } => {
+        Command::Serve {
+            listen,
+            keys,
+            tls_cert,
+            tls_key,
+        } => {
             let keys = keys
                 .iter()
                 .map(|k| {
@@ -142,15 +153,22 @@ async fn run(command: Command) -> Result<bool, String> {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let config = ServerConfig::new(HubConfig {
+            let mut config = ServerConfig::new(HubConfig {
                 keys,
                 ..HubConfig::default()
             });
+            if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
+                let cert = std::fs::read(cert).map_err(|e| format!("certificate: {e}"))?;
+                let key = std::fs::read(key).map_err(|e| format!("private key: {e}"))?;
+                config.tls =
+                    Some(tether_tokio::tls_from_pem(&cert, &key).map_err(|e| e.to_string())?);
+            }
+            let scheme = if config.tls.is_some() { "wss" } else { "ws" };
             let server = Server::bind(listen.as_str(), config)
                 .await
                 .map_err(|e| e.to_string())?;
             println!(
-                "tether server on ws://{}/ (Ctrl-C to stop)",
+                "tether server on {scheme}://{}/ (Ctrl-C to stop)",
                 server.local_addr()
             );
             tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
