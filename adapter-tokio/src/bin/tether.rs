@@ -304,10 +304,14 @@ async fn run(command: Command) -> Result<bool, String> {
 }
 
 fn main() -> ExitCode {
+    // tungstenite traces whole frames (tokens included) at `trace`: cap it at `info`, whatever
+    // RUST_LOG says, so credentials never reach the logs.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "warn".into())
+        .add_directive("tungstenite=info".parse().expect("a valid directive"))
+        .add_directive("tokio_tungstenite=info".parse().expect("a valid directive"));
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

@@ -1,0 +1,105 @@
+//! Logs never contain tokens or secrets, even at the most verbose level.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tether_core::server::{ApiKey, Capabilities, Claims, HubConfig, mint_token};
+use tether_tokio::{Client, ClientOptions, Credentials, Server, ServerConfig};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn logs_at_trace_level_never_contain_tokens_or_secrets() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let key = ApiKey {
+        name: "app".into(),
+        secret: "very-secret-key-material".into(),
+        capabilities: Capabilities::all(),
+    };
+    let server = Server::bind(
+        "127.0.0.1:0",
+        ServerConfig::new(HubConfig {
+            keys: vec![key.clone()],
+            ..HubConfig::default()
+        }),
+    )
+    .await
+    .expect("binds");
+    let url = format!("ws://{}/", server.local_addr());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let token = mint_token(
+        &key,
+        &Claims {
+            sub: "alice".into(),
+            exp: now + 60,
+            iat: now,
+            nbf: None,
+            aud: None,
+            iss: None,
+            cap: Capabilities::all(),
+        },
+    )
+    .expect("signs");
+    let good =
+        Client::connect(&url, ClientOptions::new(Credentials::Token(token.clone()))).expect("url");
+    tokio::time::timeout(Duration::from_secs(10), good.connected())
+        .await
+        .expect("in time")
+        .expect("connected");
+    let keyed = Client::connect(
+        &url,
+        ClientOptions::api_key("app", "very-secret-key-material"),
+    )
+    .expect("url");
+    tokio::time::timeout(Duration::from_secs(10), keyed.connected())
+        .await
+        .expect("in time")
+        .expect("connected");
+    let wrong =
+        Client::connect(&url, ClientOptions::api_key("app", "wrong-secret-attempt")).expect("url");
+    let _ = tokio::time::timeout(Duration::from_secs(10), wrong.connected()).await;
+    good.close().await;
+    keyed.close().await;
+    server.shutdown().await;
+
+    let logs = String::from_utf8(captured.0.lock().expect("not poisoned").clone()).expect("utf-8");
+    assert!(
+        logs.contains("client connected"),
+        "the logs were captured: {logs}"
+    );
+    let signature = token.rsplit('.').next().expect("a JWT has a signature");
+    for secret in [
+        token.as_str(),
+        signature,
+        "very-secret-key-material",
+        "wrong-secret-attempt",
+    ] {
+        assert!(!logs.contains(secret), "a secret appeared in the logs");
+    }
+}
