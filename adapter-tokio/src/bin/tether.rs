@@ -32,9 +32,12 @@ enum Command {
             long = "key",
             env = "TETHER_KEYS",
             value_delimiter = ',',
-            required = true
+            required_unless_present = "keys_file"
         )]
         keys: Vec<String>,
+        /// A file of API keys, one name:secret per line (blank lines and # comments ignored).
+        #[arg(long)]
+        keys_file: Option<std::path::PathBuf>,
         /// PEM certificate chain, to serve wss:// (with --tls-key).
         #[arg(long, requires = "tls_key")]
         tls_cert: Option<std::path::PathBuf>,
@@ -139,10 +142,21 @@ async fn run(command: Command) -> Result<bool, String> {
     match command {
         Command::Serve {
             listen,
-            keys,
+            mut keys,
+            keys_file,
             tls_cert,
             tls_key,
         } => {
+            if let Some(path) = keys_file {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                keys.extend(
+                    text.lines()
+                        .map(str::trim)
+                        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                        .map(str::to_owned),
+                );
+            }
             let keys = keys
                 .iter()
                 .map(|k| {
