@@ -1,20 +1,5 @@
-//! Arbitrary bytes as one frame of either direction: decoding never panics, and whatever
-//! decodes re-encodes to a frame that decodes to itself.
+//! Fuzz target `decode_frame`: the logic lives in `tether_core::fuzzing::decode_frame`, which the normal test suite also runs
+//! over the committed corpus (`conformance/tests/fuzz_corpus.rs`).
 #![no_main]
 
-use bytes::Bytes;
-use libfuzzer_sys::fuzz_target;
-use tether_core::wire::{self, ClientFrame, Limits, ServerFrame};
-
-fuzz_target!(|data: &[u8]| {
-    let input = Bytes::copy_from_slice(data);
-    let limits = Limits::DEFAULT;
-    if let Ok(frame) = wire::decode::<ClientFrame>(&input, &limits) {
-        let again = wire::encode(&frame, &Limits::PROTOCOL_MAX).expect("decoded frames encode");
-        assert_eq!(wire::decode::<ClientFrame>(&again, &Limits::PROTOCOL_MAX), Ok(frame));
-    }
-    if let Ok(frame) = wire::decode::<ServerFrame>(&input, &limits) {
-        let again = wire::encode(&frame, &Limits::PROTOCOL_MAX).expect("decoded frames encode");
-        assert_eq!(wire::decode::<ServerFrame>(&again, &Limits::PROTOCOL_MAX), Ok(frame));
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tether_core::fuzzing::decode_frame(data));

@@ -185,6 +185,7 @@ impl<'de> Deserialize<'de> for ErrorCode {
 /// An error as carried by frames and events: a stable code and a human-readable text.
 ///
 /// The text is for people and logs; programs decide on [`ErrorInfo::code`] only.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ErrorInfo {
     /// The stable code.

@@ -16,6 +16,8 @@
 
 pub mod client;
 pub mod error;
+#[cfg(feature = "arbitrary")]
+pub mod fuzzing;
 pub mod rng;
 #[cfg(feature = "sabotage")]
 pub mod sabotage;

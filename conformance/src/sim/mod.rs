@@ -803,3 +803,25 @@ pub fn run(seed: u64, config: &SimConfig) -> SimReport {
         stats: world.stats,
     }
 }
+
+/// Fuzz target `sim`: the fuzzer's bytes choose the seed (and so the fault schedule and the
+/// workload), the number of clients and how long faults last; every guarantee must hold.
+pub fn fuzz(data: &[u8]) {
+    let mut seed = [0u8; 8];
+    for (slot, byte) in seed.iter_mut().zip(data) {
+        *slot = *byte;
+    }
+    let clients = 2 + usize::from(data.get(8).copied().unwrap_or(0) % 5);
+    let active = Duration::from_secs(20 + u64::from(data.get(9).copied().unwrap_or(0) % 100));
+    let config = SimConfig {
+        clients,
+        active,
+        ..SimConfig::default()
+    };
+    let report = run(u64::from_le_bytes(seed), &config);
+    assert!(
+        report.violations.is_empty(),
+        "{:?}",
+        &report.violations[..report.violations.len().min(3)]
+    );
+}

@@ -13,12 +13,14 @@ use super::types::{
 use crate::error::ErrorInfo;
 
 /// A frame sent by a client to the hub.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientFrame {
     /// Tag 0. The first frame of every transport: who the client is and what it wants.
     Connect {
         /// The protocol version the client speaks. Always the first field (see §3).
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::fuzzing::version))]
         version: ProtocolVersion,
         /// API key or token.
         credentials: Credentials,
@@ -54,6 +56,7 @@ pub enum ClientFrame {
         channel: ChannelName,
         /// The messages, in order.
         #[serde(deserialize_with = "publish_messages")]
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::fuzzing::messages))]
         messages: Vec<Message>,
     },
     /// Tag 5. Ask for a page of a channel's retained history.
@@ -77,6 +80,7 @@ pub enum ClientFrame {
 }
 
 /// A frame sent by the hub to a client.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServerFrame {
@@ -158,6 +162,7 @@ pub enum ServerFrame {
         channel: ChannelName,
         /// The messages, in the query's direction.
         #[serde(deserialize_with = "history_items")]
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::fuzzing::history_items))]
         messages: Vec<ChannelMessage>,
         /// The query for the next page, if there is one.
         next: Option<HistoryQuery>,

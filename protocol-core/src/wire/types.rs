@@ -25,6 +25,7 @@ pub const MAX_CLIENT_ID_LEN: usize = 128;
 ///
 /// The major version changes when frames change incompatibly; a hub refuses a major version
 /// it does not speak. Minor versions only add frame types and error codes.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ProtocolVersion {
     /// Incompatible changes.
@@ -219,6 +220,7 @@ pub(crate) fn message_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result
 /// first message. The epoch changes when the hub lost the channel's history, so positions
 /// of different epochs do not follow each other. (`Ord` orders by epoch then serial, for use
 /// in ordered collections only.)
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Position {
     /// Identifies one continuous history of the channel.
@@ -249,6 +251,7 @@ impl fmt::Display for Position {
 }
 
 /// A session id, assigned by the hub.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct SessionId(pub u64);
@@ -260,6 +263,7 @@ impl fmt::Display for SessionId {
 }
 
 /// The secret that proves a resuming client owns a session. Its `Debug` never shows it.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ResumeSecret(pub [u8; 16]);
 
@@ -294,6 +298,7 @@ impl<'de> Deserialize<'de> for ResumeSecret {
 }
 
 /// What a client presents to resume a session: the session id and its secret.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ResumeToken {
     /// The session to resume.
@@ -303,6 +308,7 @@ pub struct ResumeToken {
 }
 
 /// Credentials sent in the connect frame (never in a URL). `Debug` redacts the secrets.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Credentials {
@@ -337,19 +343,23 @@ impl fmt::Debug for Credentials {
 }
 
 /// A message as published by a client.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     /// Stable id used by the hub to drop duplicates.
     pub id: MessageId,
     /// An application-defined event name (may be empty; at most 256 bytes).
     #[serde(deserialize_with = "message_name")]
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::fuzzing::message_name))]
     pub name: String,
     /// The payload, opaque to the protocol.
     #[serde(with = "payload")]
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::fuzzing::bytes))]
     pub data: Bytes,
 }
 
 /// A message as stored in a channel and delivered to subscribers.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelMessage {
     /// Where the message stands in the channel.
@@ -363,6 +373,7 @@ pub struct ChannelMessage {
 }
 
 /// How an attach continues a channel's stream.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Continuity {
@@ -376,6 +387,7 @@ pub enum Continuity {
 }
 
 /// Order of a history query.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
@@ -387,6 +399,7 @@ pub enum Direction {
 }
 
 /// One end of a history range.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HistoryBound {
@@ -397,6 +410,7 @@ pub enum HistoryBound {
 }
 
 /// A history query: a range, a direction and a page size.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HistoryQuery {
     /// The oldest message wanted (inclusive), or from the oldest retained.
@@ -426,6 +440,7 @@ impl Default for HistoryQuery {
 }
 
 /// Limits a hub announces in its connected frame.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SessionLimits {
     /// Largest frame the hub accepts, in bytes.
