@@ -21,6 +21,31 @@ pub struct VectorOutcome {
     pub result: Result<(), String>,
 }
 
+/// Writes `(relative path, value)` pairs below `dir` as pretty JSON files, refusing to
+/// replace existing files unless `overwrite` is set. Returns how many were written.
+pub fn write_json_files<T: serde::Serialize>(
+    dir: &Path,
+    files: &[(String, T)],
+    overwrite: bool,
+) -> Result<usize, String> {
+    for (name, value) in files {
+        let path = dir.join(name);
+        if path.exists() && !overwrite {
+            return Err(format!(
+                "{} exists (pass --force to replace)",
+                path.display()
+            ));
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        let mut text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+        text.push('\n');
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(files.len())
+}
+
 /// The folder holding the committed vectors of this crate.
 pub fn vectors_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("vectors")

@@ -719,21 +719,5 @@ pub fn all_vectors() -> Vec<(String, WireVector)> {
 
 /// Writes every vector below `dir`, refusing to replace files unless `overwrite` is set.
 pub fn write_all(dir: &Path, overwrite: bool) -> Result<usize, String> {
-    let vectors = all_vectors();
-    for (name, vector) in &vectors {
-        let path = dir.join(name);
-        if path.exists() && !overwrite {
-            return Err(format!(
-                "{} exists (pass --force to replace)",
-                path.display()
-            ));
-        }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-        }
-        let mut text = serde_json::to_string_pretty(vector).map_err(|e| e.to_string())?;
-        text.push('\n');
-        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    Ok(vectors.len())
+    crate::write_json_files(dir, &all_vectors(), overwrite)
 }

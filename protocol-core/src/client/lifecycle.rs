@@ -65,20 +65,7 @@ impl Client {
             return;
         };
         current.last_received = now;
-        let frames = match current.decoder.as_mut() {
-            None => wire::decode::<ServerFrame>(&bytes, &self.config.limits).map(|f| vec![f]),
-            Some(decoder) => {
-                decoder.push(&bytes);
-                let mut frames = Vec::new();
-                loop {
-                    match decoder.next_frame() {
-                        Ok(Some(frame)) => frames.push(frame),
-                        Ok(None) => break Ok(frames),
-                        Err(error) => break Err(error),
-                    }
-                }
-            }
-        };
+        let frames = wire::decode_received(current.decoder.as_mut(), &bytes, &self.config.limits);
         match frames {
             Ok(frames) => {
                 for frame in frames {

@@ -14,14 +14,7 @@ impl Hub {
                 {
                     let error =
                         ErrorInfo::new(ErrorCode::FirstFrameTimeout, "no connect frame in time");
-                    self.close(
-                        now,
-                        id,
-                        Some(ServerFrame::Disconnect {
-                            error: error.clone(),
-                        }),
-                        error,
-                    );
+                    self.close_with_disconnect(now, id, error);
                 }
             }
             Timer::Idle(id) => {
@@ -32,14 +25,7 @@ impl Hub {
                 if deadline <= now {
                     let error =
                         ErrorInfo::new(ErrorCode::IdleTimeout, "nothing received from the client");
-                    self.close(
-                        now,
-                        id,
-                        Some(ServerFrame::Disconnect {
-                            error: error.clone(),
-                        }),
-                        error,
-                    );
+                    self.close_with_disconnect(now, id, error);
                 } else {
                     self.timers.push(deadline, Timer::Idle(id));
                 }
@@ -145,14 +131,7 @@ impl Hub {
         if let (true, Some(connection)) = (expired, session.connection) {
             let error =
                 ErrorInfo::new(ErrorCode::TokenExpired, "the token expired without renewal");
-            self.close(
-                now,
-                connection,
-                Some(ServerFrame::Disconnect {
-                    error: error.clone(),
-                }),
-                error,
-            );
+            self.close_with_disconnect(now, connection, error);
             return true;
         }
         false

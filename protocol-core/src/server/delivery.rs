@@ -312,14 +312,7 @@ impl Hub {
             ErrorCode::SlowConsumer,
             "the connection fell too far behind",
         );
-        self.close(
-            now,
-            connection,
-            Some(ServerFrame::Disconnect {
-                error: error.clone(),
-            }),
-            error,
-        );
+        self.close_with_disconnect(now, connection, error);
     }
 
     /// Continues held-back replays on a connection while its pending bytes are under half

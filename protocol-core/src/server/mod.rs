@@ -250,14 +250,7 @@ impl Hub {
         );
         if self.connections.len() > self.config.max_connections {
             let error = ErrorInfo::new(ErrorCode::TooManyConnections, "the server is full");
-            self.close(
-                now,
-                id,
-                Some(ServerFrame::Disconnect {
-                    error: error.clone(),
-                }),
-                error,
-            );
+            self.close_with_disconnect(now, id, error);
         } else {
             self.timers.push(
                 now.saturating_add(self.config.first_frame_timeout),
@@ -275,20 +268,7 @@ impl Hub {
             return;
         };
         conn.last_received = now;
-        let frames = match conn.decoder.as_mut() {
-            None => wire::decode::<ClientFrame>(&bytes, &self.config.limits).map(|f| vec![f]),
-            Some(decoder) => {
-                decoder.push(&bytes);
-                let mut frames = Vec::new();
-                loop {
-                    match decoder.next_frame() {
-                        Ok(Some(frame)) => frames.push(frame),
-                        Ok(None) => break Ok(frames),
-                        Err(error) => break Err(error),
-                    }
-                }
-            }
-        };
+        let frames = wire::decode_received(conn.decoder.as_mut(), &bytes, &self.config.limits);
         let mut answers = Vec::new();
         match frames {
             Ok(frames) => {
@@ -301,14 +281,7 @@ impl Hub {
             }
             Err(error) => {
                 let error = error.to_error_info();
-                self.close(
-                    now,
-                    connection,
-                    Some(ServerFrame::Error {
-                        error: error.clone(),
-                    }),
-                    error,
-                );
+                self.close_with_error(now, connection, error);
             }
         }
         self.send_answers(now, connection, answers);
@@ -340,14 +313,7 @@ impl Hub {
         let error = ErrorInfo::new(ErrorCode::ServerShuttingDown, "the server is shutting down");
         let ids: Vec<ConnectionId> = self.connections.keys().copied().collect();
         for id in ids {
-            self.close(
-                now,
-                id,
-                Some(ServerFrame::Disconnect {
-                    error: error.clone(),
-                }),
-                error.clone(),
-            );
+            self.close_with_disconnect(now, id, error.clone());
         }
     }
 
@@ -459,6 +425,22 @@ impl Hub {
             self.detached.remove(&(at, key));
         }
         Some(session.id)
+    }
+
+    /// Closes a connection with a fatal `error` frame (the client must not retry on its own).
+    fn close_with_error(&mut self, now: Time, connection: ConnectionId, error: ErrorInfo) {
+        let frame = ServerFrame::Error {
+            error: error.clone(),
+        };
+        self.close(now, connection, Some(frame), error);
+    }
+
+    /// Closes a connection with a `disconnect` frame (the client may reconnect and resume).
+    fn close_with_disconnect(&mut self, now: Time, connection: ConnectionId, error: ErrorInfo) {
+        let frame = ServerFrame::Disconnect {
+            error: error.clone(),
+        };
+        self.close(now, connection, Some(frame), error);
     }
 
     /// Removes a connection; its session (if any) loses its transport and waits for resume.

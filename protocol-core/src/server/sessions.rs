@@ -11,14 +11,7 @@ impl Hub {
         text: &str,
     ) {
         let error = ErrorInfo::new(code, text);
-        self.close(
-            now,
-            connection,
-            Some(ServerFrame::Error {
-                error: error.clone(),
-            }),
-            error,
-        );
+        self.close_with_error(now, connection, error);
     }
 
     pub(super) fn handle_frame(
@@ -164,14 +157,7 @@ impl Hub {
                         ErrorCode::SessionReplaced,
                         "the session was resumed elsewhere",
                     );
-                    self.close(
-                        now,
-                        old,
-                        Some(ServerFrame::Disconnect {
-                            error: error.clone(),
-                        }),
-                        error,
-                    );
+                    self.close_with_disconnect(now, old, error);
                 }
                 if let Some(at) = self.sessions.get(&key).and_then(|s| s.detached_at) {
                     self.detached.remove(&(at, key));

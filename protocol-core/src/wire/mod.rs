@@ -25,7 +25,7 @@ pub use codec::{
     encode_length_prefixed, publish_frame_len,
 };
 pub use frame::{ClientFrame, Frame, ServerFrame, Side};
-pub use stream::StreamDecoder;
+pub use stream::{StreamDecoder, decode_received};
 pub use types::{
     ChannelMessage, ChannelName, ClientId, Continuity, Credentials, DEFAULT_HISTORY_LIMIT,
     Direction, HistoryBound, HistoryQuery, MAX_CLIENT_ID_LEN, MAX_HISTORY_LIMIT,

@@ -55,6 +55,16 @@ impl<F: Frame> StreamDecoder<F> {
         })
     }
 
+    /// Appends received bytes and returns every frame they complete.
+    pub fn push_and_drain(&mut self, bytes: &[u8]) -> Result<Vec<F>, DecodeError> {
+        self.push(bytes);
+        let mut frames = Vec::new();
+        while let Some(frame) = self.next_frame()? {
+            frames.push(frame);
+        }
+        Ok(frames)
+    }
+
     /// Bytes received but not yet returned as frames.
     pub fn buffered_len(&self) -> usize {
         self.buffer.len()
@@ -82,5 +92,18 @@ impl<F: Frame> StreamDecoder<F> {
         self.buffer.advance(prefix_len);
         let body = self.buffer.split_to(length as usize).freeze();
         decode(&body, &self.limits).map(Some)
+    }
+}
+
+/// The frames in bytes received from a transport: exactly one frame with message framing
+/// (`decoder` is `None`), any number with stream framing.
+pub fn decode_received<F: Frame>(
+    decoder: Option<&mut StreamDecoder<F>>,
+    bytes: &bytes::Bytes,
+    limits: &Limits,
+) -> Result<Vec<F>, DecodeError> {
+    match decoder {
+        None => decode(bytes, limits).map(|frame| vec![frame]),
+        Some(decoder) => decoder.push_and_drain(bytes),
     }
 }
