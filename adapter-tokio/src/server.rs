@@ -90,6 +90,12 @@ enum Outbound {
 }
 
 /// A running tether server.
+///
+/// One task drives the [`Hub`]; each connection has a reader task (every binary WebSocket
+/// message is one frame for the hub) and a writer task (frames from the hub, in order; each
+/// write is reported back so the hub can pace replays and spot slow consumers). When the hub
+/// closes a connection, the WebSocket close code is 4000 plus the last three digits of the
+/// error code (42902 `slow_consumer` → 4902) and the reason is the code's name.
 pub struct Server {
     local_addr: SocketAddr,
     inputs: mpsc::Sender<Input>,
