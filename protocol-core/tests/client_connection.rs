@@ -294,3 +294,20 @@ fn a_hub_heartbeat_interval_of_zero_is_raised_to_the_minimum() {
         "one per second at most"
     );
 }
+
+#[test]
+fn a_hub_frame_size_limit_of_zero_is_raised_so_heartbeats_still_go_out() {
+    // Regression (found by the client_ops fuzz target): a hostile hub announcing
+    // max_frame_size 0 made every heartbeat fail to encode; its deadline stayed in the past
+    // and the timer fired without end.
+    let mut s = Scripted::new(key_auth());
+    s.connect();
+    let mut reply = connected(false);
+    if let ServerFrame::Connected { limits, .. } = &mut reply {
+        limits.max_frame_size = 0;
+    }
+    s.reply(reply);
+    s.take();
+    s.advance(Duration::from_secs(15)); // would panic on a livelock
+    assert_eq!(s.take_sent(), vec![ClientFrame::Heartbeat]);
+}

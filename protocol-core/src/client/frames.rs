@@ -159,7 +159,7 @@ impl Client {
                 .clamp(MIN_HEARTBEAT_INTERVAL, MAX_HEARTBEAT_INTERVAL),
             ttl: Duration::from_millis(u64::from(session_ttl_ms)),
             limits: Limits {
-                max_frame_size: to_usize(limits.max_frame_size),
+                max_frame_size: to_usize(limits.max_frame_size).max(wire::MIN_FRAME_SIZE),
                 max_channel_name_len: to_usize(limits.max_channel_name_len),
                 max_messages_per_publish: to_usize(limits.max_messages_per_publish),
             },

@@ -36,6 +36,10 @@ impl Limits {
     };
 }
 
+/// The smallest frame size limit a peer may announce: a client raises a smaller one to it, so
+/// control frames (heartbeat, ping, close, …) can always be sent.
+pub const MIN_FRAME_SIZE: usize = 4096;
+
 /// How much larger than the hub's own frame size limit a frame the hub sends may be: a
 /// delivery wraps a published message (at most the frame size) with its position,
 /// publisher and timestamp.

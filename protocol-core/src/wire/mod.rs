@@ -21,8 +21,8 @@ mod stream;
 mod types;
 
 pub use codec::{
-    DecodeError, EncodeError, HUB_FRAME_OVERHEAD, Limits, decode, decode_slice, encode,
-    encode_length_prefixed, publish_frame_len,
+    DecodeError, EncodeError, HUB_FRAME_OVERHEAD, Limits, MIN_FRAME_SIZE, decode, decode_slice,
+    encode, encode_length_prefixed, publish_frame_len,
 };
 pub use frame::{ClientFrame, Frame, ServerFrame, Side};
 pub use stream::{StreamDecoder, decode_received};
