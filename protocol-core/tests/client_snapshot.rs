@@ -39,10 +39,11 @@ fn a_client_started_from_a_snapshot_resumes_without_loss_or_duplicate() {
         count: 1,
     });
 
-    // The process dies; its snapshot survives as JSON.
+    // The process dies; its snapshot survives in the application's storage.
     let snapshot = stored_and_loaded(&before.client.snapshot());
     let (client, restored) =
-        Client::from_snapshot(ClientConfig::new(key_auth()), [2; 32], snapshot);
+        Client::from_snapshot(ClientConfig::new(key_auth()), [2; 32], snapshot)
+            .expect("a valid snapshot");
     assert_eq!(restored.len(), 1, "the unacknowledged publish comes along");
     let mut after = Scripted::from_client(client);
     let frame = after.connect();
@@ -107,4 +108,17 @@ fn a_client_started_from_a_snapshot_resumes_without_loss_or_duplicate() {
 fn stored_and_loaded(snapshot: &ClientSnapshot) -> ClientSnapshot {
     let bytes = postcard::to_allocvec(snapshot).expect("serializes");
     postcard::from_bytes(&bytes).expect("deserializes")
+}
+
+#[test]
+fn a_snapshot_with_an_unusable_instance_id_is_refused_not_a_panic_later() {
+    let mut snapshot = Scripted::new(key_auth()).client.snapshot();
+    snapshot.instance_id = "x".repeat(200);
+    let refused = Client::from_snapshot(ClientConfig::new(key_auth()), [2; 32], snapshot.clone());
+    assert_eq!(
+        refused.err().map(|e| e.code),
+        Some(tether_core::ErrorCode::BadRequest)
+    );
+    snapshot.instance_id = String::new();
+    assert!(Client::from_snapshot(ClientConfig::new(key_auth()), [2; 32], snapshot).is_err());
 }

@@ -41,6 +41,10 @@ pub const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// The longest heartbeat interval the client accepts from a hub (a longer one is lowered).
 pub const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3600);
 
+/// Longest instance id (the prefix of client-made message ids) a snapshot may carry: with
+/// a colon and a 20-digit counter it stays within the 128-byte message id limit.
+pub const MAX_INSTANCE_ID_LEN: usize = 64;
+
 /// Most pings and history queries awaiting an answer at once.
 pub const MAX_OUTSTANDING_REQUESTS: usize = 100;
 
@@ -270,12 +274,19 @@ impl Client {
 
     /// A client that continues the session of `snapshot` (taken by
     /// [`snapshot`](Client::snapshot), possibly in another process). Returns the ids under
-    /// which the snapshot's unresolved publishes will be resolved, in order.
+    /// which the snapshot's unresolved publishes will be resolved, in order; refuses a
+    /// snapshot whose instance id could not prefix message ids (empty or over 64 bytes).
     pub fn from_snapshot(
         config: ClientConfig,
         seed: Seed,
         snapshot: ClientSnapshot,
-    ) -> (Client, Vec<PublishId>) {
+    ) -> Result<(Client, Vec<PublishId>), ErrorInfo> {
+        if snapshot.instance_id.is_empty() || snapshot.instance_id.len() > MAX_INSTANCE_ID_LEN {
+            return Err(ErrorInfo::new(
+                ErrorCode::BadRequest,
+                "a snapshot's instance id must be 1 to 64 bytes",
+            ));
+        }
         let mut client = Client::new(config, seed);
         client.instance_id = snapshot.instance_id;
         client.message_counter = snapshot.message_counter;
@@ -297,7 +308,7 @@ impl Client {
                     .restore(p.channel, p.messages, p.serial, snapshot.next_serial)
             })
             .collect();
-        (client, ids)
+        Ok((client, ids))
     }
 
     /// Exports what a new process needs to continue this client's session.
