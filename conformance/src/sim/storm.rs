@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tether_core::client::{Auth, Client, ClientConfig, ConnectionState, Event, Output};
-use tether_core::server::{ApiKey, Capabilities, Hub, HubConfig, HubOutput};
+use tether_core::client::{Auth, Client, ClientConfig, ConnectionState, Output, TransportId};
+use tether_core::server::{ApiKey, Capabilities, ConnectionId, Hub, HubConfig, HubOutput};
 use tether_core::{Rng, Time, Timestamp};
 
 /// What the storm measured.
@@ -19,6 +19,92 @@ pub struct StormReport {
     pub peak_share: f64,
     /// Time from the drop until every client was Connected again.
     pub all_connected_after: Duration,
+}
+
+/// Clients and a hub on an ideal network: transports open at once, frames arrive at once.
+struct Storm {
+    hub: Hub,
+    peers: Vec<Client>,
+    links: Vec<Option<(TransportId, ConnectionId)>>,
+    owner: BTreeMap<ConnectionId, usize>,
+    /// When each transport was asked for, once counting started.
+    attempts: Vec<Time>,
+    counting: bool,
+}
+
+fn stamp(now: Time) -> Timestamp {
+    Timestamp::new(now, 1_767_225_600_000 + now.as_millis())
+}
+
+impl Storm {
+    /// Moves every output until nothing moves.
+    fn pump(&mut self, now: Time) {
+        loop {
+            let mut moved = false;
+            for index in 0..self.peers.len() {
+                while let Some(output) = self.peers[index].poll_output() {
+                    moved = true;
+                    match output {
+                        Output::OpenTransport { transport } => {
+                            if self.counting {
+                                self.attempts.push(now);
+                            }
+                            let connection = self.hub.accept(stamp(now));
+                            self.owner.insert(connection, index);
+                            self.links[index] = Some((transport, connection));
+                            self.peers[index].handle_transport_open(now, transport);
+                        }
+                        Output::Transmit { bytes, .. } => {
+                            if let Some((_, connection)) = self.links[index] {
+                                self.hub.handle_bytes(stamp(now), connection, bytes);
+                            }
+                        }
+                        Output::CloseTransport { .. } | Output::Event(_) => {}
+                    }
+                }
+            }
+            while let Some(output) = self.hub.poll_output() {
+                moved = true;
+                if let HubOutput::Transmit { connection, bytes } = output {
+                    let written = bytes.len();
+                    if let Some(&index) = self.owner.get(&connection) {
+                        if let Some((transport, _)) = self.links[index] {
+                            self.peers[index].handle_transport_bytes(now, transport, bytes);
+                        }
+                    }
+                    self.hub.handle_written(stamp(now), connection, written);
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Time> {
+        self.peers
+            .iter()
+            .filter_map(Client::poll_timeout)
+            .chain(self.hub.poll_timeout())
+            .min()
+    }
+
+    /// Fires every deadline due at `now`, then moves the outputs.
+    fn fire(&mut self, now: Time) {
+        self.hub.handle_timeout(stamp(now));
+        for client in &mut self.peers {
+            if client.poll_timeout().is_some_and(|d| d <= now) {
+                client.handle_timeout(now);
+            }
+        }
+        self.pump(now);
+    }
+
+    fn all_connected(&self) -> bool {
+        self.peers
+            .iter()
+            .all(|c| c.state() == ConnectionState::Connected)
+    }
 }
 
 /// Connects `clients` clients to one hub, restarts the hub (every transport drops at once,
@@ -38,191 +124,64 @@ pub fn run(clients: usize, seed: u64) -> StormReport {
     };
     let mut hub_seed = [0u8; 32];
     rng.fill(&mut hub_seed);
-    let mut hub = Hub::new(config, hub_seed);
-    let mut now = Time::from_millis(1_000);
-    let unix = |t: Time| 1_767_225_600_000 + t.as_millis();
-    let mut peers: Vec<Client> = (0..clients)
+    let peers = (0..clients)
         .map(|_| {
             let mut seed = [0u8; 32];
             rng.fill(&mut seed);
-            Client::new(
-                ClientConfig::new(Auth::ApiKey {
-                    name: "app".into(),
-                    secret: "storm".into(),
-                }),
-                seed,
-            )
+            let auth = Auth::ApiKey {
+                name: "app".into(),
+                secret: "storm".into(),
+            };
+            Client::new(ClientConfig::new(auth), seed)
         })
         .collect();
-    // transport per client → hub connection, and back.
-    let mut links: Vec<
-        Option<(
-            tether_core::client::TransportId,
-            tether_core::server::ConnectionId,
-        )>,
-    > = vec![None; clients];
-    let mut owner = BTreeMap::new();
-    let mut attempts: Vec<Time> = Vec::new();
-    let mut storm_started: Option<Time> = None;
-
-    // Moves bytes until quiet; connections open instantly and frames arrive at once.
-    let pump = |hub: &mut Hub,
-                peers: &mut Vec<Client>,
-                links: &mut Vec<
-        Option<(
-            tether_core::client::TransportId,
-            tether_core::server::ConnectionId,
-        )>,
-    >,
-                owner: &mut BTreeMap<tether_core::server::ConnectionId, usize>,
-                attempts: &mut Vec<Time>,
-                counting: bool,
-                now: Time| {
-        loop {
-            let mut moved = false;
-            for index in 0..peers.len() {
-                while let Some(output) = peers[index].poll_output() {
-                    moved = true;
-                    match output {
-                        Output::OpenTransport { transport } => {
-                            if counting {
-                                attempts.push(now);
-                            }
-                            let connection = hub.accept(Timestamp::new(now, unix(now)));
-                            owner.insert(connection, index);
-                            links[index] = Some((transport, connection));
-                            peers[index].handle_transport_open(now, transport);
-                        }
-                        Output::Transmit { bytes, .. } => {
-                            if let Some((_, connection)) = links[index] {
-                                hub.handle_bytes(Timestamp::new(now, unix(now)), connection, bytes);
-                            }
-                        }
-                        Output::CloseTransport { .. }
-                        | Output::Event(Event::Update { .. })
-                        | Output::Event(_) => {}
-                    }
-                }
-            }
-            while let Some(output) = hub.poll_output() {
-                moved = true;
-                if let HubOutput::Transmit { connection, bytes } = output {
-                    let written = bytes.len();
-                    if let Some(&index) = owner.get(&connection) {
-                        if let Some((transport, _)) = links[index] {
-                            peers[index].handle_transport_bytes(now, transport, bytes);
-                        }
-                    }
-                    hub.handle_written(Timestamp::new(now, unix(now)), connection, written);
-                }
-            }
-            if !moved {
-                return;
-            }
-        }
+    let mut storm = Storm {
+        hub: Hub::new(config, hub_seed),
+        peers,
+        links: vec![None; clients],
+        owner: BTreeMap::new(),
+        attempts: Vec::new(),
+        counting: false,
     };
-
-    for client in &mut peers {
+    let mut now = Time::from_millis(1_000);
+    for client in &mut storm.peers {
         client.connect(now);
     }
-    pump(
-        &mut hub,
-        &mut peers,
-        &mut links,
-        &mut owner,
-        &mut attempts,
-        false,
-        now,
-    );
-    assert!(
-        peers
-            .iter()
-            .all(|c| c.state() == ConnectionState::Connected),
-        "all connected before the storm"
-    );
+    storm.pump(now);
+    assert!(storm.all_connected(), "all connected before the storm");
     // Stay up long enough to count as stable connections, with heartbeats flowing.
     let stable = now.saturating_add(Duration::from_secs(11));
-    while now < stable {
-        let next = peers
-            .iter()
-            .filter_map(Client::poll_timeout)
-            .chain(hub.poll_timeout())
-            .min();
-        let Some(next) = next.filter(|n| *n <= stable) else {
-            break;
-        };
+    while let Some(next) = storm.next_deadline().filter(|n| *n <= stable) {
         now = next;
-        hub.handle_timeout(Timestamp::new(now, unix(now)));
-        for client in &mut peers {
-            if client.poll_timeout().is_some_and(|d| d <= now) {
-                client.handle_timeout(now);
-            }
-        }
-        pump(
-            &mut hub,
-            &mut peers,
-            &mut links,
-            &mut owner,
-            &mut attempts,
-            false,
-            now,
-        );
+        storm.fire(now);
     }
     now = stable;
 
     // The hub restarts: every transport drops at the same instant.
-    storm_started.get_or_insert(now);
     for index in 0..clients {
-        if let Some((transport, connection)) = links[index].take() {
-            hub.handle_closed(Timestamp::new(now, unix(now)), connection);
-            peers[index].handle_transport_closed(now, transport, "hub restarted");
+        if let Some((transport, connection)) = storm.links[index].take() {
+            storm.hub.handle_closed(stamp(now), connection);
+            storm.peers[index].handle_transport_closed(now, transport, "hub restarted");
         }
     }
     let start = now;
-    pump(
-        &mut hub,
-        &mut peers,
-        &mut links,
-        &mut owner,
-        &mut attempts,
-        true,
-        now,
-    );
+    storm.counting = true;
+    storm.pump(now);
     let limit = start.saturating_add(Duration::from_secs(120));
     let mut all_connected_after = Duration::MAX;
     while now < limit {
-        if peers
-            .iter()
-            .all(|c| c.state() == ConnectionState::Connected)
-        {
+        if storm.all_connected() {
             all_connected_after = now.since(start);
             break;
         }
-        let next = peers
-            .iter()
-            .filter_map(Client::poll_timeout)
-            .chain(hub.poll_timeout())
-            .min();
-        let Some(next) = next else { break };
+        let Some(next) = storm.next_deadline() else {
+            break;
+        };
         now = next.max(now);
-        hub.handle_timeout(Timestamp::new(now, unix(now)));
-        for client in &mut peers {
-            if client.poll_timeout().is_some_and(|d| d <= now) {
-                client.handle_timeout(now);
-            }
-        }
-        pump(
-            &mut hub,
-            &mut peers,
-            &mut links,
-            &mut owner,
-            &mut attempts,
-            true,
-            now,
-        );
+        storm.fire(now);
     }
     let mut attempts_per_window = BTreeMap::new();
-    for at in &attempts {
+    for at in &storm.attempts {
         *attempts_per_window
             .entry(at.since(start).as_millis() as u64 / 100)
             .or_insert(0) += 1;
