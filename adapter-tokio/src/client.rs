@@ -192,7 +192,8 @@ enum Command {
 pub struct ConnectionStats {
     /// Times the client reached Connected.
     pub connects: AtomicU64,
-    /// Of those, how many resumed the session.
+    /// Reconnections that presented the session for resume (successful ones are this minus
+    /// `resume_failures`).
     pub resumes: AtomicU64,
     /// Resumes the hub could not honour (a new session began).
     pub resume_failures: AtomicU64,

@@ -398,6 +398,10 @@ async fn chaos_20000_messages_through_a_proxy_cutting_connections_keep_every_gua
     );
     assert!(report.cuts >= 20, "{} cuts", report.cuts);
     assert_eq!(report.lost, 0);
+    assert_eq!(
+        report.discontinuities, 0,
+        "the server retains every message of the run"
+    );
     assert_eq!(report.duplicated, 0);
     assert_eq!(report.reordered, 0);
     assert!(
