@@ -5,20 +5,22 @@
 //! [`tether_core::client::Client`].
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, Stream, StreamExt};
 use tether_core::client::{
-    Auth, Client as Core, ClientConfig, ConnectionState, Event, HistoryPage, NewMessage, Output,
-    PingId, PublishId, RequestId, TokenReason, TransportId,
+    Client as Core, ClientConfig, ConnectionState, Event, HistoryPage, NewMessage, Output,
+    TransportId,
 };
-use tether_core::wire::{ChannelMessage, ChannelName, Continuity, HistoryQuery, Position};
+use tether_core::embed::{
+    ChannelEvent, ConnectionStats, Credentials, Dispatcher, Error, Notice, Plumbing, TokenProvider,
+};
+use tether_core::wire::{ChannelName, HistoryQuery};
 use tether_core::{ErrorCode, ErrorInfo, Seed};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -26,74 +28,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::clock::{Origin, fresh_seed};
 use crate::server::websocket_config;
-
-/// What went wrong, with the protocol's stable code where there is one.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Error {
-    /// The protocol refused or failed the operation (NACK, Suspended, Closed, Failed, …).
-    #[error("{0}")]
-    Protocol(ErrorInfo),
-    /// The client was closed or dropped.
-    #[error("the client is closed")]
-    Closed,
-    /// The URL is not a `ws://` or `wss://` URL.
-    #[error("unsupported URL {0:?}: use ws:// or wss://host:port/path")]
-    Url(String),
-}
-
-impl Error {
-    /// The stable error code.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            Error::Protocol(info) => info.code,
-            Error::Closed => ErrorCode::ConnectionClosed,
-            Error::Url(_) => ErrorCode::BadRequest,
-        }
-    }
-}
-
-/// Asked for a token whenever the client needs one; `Err` means none can be had (the client
-/// then goes to Failed).
-pub trait TokenProvider: Send + Sync + 'static {
-    /// Obtains a token (e.g. from the application's auth server).
-    fn token(&self) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
-}
-
-impl<F, Fut> TokenProvider for F
-where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<String, String>> + Send + 'static,
-{
-    fn token(&self) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> {
-        Box::pin(self())
-    }
-}
-
-/// How the client authenticates.
-#[derive(Clone)]
-pub enum Credentials {
-    /// An API key (trusted servers only).
-    ApiKey {
-        /// Key name.
-        name: String,
-        /// Key secret.
-        secret: String,
-    },
-    /// One fixed token; when it expires the client fails with `token_unavailable`.
-    Token(String),
-    /// Tokens from the application, asked for on demand.
-    Provider(Arc<dyn TokenProvider>),
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Credentials::ApiKey { name, .. } => write!(f, "ApiKey({name}, <redacted>)"),
-            Credentials::Token(_) => f.write_str("Token(<redacted>)"),
-            Credentials::Provider(_) => f.write_str("Provider"),
-        }
-    }
-}
 
 /// Options of a [`Client`]: credentials and the core's configuration (protocol defaults).
 #[derive(Clone, Debug)]
@@ -111,16 +45,9 @@ pub struct ClientOptions {
 impl ClientOptions {
     /// Options for `credentials` with the protocol defaults.
     pub fn new(credentials: Credentials) -> ClientOptions {
-        let auth = match &credentials {
-            Credentials::ApiKey { name, secret } => Auth::ApiKey {
-                name: name.clone(),
-                secret: secret.clone(),
-            },
-            Credentials::Token(_) | Credentials::Provider(_) => Auth::Token,
-        };
         ClientOptions {
+            config: ClientConfig::new(credentials.auth()),
             credentials,
-            config: ClientConfig::new(auth),
             seed: None,
             tls: None,
         }
@@ -140,70 +67,23 @@ impl ClientOptions {
     }
 }
 
-/// What a subscription yields.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ChannelEvent {
-    /// A message, exactly once and in order.
-    Message(ChannelMessage),
-    /// The channel is (again) attached.
-    Attached {
-        /// Deliveries continue after this position.
-        position: Position,
-        /// How it continues.
-        continuity: Continuity,
-    },
-    /// Continuity was lost between these positions (the history API may fill it).
-    Discontinuity {
-        /// The last position delivered before.
-        last: Option<Position>,
-        /// Deliveries continue after this one.
-        resumed_after: Position,
-        /// Why, as the hub said.
-        reason: Option<ErrorInfo>,
-    },
-    /// The channel was detached by the hub (refused or revoked); the stream ends.
-    Failed(ErrorInfo),
+/// The tokio channels behind the [`Dispatcher`].
+enum Tokio {}
+
+impl Plumbing for Tokio {
+    type Reply<T: Send + 'static> = oneshot::Sender<T>;
+    type Sink = mpsc::UnboundedSender<ChannelEvent>;
+
+    fn reply<T: Send + 'static>(reply: oneshot::Sender<T>, value: T) {
+        let _ = reply.send(value);
+    }
+
+    fn deliver(sink: &Self::Sink, event: ChannelEvent) -> bool {
+        sink.send(event).is_ok()
+    }
 }
 
-enum Command {
-    Subscribe {
-        channel: ChannelName,
-        sink: mpsc::UnboundedSender<ChannelEvent>,
-        reply: oneshot::Sender<Result<(), Error>>,
-    },
-    Publish {
-        channel: ChannelName,
-        messages: Vec<NewMessage>,
-        reply: oneshot::Sender<Result<(), Error>>,
-    },
-    History {
-        channel: ChannelName,
-        query: HistoryQuery,
-        reply: oneshot::Sender<Result<HistoryPage, Error>>,
-    },
-    Ping(oneshot::Sender<Result<Duration, Error>>),
-    RetryNow,
-    Close(oneshot::Sender<()>),
-    Token(Result<String, String>),
-}
-
-/// Counters of what a connection went through, for metrics and the demo.
-#[derive(Debug, Default)]
-pub struct ConnectionStats {
-    /// Times the client reached Connected.
-    pub connects: AtomicU64,
-    /// Reconnections that presented the session for resume (successful ones are this minus
-    /// `resume_failures`).
-    pub resumes: AtomicU64,
-    /// Resumes the hub could not honour (a new session began).
-    pub resume_failures: AtomicU64,
-    /// Token renewals requested on a live connection.
-    pub renewals: AtomicU64,
-    /// Discontinuities reported on any channel.
-    pub discontinuities: AtomicU64,
-    /// Times the driver task woke up (an input, a transport event or a deadline).
-    pub wakeups: AtomicU64,
-}
+type Command = tether_core::embed::Command<Tokio>;
 
 /// A tether client on tokio. Cheap to clone; the connection lives until `close` or until
 /// every clone is dropped.
@@ -237,7 +117,6 @@ impl Client {
             reason: reason_tx,
             core,
             url: url.to_owned(),
-            credentials: options.credentials,
             max_frame: options.config.limits.max_frame_size,
             tls: options.tls.clone(),
             origin: Origin::now(),
@@ -245,12 +124,7 @@ impl Client {
             state: state_tx,
             transports: HashMap::new(),
             transport_events: mpsc::unbounded_channel(),
-            subscribers: HashMap::new(),
-            pending_attach: HashMap::new(),
-            publishes: HashMap::new(),
-            histories: HashMap::new(),
-            pings: HashMap::new(),
-            closing: Vec::new(),
+            dispatcher: Dispatcher::new(options.credentials),
         };
         tokio::spawn(driver.run(receiver));
         Ok(Client {
@@ -416,7 +290,6 @@ struct Driver {
     reason: watch::Sender<Option<ErrorInfo>>,
     core: Core,
     url: String,
-    credentials: Credentials,
     max_frame: usize,
     tls: Option<Arc<rustls::ClientConfig>>,
     origin: Origin,
@@ -427,12 +300,7 @@ struct Driver {
         mpsc::UnboundedSender<TransportEvent>,
         mpsc::UnboundedReceiver<TransportEvent>,
     ),
-    subscribers: HashMap<ChannelName, Vec<mpsc::UnboundedSender<ChannelEvent>>>,
-    pending_attach: HashMap<ChannelName, Vec<oneshot::Sender<Result<(), Error>>>>,
-    publishes: HashMap<PublishId, oneshot::Sender<Result<(), Error>>>,
-    histories: HashMap<RequestId, oneshot::Sender<Result<HistoryPage, Error>>>,
-    pings: HashMap<PingId, oneshot::Sender<Result<Duration, Error>>>,
-    closing: Vec<oneshot::Sender<()>>,
+    dispatcher: Dispatcher<Tokio>,
 }
 
 impl Driver {
@@ -440,10 +308,7 @@ impl Driver {
         self.core.connect(self.origin.time());
         loop {
             self.drain();
-            if self.core.state() == ConnectionState::Closed && !self.closing.is_empty() {
-                for reply in self.closing.drain(..) {
-                    let _ = reply.send(());
-                }
+            if self.dispatcher.closed(&self.core) {
                 break;
             }
             // Re-read the deadline after every input (it moves with every input).
@@ -470,63 +335,7 @@ impl Driver {
 
     fn command(&mut self, command: Command) {
         let now = self.origin.time();
-        match command {
-            Command::Subscribe {
-                channel,
-                sink,
-                reply,
-            } => {
-                self.subscribers
-                    .entry(channel.clone())
-                    .or_default()
-                    .push(sink);
-                match self.core.attach(now, channel.clone()) {
-                    Ok(()) => self.pending_attach.entry(channel).or_default().push(reply),
-                    Err(error) => {
-                        let _ = reply.send(Err(Error::Protocol(error)));
-                    }
-                }
-            }
-            Command::Publish {
-                channel,
-                messages,
-                reply,
-            } => match self.core.publish(now, channel, messages) {
-                Ok(id) => {
-                    self.publishes.insert(id, reply);
-                }
-                Err(error) => {
-                    let _ = reply.send(Err(Error::Protocol(error)));
-                }
-            },
-            Command::History {
-                channel,
-                query,
-                reply,
-            } => match self.core.history(now, channel, query) {
-                Ok(id) => {
-                    self.histories.insert(id, reply);
-                }
-                Err(error) => {
-                    let _ = reply.send(Err(Error::Protocol(error)));
-                }
-            },
-            Command::Ping(reply) => match self.core.ping(now) {
-                Ok(id) => {
-                    self.pings.insert(id, reply);
-                }
-                Err(error) => {
-                    let _ = reply.send(Err(Error::Protocol(error)));
-                }
-            },
-            Command::RetryNow => self.core.retry_now(now),
-            Command::Close(reply) => {
-                self.closing.push(reply);
-                self.core.close(now);
-            }
-            Command::Token(Ok(token)) => self.core.provide_token(now, token),
-            Command::Token(Err(reason)) => self.core.token_unavailable(now, reason),
-        }
+        self.dispatcher.command(&mut self.core, now, command);
     }
 
     fn transport_event(&mut self, event: TransportEvent) {
@@ -653,10 +462,12 @@ impl Driver {
     }
 
     fn event(&mut self, event: Event) {
-        match event {
-            Event::StateChanged {
-                current, reason, ..
-            } => {
+        let now = self.origin.time();
+        let notice = self
+            .dispatcher
+            .event(&mut self.core, now, &self.stats, event);
+        match notice {
+            Some(Notice::State { current, reason }) => {
                 match &reason {
                     Some(reason) => {
                         tracing::info!(state = %current, code = reason.code.as_u32(), reason = %reason.message, "connection state")
@@ -664,119 +475,21 @@ impl Driver {
                     None => tracing::info!(state = %current, "connection state"),
                 }
                 if reason.is_some() {
-                    let _ = self.reason.send(reason.clone());
-                }
-                if current == ConnectionState::Connected {
-                    self.stats.connects.fetch_add(1, Ordering::Relaxed);
-                    if self.core.resume_token().is_some()
-                        && self.stats.connects.load(Ordering::Relaxed) > 1
-                    {
-                        self.stats.resumes.fetch_add(1, Ordering::Relaxed);
-                    }
+                    let _ = self.reason.send(reason);
                 }
                 let _ = self.state.send(current);
             }
-            Event::Update { reason } => {
-                if reason.code == ErrorCode::SessionNotFound {
-                    self.stats.resume_failures.fetch_add(1, Ordering::Relaxed);
-                }
+            Some(Notice::Update(reason)) => {
                 tracing::info!(code = reason.code.as_u32(), reason = %reason.message, "connection update");
             }
-            Event::TokenRequired { reason } => {
-                if reason == TokenReason::Renewal {
-                    self.stats.renewals.fetch_add(1, Ordering::Relaxed);
-                }
-                self.token_required(reason);
-            }
-            Event::PublishResolved { id, result } => {
-                if let Some(reply) = self.publishes.remove(&id) {
-                    let _ = reply.send(result.map_err(Error::Protocol));
+            Some(Notice::FetchToken(request)) => {
+                if let Some(commands) = self.commands.upgrade() {
+                    tokio::spawn(async move {
+                        let _ = commands.send(Command::Token(request.await));
+                    });
                 }
             }
-            Event::Attached {
-                channel,
-                position,
-                continuity,
-            } => {
-                for reply in self.pending_attach.remove(&channel).into_iter().flatten() {
-                    let _ = reply.send(Ok(()));
-                }
-                self.notify_subscribers(
-                    &channel,
-                    ChannelEvent::Attached {
-                        position,
-                        continuity,
-                    },
-                );
-            }
-            Event::Detached { channel, error } => {
-                let error = error
-                    .unwrap_or_else(|| ErrorInfo::new(ErrorCode::ConnectionClosed, "detached"));
-                for reply in self.pending_attach.remove(&channel).into_iter().flatten() {
-                    let _ = reply.send(Err(Error::Protocol(error.clone())));
-                }
-                self.notify_subscribers(&channel, ChannelEvent::Failed(error));
-                self.subscribers.remove(&channel);
-            }
-            Event::Message { channel, message } => {
-                self.notify_subscribers(&channel, ChannelEvent::Message(message))
-            }
-            Event::Discontinuity {
-                channel,
-                last,
-                resumed_after,
-                reason,
-            } => {
-                self.stats.discontinuities.fetch_add(1, Ordering::Relaxed);
-                self.notify_subscribers(
-                    &channel,
-                    ChannelEvent::Discontinuity {
-                        last,
-                        resumed_after,
-                        reason,
-                    },
-                );
-            }
-            Event::HistoryPage { id, result, .. } => {
-                if let Some(reply) = self.histories.remove(&id) {
-                    let _ = reply.send(result.map_err(Error::Protocol));
-                }
-            }
-            Event::Pong { id, result } => {
-                if let Some(reply) = self.pings.remove(&id) {
-                    let _ = reply.send(result.map_err(Error::Protocol));
-                }
-            }
-        }
-    }
-
-    fn notify_subscribers(&mut self, channel: &ChannelName, event: ChannelEvent) {
-        if let Some(sinks) = self.subscribers.get_mut(channel) {
-            sinks.retain(|sink| sink.send(event.clone()).is_ok());
-        }
-    }
-
-    /// Asks the application's provider; the answer comes back as a command. The core makes
-    /// sure only one request is outstanding.
-    fn token_required(&mut self, reason: TokenReason) {
-        let Some(commands) = self.commands.upgrade() else {
-            return;
-        };
-        match (&self.credentials, reason) {
-            (Credentials::Token(token), TokenReason::Initial) => {
-                let _ = commands.send(Command::Token(Ok(token.clone())));
-            }
-            (Credentials::Token(_), TokenReason::Expired) => {
-                let _ = commands.send(Command::Token(Err("the fixed token expired".into())));
-            }
-            // A fixed token cannot be renewed: it is used until the server says it expired.
-            (Credentials::Token(_), TokenReason::Renewal) | (Credentials::ApiKey { .. }, _) => {}
-            (Credentials::Provider(provider), _) => {
-                let request = provider.token();
-                tokio::spawn(async move {
-                    let _ = commands.send(Command::Token(request.await));
-                });
-            }
+            None => {}
         }
     }
 }

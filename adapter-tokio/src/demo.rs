@@ -2,13 +2,13 @@
 //! cuts connections, with a token renewed mid-stream — then a check that nothing was lost,
 //! duplicated or reordered and that every publish resolved.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 use tether_core::client::ClientConfig;
+use tether_core::embed::{DeliveryAudit, unix_ms};
 use tether_core::server::{ApiKey, Capabilities, Claims, HubConfig, mint_token};
 
 use crate::proxy::{Proxy, ProxyConfig};
@@ -130,7 +130,7 @@ pub async fn run(options: DemoOptions) -> std::io::Result<DemoReport> {
             ClientOptions::token_provider(move || {
                 let key = key.clone();
                 async move {
-                    let now = crate::clock::unix_ms() / 1000;
+                    let now = unix_ms(SystemTime::now()) / 1000;
                     let claims = Claims {
                         sub: "demo-subscriber".into(),
                         exp: now + lifetime.as_secs(),
@@ -168,14 +168,7 @@ pub async fn run(options: DemoOptions) -> std::io::Result<DemoReport> {
                 while let Some(event) = subscription.next().await {
                     match event {
                         ChannelEvent::Message(message) => {
-                            let text = String::from_utf8_lossy(&message.message.data).into_owned();
-                            if let Some((publisher, sequence)) = text.split_once('-') {
-                                if let (Ok(p), Ok(s)) =
-                                    (publisher.parse::<usize>(), sequence.parse::<usize>())
-                                {
-                                    seen.push((p, s));
-                                }
-                            }
+                            seen.extend(DeliveryAudit::parse_label(&message.message.data));
                             count.fetch_add(1, Ordering::Relaxed);
                         }
                         ChannelEvent::Discontinuity { .. } => discontinuities += 1,
@@ -202,7 +195,9 @@ pub async fn run(options: DemoOptions) -> std::io::Result<DemoReport> {
                 let channel = channel.clone();
                 // Publishes are issued in order; each resolves on its own ACK.
                 pending.push(tokio::spawn(async move {
-                    channel.publish("n", format!("{index}-{sequence}")).await
+                    channel
+                        .publish("n", DeliveryAudit::label(index, sequence))
+                        .await
                 }));
                 tokio::time::sleep(interval).await;
             }
@@ -219,13 +214,13 @@ pub async fn run(options: DemoOptions) -> std::io::Result<DemoReport> {
     }
 
     let mut report = DemoReport::default();
-    let mut acked: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    let mut audit = DeliveryAudit::new();
     for (index, publisher) in publishers.into_iter().enumerate() {
         for (sequence, outcome) in publisher.await.map_err(std::io::Error::other)? {
             match outcome {
                 Ok(()) => {
                     report.acked += 1;
-                    acked.entry(index).or_default().push(sequence);
+                    audit.acked(index, sequence);
                 }
                 Err(error) => report
                     .failed
@@ -259,29 +254,13 @@ pub async fn run(options: DemoOptions) -> std::io::Result<DemoReport> {
     for collector in collectors {
         let (seen, discontinuities) = collector.await.map_err(std::io::Error::other)?;
         report.discontinuities += discontinuities;
-        report.received.push(seen.len());
-        let mut last: BTreeMap<usize, usize> = BTreeMap::new();
-        let mut got: BTreeMap<usize, std::collections::BTreeSet<usize>> = BTreeMap::new();
-        for (publisher, sequence) in seen {
-            if !got.entry(publisher).or_default().insert(sequence) {
-                report.duplicated += 1;
-            }
-            if last
-                .get(&publisher)
-                .is_some_and(|previous| sequence <= *previous)
-            {
-                report.reordered += 1;
-            }
-            last.insert(publisher, sequence);
-        }
-        for (publisher, sequences) in &acked {
-            let received = got.get(publisher);
-            report.lost += sequences
-                .iter()
-                .filter(|s| received.is_none_or(|r| !r.contains(s)))
-                .count();
-        }
+        audit.subscriber(seen);
     }
+    let audited = audit.report();
+    report.received = audited.received;
+    report.lost = audited.lost;
+    report.duplicated = audited.duplicated;
+    report.reordered = audited.reordered;
     proxy.stop();
     server.shutdown().await;
     report.elapsed = started.elapsed();

@@ -32,9 +32,9 @@ pub mod demo;
 pub mod proxy;
 mod server;
 
-pub use client::{
-    Channel, ChannelEvent, Client, ClientOptions, ConnectionStats, Credentials, Error,
-    Subscription, TokenProvider,
-};
+pub use client::{Channel, Client, ClientOptions, Subscription};
 pub use server::{Server, ServerConfig, tls_from_pem};
 pub use tether_core;
+pub use tether_core::embed::{
+    ChannelEvent, ConnectionStats, Credentials, Error, TokenFuture, TokenProvider,
+};

@@ -2,15 +2,15 @@
 //!
 //! Glue only: every decision (auth, limits, heartbeats, slow consumers, …) is the hub's.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tether_core::server::{ConnectionId, Hub, HubConfig, HubEvent, HubOutput};
-use tether_core::{ErrorInfo, Seed};
+use tether_core::Seed;
+use tether_core::embed::{Connections, Outbound, TransportLimits, Writer, close_code};
+use tether_core::server::{ConnectionId, Hub, HubConfig, HubEvent, Severity};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -65,12 +65,13 @@ pub fn tls_from_pem(
 /// WebSocket limits derived from the hub's: one frame per message, no message larger than a
 /// frame, a small read buffer and a bounded write buffer.
 pub(crate) fn websocket_config(max_frame_size: usize) -> WebSocketConfig {
+    let limits = TransportLimits::for_frame_size(max_frame_size);
     WebSocketConfig::default()
-        .max_message_size(Some(max_frame_size))
-        .max_frame_size(Some(max_frame_size))
-        .read_buffer_size(16 * 1024)
-        .write_buffer_size(16 * 1024)
-        .max_write_buffer_size(max_frame_size + 64 * 1024)
+        .max_message_size(Some(limits.max_message))
+        .max_frame_size(Some(limits.max_message))
+        .read_buffer_size(limits.read_buffer)
+        .write_buffer_size(limits.write_buffer)
+        .max_write_buffer_size(limits.max_write_buffer)
 }
 
 enum Input {
@@ -84,9 +85,13 @@ enum Input {
     Shutdown(oneshot::Sender<()>),
 }
 
-enum Outbound {
-    Frame(Bytes),
-    Close(ErrorInfo),
+/// The queue of one connection's writer task.
+struct Queue(mpsc::UnboundedSender<Outbound>);
+
+impl Writer for Queue {
+    fn send(&self, outbound: Outbound) {
+        let _ = self.0.send(outbound);
+    }
 }
 
 /// A running tether server.
@@ -274,23 +279,16 @@ async fn serve_connection<S>(
     }
 }
 
-/// A WebSocket close code for a hub error: 4000 + the code's last three digits keeps it in
-/// the private range and recognisable (e.g. 42902 slow_consumer → 4902).
-fn close_code(reason: &ErrorInfo) -> u16 {
-    4000 + u16::try_from(reason.code.as_u32() % 1000).unwrap_or(0)
-}
-
 async fn drive_hub(mut hub: Hub, mut inputs: mpsc::Receiver<Input>) {
     let origin = Origin::now();
-    let mut writers: HashMap<ConnectionId, mpsc::UnboundedSender<Outbound>> = HashMap::new();
-    let mut shutdown_reply = None;
+    let mut connections = Connections::new();
     loop {
         let deadline = hub.poll_timeout().map(|d| origin.instant(d));
         let input = tokio::select! {
             input = inputs.recv() => input,
             () = sleep_until(deadline) => {
                 hub.handle_timeout(origin.stamp());
-                drain(&mut hub, &mut writers);
+                connections.drain(&mut hub, log_event);
                 continue;
             }
         };
@@ -298,28 +296,20 @@ async fn drive_hub(mut hub: Hub, mut inputs: mpsc::Receiver<Input>) {
         let now = origin.stamp();
         match input {
             Input::Accept { writer, reply } => {
-                let id = hub.accept(now);
-                writers.insert(id, writer);
+                let id = connections.accept(&mut hub, now, Queue(writer));
                 let _ = reply.send(id);
             }
             Input::Bytes(id, bytes) => hub.handle_bytes(now, id, bytes),
             Input::Written(id, len) => hub.handle_written(now, id, len),
-            Input::Closed(id) => {
-                hub.handle_closed(now, id);
-                writers.remove(&id);
-            }
+            Input::Closed(id) => connections.closed(&mut hub, now, id),
             Input::Shutdown(reply) => {
-                hub.shutdown(now);
-                shutdown_reply = Some(reply);
+                // Close frames are queued, then the writers dropped so their tasks finish.
+                connections.shutdown(&mut hub, now, log_event);
+                let _ = reply.send(());
+                break;
             }
         }
-        drain(&mut hub, &mut writers);
-        if let Some(reply) = shutdown_reply.take() {
-            // Close frames are queued; drop the writers so their tasks finish.
-            writers.clear();
-            let _ = reply.send(());
-            break;
-        }
+        connections.drain(&mut hub, log_event);
     }
 }
 
@@ -330,56 +320,11 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-fn drain(hub: &mut Hub, writers: &mut HashMap<ConnectionId, mpsc::UnboundedSender<Outbound>>) {
-    while let Some(output) = hub.poll_output() {
-        match output {
-            HubOutput::Transmit { connection, bytes } => {
-                if let Some(writer) = writers.get(&connection) {
-                    let _ = writer.send(Outbound::Frame(bytes));
-                }
-            }
-            HubOutput::Close { connection, reason } => {
-                if let Some(writer) = writers.remove(&connection) {
-                    let _ = writer.send(Outbound::Close(reason));
-                }
-            }
-            HubOutput::Event(event) => log_event(&event),
-        }
-    }
-}
-
 /// Operator logs. Events never carry credentials, so nothing here can leak a token.
-fn log_event(event: &HubEvent) {
-    match event {
-        HubEvent::Connected {
-            connection,
-            session,
-            client_id,
-            resumed,
-        } => {
-            tracing::info!(connection = connection.0, %session, %client_id, resumed, "client connected");
-        }
-        HubEvent::Reauthenticated {
-            connection,
-            client_id,
-        } => {
-            tracing::info!(connection = connection.0, %client_id, "token renewed");
-        }
-        HubEvent::Disconnected {
-            connection, reason, ..
-        } => {
-            tracing::info!(connection = connection.0, code = reason.code.as_u32(), reason = %reason.message, "connection ended");
-        }
-        HubEvent::SlowConsumer {
-            connection,
-            pending_bytes,
-        } => {
-            tracing::warn!(
-                connection = connection.0,
-                pending_bytes,
-                "slow consumer disconnected"
-            );
-        }
-        HubEvent::SessionExpired { session } => tracing::debug!(%session, "session expired"),
+fn log_event(event: HubEvent) {
+    match event.severity() {
+        Severity::Debug => tracing::debug!("{event}"),
+        Severity::Info => tracing::info!("{event}"),
+        Severity::Warn => tracing::warn!("{event}"),
     }
 }

@@ -8,6 +8,7 @@
 //! - [`client`]: the client connection state machine.
 //! - [`server`]: the server hub state machine.
 //! - [`error`]: the stable error codes every frame and event carries.
+//! - [`embed`]: what every adapter needs around the state machines, whatever its runtime.
 //!
 //! The protocol is specified in `docs/protocol.md` of the repository.
 #![forbid(unsafe_code)]
@@ -15,6 +16,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod client;
+pub mod embed;
 pub mod error;
 #[cfg(feature = "arbitrary")]
 pub mod fuzzing;

@@ -78,3 +78,71 @@ pub enum HubEvent {
         session: SessionId,
     },
 }
+
+/// How much an operator cares about a [`HubEvent`], for the adapter's logger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    /// Routine bookkeeping.
+    Debug,
+    /// A connection's life.
+    Info,
+    /// Something an operator should look at.
+    Warn,
+}
+
+impl HubEvent {
+    /// The log level this event deserves.
+    pub fn severity(&self) -> Severity {
+        match self {
+            HubEvent::SessionExpired { .. } => Severity::Debug,
+            HubEvent::SlowConsumer { .. } => Severity::Warn,
+            HubEvent::Connected { .. }
+            | HubEvent::Reauthenticated { .. }
+            | HubEvent::Disconnected { .. } => Severity::Info,
+        }
+    }
+}
+
+/// One log line; never contains credentials (events carry none).
+impl std::fmt::Display for HubEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HubEvent::Connected {
+                connection,
+                session,
+                client_id,
+                resumed,
+            } => write!(
+                f,
+                "client connected: connection={} session={session} client_id={client_id} resumed={resumed}",
+                connection.0
+            ),
+            HubEvent::Reauthenticated {
+                connection,
+                client_id,
+            } => write!(
+                f,
+                "token renewed: connection={} client_id={client_id}",
+                connection.0
+            ),
+            HubEvent::Disconnected {
+                connection, reason, ..
+            } => write!(
+                f,
+                "connection ended: connection={} code={} reason={}",
+                connection.0,
+                reason.code.as_u32(),
+                reason.message
+            ),
+            HubEvent::SlowConsumer {
+                connection,
+                pending_bytes,
+            } => write!(
+                f,
+                "slow consumer disconnected: connection={} pending_bytes={pending_bytes}",
+                connection.0
+            ),
+            HubEvent::SessionExpired { session } => write!(f, "session expired: session={session}"),
+        }
+    }
+}

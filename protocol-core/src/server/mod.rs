@@ -23,7 +23,7 @@ pub use self::auth::{
 };
 use self::channel::Channel;
 pub use self::config::HubConfig;
-pub use self::event::{ConnectionId, HubEvent, HubOutput};
+pub use self::event::{ConnectionId, HubEvent, HubOutput, Severity};
 use self::timers::TimerQueue;
 use crate::client::Framing;
 use crate::error::{ErrorCode, ErrorInfo};

@@ -1,0 +1,94 @@
+//! The server side's routing of hub outputs to the tasks that write to each connection.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+use crate::ErrorInfo;
+use crate::server::{ConnectionId, Hub, HubEvent, HubOutput};
+use crate::time::Timestamp;
+
+/// What a connection's writer is asked to do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outbound {
+    /// Send one transport message, then report its length with `Hub::handle_written`.
+    Frame(Bytes),
+    /// Send a close (see [`close_code`](crate::embed::close_code)) and end the connection.
+    Close(ErrorInfo),
+}
+
+/// The sending half of a connection writer's queue.
+pub trait Writer {
+    /// Queues `outbound`; a writer that has gone away ignores it.
+    fn send(&self, outbound: Outbound);
+}
+
+/// The writers of the hub's live connections.
+pub struct Connections<W: Writer> {
+    writers: HashMap<ConnectionId, W>,
+}
+
+impl<W: Writer> Default for Connections<W> {
+    fn default() -> Self {
+        Connections {
+            writers: HashMap::new(),
+        }
+    }
+}
+
+impl<W: Writer> Connections<W> {
+    /// No connections.
+    pub fn new() -> Connections<W> {
+        Connections::default()
+    }
+
+    /// A new connection whose frames go to `writer`.
+    pub fn accept(&mut self, hub: &mut Hub, now: Timestamp, writer: W) -> ConnectionId {
+        let id = hub.accept(now);
+        self.writers.insert(id, writer);
+        id
+    }
+
+    /// The transport of `connection` ended.
+    pub fn closed(&mut self, hub: &mut Hub, now: Timestamp, connection: ConnectionId) {
+        hub.handle_closed(now, connection);
+        self.writers.remove(&connection);
+    }
+
+    /// Hands every pending output of the hub to its writer; events go to `log`.
+    pub fn drain(&mut self, hub: &mut Hub, mut log: impl FnMut(HubEvent)) {
+        while let Some(output) = hub.poll_output() {
+            match output {
+                HubOutput::Transmit { connection, bytes } => {
+                    if let Some(writer) = self.writers.get(&connection) {
+                        writer.send(Outbound::Frame(bytes));
+                    }
+                }
+                HubOutput::Close { connection, reason } => {
+                    if let Some(writer) = self.writers.remove(&connection) {
+                        writer.send(Outbound::Close(reason));
+                    }
+                }
+                HubOutput::Event(event) => log(event),
+            }
+        }
+    }
+
+    /// Shuts the hub down: every connection is told to go away, then its writer is dropped
+    /// so the writer's task ends once the close is sent.
+    pub fn shutdown(&mut self, hub: &mut Hub, now: Timestamp, log: impl FnMut(HubEvent)) {
+        hub.shutdown(now);
+        self.drain(hub, log);
+        self.writers.clear();
+    }
+
+    /// How many connections have a writer.
+    pub fn len(&self) -> usize {
+        self.writers.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.writers.is_empty()
+    }
+}

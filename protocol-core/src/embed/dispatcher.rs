@@ -1,0 +1,362 @@
+//! The client side's bookkeeping between application handles and the state machine.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::client::{
+    Client, ConnectionState, Event, HistoryPage, NewMessage, PingId, PublishId, RequestId,
+    TokenReason,
+};
+use crate::embed::credentials::{Credentials, TokenAnswer, TokenFuture};
+use crate::wire::{ChannelMessage, ChannelName, Continuity, HistoryQuery, Position};
+use crate::{ErrorCode, ErrorInfo, Time};
+
+/// What went wrong with an application's request, with the protocol's stable code where
+/// there is one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The protocol refused or failed the operation (NACK, Suspended, Closed, Failed, …).
+    #[error("{0}")]
+    Protocol(ErrorInfo),
+    /// The client was closed or dropped.
+    #[error("the client is closed")]
+    Closed,
+    /// The URL is not a `ws://` or `wss://` URL.
+    #[error("unsupported URL {0:?}: use ws:// or wss://host:port/path")]
+    Url(String),
+}
+
+impl Error {
+    /// The stable error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Protocol(info) => info.code,
+            Error::Closed => ErrorCode::ConnectionClosed,
+            Error::Url(_) => ErrorCode::BadRequest,
+        }
+    }
+}
+
+/// What a subscription yields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChannelEvent {
+    /// A message, exactly once and in order.
+    Message(ChannelMessage),
+    /// The channel is (again) attached.
+    Attached {
+        /// Deliveries continue after this position.
+        position: Position,
+        /// How it continues.
+        continuity: Continuity,
+    },
+    /// Continuity was lost between these positions (the history API may fill it).
+    Discontinuity {
+        /// The last position delivered before.
+        last: Option<Position>,
+        /// Deliveries continue after this one.
+        resumed_after: Position,
+        /// Why, as the hub said.
+        reason: Option<ErrorInfo>,
+    },
+    /// The channel was detached by the hub (refused or revoked); the stream ends.
+    Failed(ErrorInfo),
+}
+
+/// The adapter's channel types: how a waiting caller gets its one answer, and how a
+/// subscriber gets its events.
+pub trait Plumbing {
+    /// The sending half of a one-shot reply.
+    type Reply<T: Send + 'static>: Send;
+    /// The sending half of a subscriber's event stream.
+    type Sink: Send;
+
+    /// Answers a waiting caller (who may have gone away: then nothing happens).
+    fn reply<T: Send + 'static>(reply: Self::Reply<T>, value: T);
+
+    /// Gives an event to a subscriber; `false` when the subscriber has gone away.
+    fn deliver(sink: &Self::Sink, event: ChannelEvent) -> bool;
+}
+
+/// An application's request, sent from its handles to the task that owns the state machine.
+pub enum Command<P: Plumbing> {
+    /// Attach a channel and stream its events to `sink`; `reply` once attached or refused.
+    Subscribe {
+        /// The channel.
+        channel: ChannelName,
+        /// Where its events go.
+        sink: P::Sink,
+        /// Answered on `attached` or refusal.
+        reply: P::Reply<Result<(), Error>>,
+    },
+    /// Publish; `reply` on ACK or NACK.
+    Publish {
+        /// The channel.
+        channel: ChannelName,
+        /// The messages, as one publish.
+        messages: Vec<NewMessage>,
+        /// Answered on ACK or NACK.
+        reply: P::Reply<Result<(), Error>>,
+    },
+    /// A page of history.
+    History {
+        /// The channel.
+        channel: ChannelName,
+        /// Which page.
+        query: HistoryQuery,
+        /// Answered with the page.
+        reply: P::Reply<Result<HistoryPage, Error>>,
+    },
+    /// Measure the round trip.
+    Ping(P::Reply<Result<Duration, Error>>),
+    /// The network is back: retry now.
+    RetryNow,
+    /// Close in order; answered once Closed.
+    Close(P::Reply<()>),
+    /// A token provider's answer.
+    Token(Result<String, String>),
+}
+
+/// What the adapter itself must act on, after the dispatcher did its part of an event.
+pub enum Notice {
+    /// The connection state changed (publish it to watchers; log it).
+    State {
+        /// The new state.
+        current: ConnectionState,
+        /// Why, when an error caused it.
+        reason: Option<ErrorInfo>,
+    },
+    /// Something changed without a state change (log it).
+    Update(ErrorInfo),
+    /// Run this provider request and send its answer back as [`Command::Token`]. The core
+    /// makes sure only one is outstanding.
+    FetchToken(TokenFuture),
+}
+
+/// Counters of what a connection went through, for metrics and demos.
+#[derive(Debug, Default)]
+pub struct ConnectionStats {
+    /// Times the client reached Connected.
+    pub connects: AtomicU64,
+    /// Reconnections that presented the session for resume (successful ones are this minus
+    /// `resume_failures`).
+    pub resumes: AtomicU64,
+    /// Resumes the hub could not honour (a new session began).
+    pub resume_failures: AtomicU64,
+    /// Token renewals requested on a live connection.
+    pub renewals: AtomicU64,
+    /// Discontinuities reported on any channel.
+    pub discontinuities: AtomicU64,
+    /// Times the adapter's task woke up (an input, a transport event or a deadline).
+    pub wakeups: AtomicU64,
+}
+
+impl ConnectionStats {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The reply of a subscribe or publish.
+type Done<P> = <P as Plumbing>::Reply<Result<(), Error>>;
+
+/// Routes application commands to the [`Client`] and its events back to whoever waits.
+///
+/// One per client task. Replies that are never answered (the task ends) are dropped, which
+/// the adapter's handles read as [`Error::Closed`].
+pub struct Dispatcher<P: Plumbing> {
+    credentials: Credentials,
+    subscribers: HashMap<ChannelName, Vec<P::Sink>>,
+    pending_attach: HashMap<ChannelName, Vec<Done<P>>>,
+    publishes: HashMap<PublishId, Done<P>>,
+    histories: HashMap<RequestId, P::Reply<Result<HistoryPage, Error>>>,
+    pings: HashMap<PingId, P::Reply<Result<Duration, Error>>>,
+    closing: Vec<P::Reply<()>>,
+}
+
+impl<P: Plumbing> Dispatcher<P> {
+    /// A dispatcher applying the token policy of `credentials`.
+    pub fn new(credentials: Credentials) -> Dispatcher<P> {
+        Dispatcher {
+            credentials,
+            subscribers: HashMap::new(),
+            pending_attach: HashMap::new(),
+            publishes: HashMap::new(),
+            histories: HashMap::new(),
+            pings: HashMap::new(),
+            closing: Vec::new(),
+        }
+    }
+
+    /// Carries out an application command.
+    pub fn command(&mut self, core: &mut Client, now: Time, command: Command<P>) {
+        match command {
+            Command::Subscribe {
+                channel,
+                sink,
+                reply,
+            } => {
+                self.subscribers
+                    .entry(channel.clone())
+                    .or_default()
+                    .push(sink);
+                match core.attach(now, channel.clone()) {
+                    Ok(()) => self.pending_attach.entry(channel).or_default().push(reply),
+                    Err(error) => P::reply(reply, Err(Error::Protocol(error))),
+                }
+            }
+            Command::Publish {
+                channel,
+                messages,
+                reply,
+            } => match core.publish(now, channel, messages) {
+                Ok(id) => {
+                    self.publishes.insert(id, reply);
+                }
+                Err(error) => P::reply(reply, Err(Error::Protocol(error))),
+            },
+            Command::History {
+                channel,
+                query,
+                reply,
+            } => match core.history(now, channel, query) {
+                Ok(id) => {
+                    self.histories.insert(id, reply);
+                }
+                Err(error) => P::reply(reply, Err(Error::Protocol(error))),
+            },
+            Command::Ping(reply) => match core.ping(now) {
+                Ok(id) => {
+                    self.pings.insert(id, reply);
+                }
+                Err(error) => P::reply(reply, Err(Error::Protocol(error))),
+            },
+            Command::RetryNow => core.retry_now(now),
+            Command::Close(reply) => {
+                self.closing.push(reply);
+                core.close(now);
+            }
+            Command::Token(Ok(token)) => core.provide_token(now, token),
+            Command::Token(Err(reason)) => core.token_unavailable(now, reason),
+        }
+    }
+
+    /// Whether a requested close has completed; if so every `close` caller is answered and
+    /// the adapter's task should stop.
+    pub fn closed(&mut self, core: &Client) -> bool {
+        if core.state() != ConnectionState::Closed || self.closing.is_empty() {
+            return false;
+        }
+        for reply in self.closing.drain(..) {
+            P::reply(reply, ());
+        }
+        true
+    }
+
+    /// Handles an event of the core: answers waiting callers, feeds subscribers, counts in
+    /// `stats`, applies the token policy; returns what is left for the adapter.
+    pub fn event(
+        &mut self,
+        core: &mut Client,
+        now: Time,
+        stats: &ConnectionStats,
+        event: Event,
+    ) -> Option<Notice> {
+        match event {
+            Event::StateChanged {
+                current, reason, ..
+            } => {
+                if current == ConnectionState::Connected {
+                    ConnectionStats::bump(&stats.connects);
+                    if core.resume_token().is_some() && stats.connects.load(Ordering::Relaxed) > 1 {
+                        ConnectionStats::bump(&stats.resumes);
+                    }
+                }
+                return Some(Notice::State { current, reason });
+            }
+            Event::Update { reason } => {
+                if reason.code == ErrorCode::SessionNotFound {
+                    ConnectionStats::bump(&stats.resume_failures);
+                }
+                return Some(Notice::Update(reason));
+            }
+            Event::TokenRequired { reason } => {
+                if reason == TokenReason::Renewal {
+                    ConnectionStats::bump(&stats.renewals);
+                }
+                match self.credentials.answer(reason) {
+                    TokenAnswer::Now(Ok(token)) => core.provide_token(now, token),
+                    TokenAnswer::Now(Err(why)) => core.token_unavailable(now, why),
+                    TokenAnswer::Fetch(request) => return Some(Notice::FetchToken(request)),
+                    TokenAnswer::None => {}
+                }
+            }
+            Event::PublishResolved { id, result } => {
+                if let Some(reply) = self.publishes.remove(&id) {
+                    P::reply(reply, result.map_err(Error::Protocol));
+                }
+            }
+            Event::Attached {
+                channel,
+                position,
+                continuity,
+            } => {
+                for reply in self.pending_attach.remove(&channel).into_iter().flatten() {
+                    P::reply(reply, Ok(()));
+                }
+                self.notify(
+                    &channel,
+                    ChannelEvent::Attached {
+                        position,
+                        continuity,
+                    },
+                );
+            }
+            Event::Detached { channel, error } => {
+                let error = error
+                    .unwrap_or_else(|| ErrorInfo::new(ErrorCode::ConnectionClosed, "detached"));
+                for reply in self.pending_attach.remove(&channel).into_iter().flatten() {
+                    P::reply(reply, Err(Error::Protocol(error.clone())));
+                }
+                self.notify(&channel, ChannelEvent::Failed(error));
+                self.subscribers.remove(&channel);
+            }
+            Event::Message { channel, message } => {
+                self.notify(&channel, ChannelEvent::Message(message));
+            }
+            Event::Discontinuity {
+                channel,
+                last,
+                resumed_after,
+                reason,
+            } => {
+                ConnectionStats::bump(&stats.discontinuities);
+                self.notify(
+                    &channel,
+                    ChannelEvent::Discontinuity {
+                        last,
+                        resumed_after,
+                        reason,
+                    },
+                );
+            }
+            Event::HistoryPage { id, result, .. } => {
+                if let Some(reply) = self.histories.remove(&id) {
+                    P::reply(reply, result.map_err(Error::Protocol));
+                }
+            }
+            Event::Pong { id, result } => {
+                if let Some(reply) = self.pings.remove(&id) {
+                    P::reply(reply, result.map_err(Error::Protocol));
+                }
+            }
+        }
+        None
+    }
+
+    fn notify(&mut self, channel: &ChannelName, event: ChannelEvent) {
+        if let Some(sinks) = self.subscribers.get_mut(channel) {
+            sinks.retain(|sink| P::deliver(sink, event.clone()));
+        }
+    }
+}
