@@ -1,11 +1,49 @@
 //! # tether-async-std
 //!
-//! tether over WebSocket on async-std and smol (async-tungstenite), built on runtime-neutral
-//! pieces so the same code runs on both. This crate is glue only: every protocol decision is
-//! made by [`tether_core`].
+//! tether over WebSocket for async-std **and** smol: a [`Client`] and a [`Server`]
+//! (`ws://` and `wss://` with rustls) with the same shape as `tether-tokio`'s.
 //!
-//! Not implemented yet: this crate is a placeholder in the workspace until its issue lands.
-
+//! Only runtime-neutral pieces are used: sockets and timers from async-io (through
+//! async-net), `futures-io` streams under async-tungstenite, channels from async-channel. The
+//! one thing a runtime must provide is an executor for background tasks, the [`Spawner`]:
+//! async-std's by default, or any other, e.g. smol's:
+//!
+//! ```no_run
+//! use futures_lite::StreamExt;
+//! use tether_async_std::{ChannelEvent, Client, ClientOptions, Spawner};
+//!
+//! # fn main() -> Result<(), tether_async_std::Error> {
+//! smol::block_on(async {
+//!     let mut options = ClientOptions::api_key("app", "secret");
+//!     options.spawner = Spawner::new(|task| smol::spawn(task).detach());
+//!     let client = Client::connect("ws://127.0.0.1:7400/", options)?;
+//!     let news = client.channel("news")?;
+//!     let mut messages = news.subscribe().await?;
+//!     news.publish("greeting", "hello").await?; // resolves on the server's ACK
+//!     while let Some(ChannelEvent::Message(message)) = messages.next().await {
+//!         println!("{:?}", message.message.data);
+//!     }
+//!     Ok(())
+//! })
+//! # }
+//! ```
+//!
+//! Glue only, like every adapter: the decisions are [`tether_core`]'s, the bookkeeping
+//! around them is [`tether_core::embed`]'s.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
+mod client;
+mod clock;
+mod server;
+mod spawner;
+mod state;
+
+pub use client::{Channel, Client, ClientOptions, Subscription};
+pub use server::{Server, ServerConfig, tls_from_pem};
+pub use spawner::Spawner;
+pub use state::StateWatch;
 pub use tether_core;
+pub use tether_core::embed::{
+    ChannelEvent, ConnectionStats, Credentials, Error, TokenFuture, TokenProvider,
+};

@@ -1,0 +1,220 @@
+//! End-to-end over loopback with this adapter's client and server, each scenario once on
+//! async-std and once on smol.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use support::{LIMIT, server, sleep, token, url, within};
+use tether_async_std::{ChannelEvent, Client, ClientOptions, Spawner, Subscription};
+use tether_core::ErrorCode;
+use tether_core::embed::DeliveryAudit;
+use tether_tokio::proxy::{Proxy, ProxyConfig};
+
+on_both_runtimes!(
+    pub_sub_with_acknowledged_publishes,
+    a_refused_publish_fails_with_its_code,
+    a_token_is_renewed_in_band_without_reconnecting,
+    a_cut_connection_resumes_without_loss_or_duplicate,
+);
+
+fn options(spawner: &Spawner, mut options: ClientOptions) -> ClientOptions {
+    options.spawner = spawner.clone();
+    options
+}
+
+fn api_key(spawner: &Spawner) -> ClientOptions {
+    options(spawner, ClientOptions::api_key("app", "app-secret"))
+}
+
+/// Reads messages until `count` arrived, returning their payloads; other events are kept
+/// apart and returned too.
+async fn messages(events: &mut Subscription, count: usize) -> (Vec<String>, Vec<ChannelEvent>) {
+    let mut payloads = Vec::new();
+    let mut others = Vec::new();
+    while payloads.len() < count {
+        match within("next event", events.next()).await {
+            Some(ChannelEvent::Message(message)) => {
+                payloads.push(String::from_utf8_lossy(&message.message.data).into_owned())
+            }
+            Some(other) => others.push(other),
+            None => panic!("the subscription ended after {} messages", payloads.len()),
+        }
+    }
+    (payloads, others)
+}
+
+async fn pub_sub_with_acknowledged_publishes(spawner: Spawner) {
+    let server = server(&spawner).await;
+    let subscriber = Client::connect(&url(server.local_addr()), api_key(&spawner)).expect("url");
+    let publisher = Client::connect(&url(server.local_addr()), api_key(&spawner)).expect("url");
+    let mut events = within(
+        "subscribe",
+        subscriber.channel("news").expect("name").subscribe(),
+    )
+    .await
+    .expect("attached");
+    let news = publisher.channel("news").expect("name");
+    for n in 0..10 {
+        within("publish", news.publish("n", format!("m{n}")))
+            .await
+            .expect("acknowledged");
+    }
+    let (payloads, _) = messages(&mut events, 10).await;
+    let expected: Vec<String> = (0..10).map(|n| format!("m{n}")).collect();
+    assert_eq!(payloads, expected, "each once, in order");
+    let rtt = within("ping", publisher.ping()).await.expect("pong");
+    assert!(rtt < LIMIT);
+    let page = within(
+        "history",
+        news.history(tether_core::wire::HistoryQuery::default()),
+    )
+    .await
+    .expect("history");
+    assert_eq!(page.messages.len(), 10);
+    within("close", publisher.close()).await;
+    within("close", subscriber.close()).await;
+    assert_eq!(
+        publisher.state().get(),
+        tether_core::client::ConnectionState::Closed
+    );
+    server.shutdown().await;
+}
+
+async fn a_refused_publish_fails_with_its_code(spawner: Spawner) {
+    let server = server(&spawner).await;
+    let client = Client::connect(
+        &url(server.local_addr()),
+        options(
+            &spawner,
+            ClientOptions::api_key("limited", "limited-secret"),
+        ),
+    )
+    .expect("url");
+    let refused = within(
+        "publish",
+        client.channel("private:x").expect("name").publish("n", "x"),
+    )
+    .await
+    .expect_err("not allowed");
+    assert_eq!(refused.code(), ErrorCode::Forbidden);
+    // The connection stays usable.
+    within(
+        "publish",
+        client.channel("public:x").expect("name").publish("n", "x"),
+    )
+    .await
+    .expect("allowed");
+    let refused = within(
+        "subscribe",
+        client.channel("private:y").expect("name").subscribe(),
+    )
+    .await
+    .err()
+    .expect("not allowed");
+    assert_eq!(refused.code(), ErrorCode::Forbidden);
+    server.shutdown().await;
+}
+
+async fn a_token_is_renewed_in_band_without_reconnecting(spawner: Spawner) {
+    let server = server(&spawner).await;
+    let provider = ClientOptions::token_provider(|| {
+        let token = token("alice", Duration::from_secs(4));
+        async move { Ok(token) }
+    });
+    let client =
+        Client::connect(&url(server.local_addr()), options(&spawner, provider)).expect("url");
+    let publisher = Client::connect(&url(server.local_addr()), api_key(&spawner)).expect("url");
+    let mut events = within(
+        "subscribe",
+        client.channel("news").expect("name").subscribe(),
+    )
+    .await
+    .expect("attached");
+    let news = publisher.channel("news").expect("name");
+    // 6 s of streaming with 4 s tokens: at least two renewals on the same connection.
+    for n in 0..30 {
+        within("publish", news.publish("n", format!("{n}")))
+            .await
+            .expect("acknowledged");
+        sleep(Duration::from_millis(200)).await;
+    }
+    let (payloads, _) = messages(&mut events, 30).await;
+    assert_eq!(payloads.len(), 30);
+    let stats = client.stats();
+    assert!(
+        stats.renewals.load(Ordering::Relaxed) >= 2,
+        "6 s with 4 s tokens"
+    );
+    assert_eq!(stats.connects.load(Ordering::Relaxed), 1, "no reconnect");
+    server.shutdown().await;
+}
+
+async fn a_cut_connection_resumes_without_loss_or_duplicate(spawner: Spawner) {
+    let server = server(&spawner).await;
+    // The proxy (tokio) cuts every connection 300–600 ms after it opened.
+    let tokio = support::tokio_runtime();
+    let mut proxy = ProxyConfig::new(server.local_addr());
+    proxy.cut_after = Some((Duration::from_millis(300), Duration::from_millis(600)));
+    let proxy = tokio.block_on(Proxy::start(proxy)).expect("proxy");
+    let mut subscriber_options = api_key(&spawner);
+    // Connections live under a second here: keep the backoff short so the test is quick.
+    subscriber_options.config.backoff_cap = Duration::from_millis(500);
+    let subscriber = Client::connect(&url(proxy.local_addr()), subscriber_options).expect("url");
+    let publisher = Client::connect(&url(server.local_addr()), api_key(&spawner)).expect("url");
+    let mut events = within(
+        "subscribe",
+        subscriber.channel("feed").expect("name").subscribe(),
+    )
+    .await
+    .expect("attached");
+    let feed = publisher.channel("feed").expect("name");
+    let mut audit = DeliveryAudit::new();
+    for sequence in 0..100 {
+        within(
+            "publish",
+            feed.publish("n", DeliveryAudit::label(0, sequence)),
+        )
+        .await
+        .expect("acknowledged");
+        audit.acked(0, sequence);
+        sleep(Duration::from_millis(20)).await;
+    }
+    let (payloads, others) = messages(&mut events, 100).await;
+    audit.subscriber(
+        payloads
+            .iter()
+            .filter_map(|p| DeliveryAudit::parse_label(p.as_bytes()))
+            .collect(),
+    );
+    let report = audit.report();
+    assert_eq!(
+        (report.lost, report.duplicated, report.reordered),
+        (0, 0, 0)
+    );
+    assert!(
+        !others
+            .iter()
+            .any(|e| matches!(e, ChannelEvent::Discontinuity { .. })),
+        "{others:?}"
+    );
+    // Nothing more than the 100 arrives.
+    let extra = futures_lite::future::or(events.next(), async {
+        sleep(Duration::from_millis(300)).await;
+        None
+    })
+    .await;
+    assert!(
+        !matches!(extra, Some(ChannelEvent::Message(_))),
+        "{extra:?}"
+    );
+    let stats = subscriber.stats();
+    assert!(proxy.stats().cuts.load(Ordering::Relaxed) >= 2);
+    assert!(stats.resumes.load(Ordering::Relaxed) >= 2);
+    assert_eq!(stats.resume_failures.load(Ordering::Relaxed), 0);
+    proxy.stop();
+    tokio.shutdown_background();
+    server.shutdown().await;
+}
