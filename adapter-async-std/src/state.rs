@@ -56,11 +56,13 @@ impl StateWatch {
         let seen = self.lock().2;
         loop {
             let listener = self.0.changed.listen();
-            let current = self.lock();
-            if current.2 != seen {
-                return current.0;
+            let (state, version) = {
+                let current = self.lock();
+                (current.0, current.2)
+            };
+            if version != seen {
+                return state;
             }
-            drop(current);
             listener.await;
         }
     }
