@@ -18,7 +18,9 @@ pub const LIMIT: Duration = Duration::from_secs(20);
 /// The executor a test runs on.
 #[derive(Clone, Copy, Debug)]
 pub enum Runtime {
+    /// async-std's `block_on` and executor.
     AsyncStd,
+    /// smol's `block_on` and executor.
     Smol,
 }
 
@@ -66,6 +68,7 @@ pub async fn sleep(duration: Duration) {
     async_io::Timer::after(duration).await;
 }
 
+/// A key allowed everything.
 pub fn key() -> ApiKey {
     ApiKey {
         name: "app".into(),
@@ -74,6 +77,7 @@ pub fn key() -> ApiKey {
     }
 }
 
+/// A key allowed only `public:*`.
 pub fn limited_key() -> ApiKey {
     ApiKey {
         name: "limited".into(),
@@ -99,6 +103,7 @@ pub async fn server(spawner: &Spawner) -> Server {
     Server::bind("127.0.0.1:0", config).await.expect("binds")
 }
 
+/// The `ws://` URL of `address`.
 pub fn url(address: SocketAddr) -> String {
     format!("ws://{address}/")
 }
