@@ -5,6 +5,7 @@
 //! [`tether_core::embed::Dispatcher`]'s.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -199,11 +200,21 @@ impl Client {
         &self,
         command: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, Error> {
+        self.ask_later(command).await
+    }
+
+    /// Sends the command made with a fresh reply now; the returned future waits for the
+    /// reply (and fails with `Closed` if the client is gone).
+    fn ask_later<T: Send + 'static>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> impl Future<Output = Result<T, Error>> + Send + 'static {
         let (reply, answer) = oneshot::channel();
-        self.commands
-            .try_send(command(reply))
-            .map_err(|_| Error::Closed)?;
-        answer.await.map_err(|_| Error::Closed)
+        let queued = self.commands.try_send(command(reply));
+        async move {
+            queued.map_err(|_| Error::Closed)?;
+            answer.await.map_err(|_| Error::Closed)
+        }
     }
 }
 
@@ -240,21 +251,30 @@ impl Channel {
 
     /// Publishes one message; resolves `Ok` when the server acknowledged it, `Err` with the
     /// code when it was refused or could not be delivered (Suspended, Closed, Failed).
-    pub async fn publish(&self, name: &str, data: impl Into<Bytes>) -> Result<(), Error> {
+    ///
+    /// The publish is queued when this is called, not when the future is first polled, so
+    /// publishes keep the order of the calls even when their futures are awaited
+    /// concurrently or out of order.
+    pub fn publish(
+        &self,
+        name: &str,
+        data: impl Into<Bytes>,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
         self.publish_all(vec![NewMessage::new(name, data.into())])
-            .await
     }
 
-    /// Publishes several messages as one publish.
-    pub async fn publish_all(&self, messages: Vec<NewMessage>) -> Result<(), Error> {
+    /// Publishes several messages as one publish (queued at once, like [`publish`](Self::publish)).
+    pub fn publish_all(
+        &self,
+        messages: Vec<NewMessage>,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
         let channel = self.name.clone();
-        self.client
-            .ask(|reply| Command::Publish {
-                channel,
-                messages,
-                reply,
-            })
-            .await?
+        let answer = self.client.ask_later(|reply| Command::Publish {
+            channel,
+            messages,
+            reply,
+        });
+        async move { answer.await? }
     }
 
     /// A page of the channel's retained history; follow `next` for more.

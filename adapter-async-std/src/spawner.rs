@@ -27,7 +27,8 @@ impl Spawner {
         })
     }
 
-    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+    /// Runs `task` in the background.
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         (self.0)(Box::pin(task));
     }
 }

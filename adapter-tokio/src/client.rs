@@ -5,6 +5,7 @@
 //! [`tether_core::client::Client`].
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -232,20 +233,33 @@ impl Channel {
 
     /// Publishes one message; resolves `Ok` when the server acknowledged it, `Err` with the
     /// code when it was refused or could not be delivered (Suspended, Closed, Failed).
-    pub async fn publish(&self, name: &str, data: impl Into<Bytes>) -> Result<(), Error> {
+    ///
+    /// The publish is queued when this is called, not when the future is first polled, so
+    /// publishes keep the order of the calls even when their futures are awaited
+    /// concurrently or out of order.
+    pub fn publish(
+        &self,
+        name: &str,
+        data: impl Into<Bytes>,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
         self.publish_all(vec![NewMessage::new(name, data.into())])
-            .await
     }
 
-    /// Publishes several messages as one publish.
-    pub async fn publish_all(&self, messages: Vec<NewMessage>) -> Result<(), Error> {
+    /// Publishes several messages as one publish (queued at once, like [`publish`](Self::publish)).
+    pub fn publish_all(
+        &self,
+        messages: Vec<NewMessage>,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
         let (reply, answer) = oneshot::channel();
-        self.client.send(Command::Publish {
+        let queued = self.client.send(Command::Publish {
             channel: self.name.clone(),
             messages,
             reply,
-        })?;
-        answer.await.map_err(|_| Error::Closed)?
+        });
+        async move {
+            queued?;
+            answer.await.map_err(|_| Error::Closed)?
+        }
     }
 
     /// A page of the channel's retained history; follow `next` for more.

@@ -192,13 +192,9 @@ pub async fn run(options: DemoOptions) -> std::io::Result<DemoReport> {
         publishers.push(tokio::spawn(async move {
             let mut pending = Vec::with_capacity(messages);
             for sequence in 0..messages {
-                let channel = channel.clone();
-                // Publishes are issued in order; each resolves on its own ACK.
-                pending.push(tokio::spawn(async move {
-                    channel
-                        .publish("n", DeliveryAudit::label(index, sequence))
-                        .await
-                }));
+                // Publishes are queued in order at the call; each resolves on its own ACK.
+                let publish = channel.publish("n", DeliveryAudit::label(index, sequence));
+                pending.push(tokio::spawn(publish));
                 tokio::time::sleep(interval).await;
             }
             let mut outcomes = Vec::with_capacity(messages);

@@ -112,6 +112,14 @@ impl Proxy {
         &self.stats
     }
 
+    /// Stops the periodic cuts of `cut_every`, and keeps forwarding: clients can reconnect
+    /// (the faults of `cut_after`, stalls and delays stay, as they belong to each connection).
+    pub fn stop_cutting(&self) {
+        if let Some(chaos) = &self.chaos {
+            chaos.abort();
+        }
+    }
+
     /// Stops accepting and injecting faults (connections in progress carry on).
     pub fn stop(&self) {
         self.task.abort();
