@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::Message;
@@ -20,63 +20,34 @@ use futures_channel::oneshot;
 use futures_lite::{FutureExt, Stream, StreamExt};
 use futures_util::SinkExt;
 use tether_core::client::{
-    Client as Core, ClientConfig, ConnectionState, HistoryPage, NewMessage, Output, TransportId,
+    Client as Core, ConnectionState, HistoryPage, NewMessage, Output, TransportId,
 };
 use tether_core::embed::{
-    ChannelEvent, ConnectionStats, Credentials, Dispatcher, Error, Notice, Plumbing, TokenProvider,
+    self, ChannelEvent, ConnectionStats, Dispatcher, Error, Notice, Origin, Plumbing,
 };
 use tether_core::wire::{ChannelName, HistoryQuery};
-use tether_core::{ErrorCode, ErrorInfo, Seed};
+use tether_core::{ErrorCode, ErrorInfo};
 
-use crate::clock::{Origin, fresh_seed};
+use crate::clock::{fresh_seed, now, sleep_until};
 use crate::server::websocket_config;
 use crate::spawner::Spawner;
 use crate::state::StateWatch;
 
-/// Options of a [`Client`]: credentials, the core's configuration (protocol defaults), and
-/// the executor for its tasks.
-#[derive(Clone, Debug)]
-pub struct ClientOptions {
-    /// How to authenticate.
-    pub credentials: Credentials,
-    /// The core's configuration; its `auth` is set from `credentials`.
-    pub config: ClientConfig,
-    /// A fixed seed (tests); `None` draws one from the operating system.
-    pub seed: Option<Seed>,
+/// Options of a [`Client`]: credentials, the core's configuration (protocol defaults), a
+/// seed, and [`ClientTransport`].
+pub type ClientOptions = embed::ClientOptions<ClientTransport>;
+
+/// This adapter's own client options.
+#[derive(Clone, Debug, Default)]
+pub struct ClientTransport {
     /// TLS for `wss://` URLs; `None` trusts the bundled web PKI roots.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Where the client's tasks run (async-std's executor unless set).
     pub spawner: Spawner,
 }
 
-impl ClientOptions {
-    /// Options for `credentials` with the protocol defaults.
-    pub fn new(credentials: Credentials) -> ClientOptions {
-        ClientOptions {
-            config: ClientConfig::new(credentials.auth()),
-            credentials,
-            seed: None,
-            tls: None,
-            spawner: Spawner::default(),
-        }
-    }
-
-    /// Options for an API key.
-    pub fn api_key(name: impl Into<String>, secret: impl Into<String>) -> ClientOptions {
-        ClientOptions::new(Credentials::ApiKey {
-            name: name.into(),
-            secret: secret.into(),
-        })
-    }
-
-    /// Options for tokens from `provider`.
-    pub fn token_provider(provider: impl TokenProvider) -> ClientOptions {
-        ClientOptions::new(Credentials::Provider(Arc::new(provider)))
-    }
-}
-
 /// The runtime-neutral channels behind the [`Dispatcher`].
-enum Neutral {}
+pub(crate) enum Neutral {}
 
 impl Plumbing for Neutral {
     type Reply<T: Send + 'static> = oneshot::Sender<T>;
@@ -122,14 +93,14 @@ impl Client {
             core,
             target: Arc::new(target),
             max_frame: options.config.limits.max_frame_size,
-            tls: options.tls.clone(),
-            spawner: options.spawner.clone(),
-            origin: Origin::now(),
+            tls: options.transport.tls.clone(),
+            spawner: options.transport.spawner.clone(),
+            origin: Origin::new(Instant::now()),
             transports: HashMap::new(),
             internal: async_channel::unbounded(),
             dispatcher: Dispatcher::new(options.credentials),
         };
-        options.spawner.spawn(driver.run(receiver));
+        options.transport.spawner.spawn(driver.run(receiver));
         Ok(Client {
             commands,
             state,
@@ -372,7 +343,7 @@ enum Wake {
 
 impl Driver {
     async fn run(mut self, commands: async_channel::Receiver<Command>) {
-        self.core.connect(self.origin.time());
+        self.core.connect(now(&self.origin));
         loop {
             self.drain();
             if self.dispatcher.closed(&self.core) {
@@ -390,11 +361,11 @@ impl Driver {
                     }
                 })
                 .or(async {
-                    self.origin.sleep_until(deadline).await;
+                    sleep_until(&self.origin, deadline).await;
                     Wake::Deadline
                 })
                 .await;
-            let now = self.origin.time();
+            let now = now(&self.origin);
             match wake {
                 Wake::Command(Some(command)) => {
                     self.dispatcher.command(&mut self.core, now, command);
@@ -414,7 +385,7 @@ impl Driver {
     }
 
     fn internal(&mut self, event: Internal) {
-        let now = self.origin.time();
+        let now = now(&self.origin);
         match event {
             Internal::Opened(id) => {
                 if self.transports.contains_key(&id) {
@@ -448,7 +419,7 @@ impl Driver {
                     self.transports.remove(&transport);
                 }
                 Output::Event(event) => {
-                    let now = self.origin.time();
+                    let now = now(&self.origin);
                     let notice = self
                         .dispatcher
                         .event(&mut self.core, now, &self.stats, event);

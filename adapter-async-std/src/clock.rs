@@ -1,38 +1,24 @@
-//! Readings of the real clocks, handed to the core as inputs; sleeping on async-io's timer.
+//! The real clocks: the core's time is read off `Instant::now()` through an
+//! [`Origin`](tether_core::embed::Origin); sleeping is on async-io's timer.
 
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
-use tether_core::embed;
-use tether_core::{Seed, Time, Timestamp};
+use tether_core::embed::Origin;
+use tether_core::{Seed, Time};
 
-/// The monotonic origin of one state machine: `Time` counts milliseconds from it.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Origin(embed::Origin);
-
-impl Origin {
-    pub(crate) fn now() -> Origin {
-        Origin(embed::Origin::new(Instant::now()))
-    }
-
-    /// The current monotonic time.
-    pub(crate) fn time(&self) -> Time {
-        self.0.time_at(Instant::now())
-    }
-
-    /// Both clocks, for the hub.
-    pub(crate) fn stamp(&self) -> Timestamp {
-        self.0.stamp_at(Instant::now(), SystemTime::now())
-    }
-
-    /// Sleeps until `deadline`, or forever when there is none.
-    pub(crate) async fn sleep_until(&self, deadline: Option<Time>) {
-        match deadline {
-            Some(deadline) => {
-                async_io::Timer::at(self.0.instant(deadline)).await;
-            }
-            None => std::future::pending().await,
+/// Sleeps until the core's `deadline` (counted from `origin`), or forever when there is none.
+pub(crate) async fn sleep_until(origin: &Origin, deadline: Option<Time>) {
+    match deadline {
+        Some(deadline) => {
+            async_io::Timer::at(origin.instant(deadline)).await;
         }
+        None => std::future::pending().await,
     }
+}
+
+/// The current time of the state machine counted from `origin`.
+pub(crate) fn now(origin: &Origin) -> Time {
+    origin.time_at(Instant::now())
 }
 
 /// A fresh seed from the operating system's random source.

@@ -15,7 +15,7 @@
 //! # fn main() -> Result<(), tether_async_std::Error> {
 //! smol::block_on(async {
 //!     let mut options = ClientOptions::api_key("app", "secret");
-//!     options.spawner = Spawner::new(|task| smol::spawn(task).detach());
+//!     options.transport.spawner = Spawner::new(|task| smol::spawn(task).detach());
 //!     let client = Client::connect("ws://127.0.0.1:7400/", options)?;
 //!     let news = client.channel("news")?;
 //!     let mut messages = news.subscribe().await?;
@@ -39,11 +39,16 @@ mod server;
 mod spawner;
 mod state;
 
-pub use client::{Channel, Client, ClientOptions, Subscription};
-pub use server::{Server, ServerConfig, tls_from_pem};
+pub use client::{Channel, Client, ClientOptions, ClientTransport, Subscription};
+pub use server::{Server, ServerConfig, ServerTransport, tls_from_pem};
 pub use spawner::Spawner;
 pub use state::StateWatch;
 pub use tether_core;
 pub use tether_core::embed::{
     ChannelEvent, ConnectionStats, Credentials, Error, TokenFuture, TokenProvider,
 };
+
+/// The README's Rust examples (both adapters, the codec) compile and run as doctests here.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeExamples;

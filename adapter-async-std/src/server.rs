@@ -6,6 +6,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -14,36 +15,25 @@ use bytes::Bytes;
 use futures_channel::oneshot;
 use futures_lite::{FutureExt, StreamExt};
 use futures_util::SinkExt;
-use tether_core::Seed;
-use tether_core::embed::{Connections, Outbound, TransportLimits, Writer, close_code};
-use tether_core::server::{ConnectionId, Hub, HubConfig, HubEvent, Severity};
+use tether_core::embed::{
+    self, Connections, Flow, Origin, Outbound, ServerInput, TransportLimits, Writer, close_code,
+};
+use tether_core::server::{Hub, HubEvent, Severity};
 
-use crate::clock::{Origin, fresh_seed};
+use crate::client::Neutral;
+use crate::clock::{fresh_seed, sleep_until};
 use crate::spawner::Spawner;
 
-/// How to run a [`Server`].
-#[derive(Clone, Debug)]
-pub struct ServerConfig {
-    /// The hub's configuration: keys, token rules, limits.
-    pub hub: HubConfig,
-    /// A fixed seed (tests); `None` draws one from the operating system.
-    pub seed: Option<Seed>,
+/// How to run a [`Server`]: the hub's configuration, a seed, and [`ServerTransport`].
+pub type ServerConfig = embed::ServerOptions<ServerTransport>;
+
+/// This adapter's own server options.
+#[derive(Clone, Debug, Default)]
+pub struct ServerTransport {
     /// TLS for `wss://` (see [`tls_from_pem`]); `None` serves plain `ws://`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Where the server's tasks run (async-std's executor unless set).
     pub spawner: Spawner,
-}
-
-impl ServerConfig {
-    /// A configuration around a hub configuration.
-    pub fn new(hub: HubConfig) -> ServerConfig {
-        ServerConfig {
-            hub,
-            seed: None,
-            tls: None,
-            spawner: Spawner::default(),
-        }
-    }
 }
 
 /// A TLS configuration from a PEM certificate chain and a PEM private key.
@@ -78,16 +68,7 @@ pub(crate) fn websocket_config(max_frame_size: usize) -> WebSocketConfig {
         .max_write_buffer_size(limits.max_write_buffer)
 }
 
-enum Input {
-    Accept {
-        writer: async_channel::Sender<Outbound>,
-        reply: oneshot::Sender<ConnectionId>,
-    },
-    Bytes(ConnectionId, Bytes),
-    Written(ConnectionId, usize),
-    Closed(ConnectionId),
-    Shutdown(oneshot::Sender<()>),
-}
+type Input = ServerInput<Neutral, Queue>;
 
 /// The queue of one connection's writer.
 struct Queue(async_channel::Sender<Outbound>);
@@ -128,15 +109,16 @@ impl Server {
         let (inputs, receiver) = async_channel::bounded(1024);
         let (stop_accepting, stopped) = async_channel::bounded(1);
         config
+            .transport
             .spawner
             .spawn(drive_hub(Hub::new(config.hub, seed), receiver));
         let accepting = Accepting {
             inputs: inputs.clone(),
             max_frame,
-            tls: config.tls.map(futures_rustls::TlsAcceptor::from),
-            spawner: config.spawner.clone(),
+            tls: config.transport.tls.map(futures_rustls::TlsAcceptor::from),
+            spawner: config.transport.spawner.clone(),
         };
-        config.spawner.spawn(async move {
+        config.transport.spawner.spawn(async move {
             accepting
                 .run(listener)
                 .or(async {
@@ -228,7 +210,14 @@ async fn serve_connection<S>(
     let (mut sink, mut source) = futures_util::StreamExt::split(ws);
     let (writer, outbound) = async_channel::unbounded();
     let (reply, id) = oneshot::channel();
-    if inputs.send(Input::Accept { writer, reply }).await.is_err() {
+    if inputs
+        .send(Input::Accept {
+            writer: Queue(writer),
+            reply,
+        })
+        .await
+        .is_err()
+    {
         return;
     }
     let Ok(connection) = id.await else {
@@ -280,35 +269,26 @@ async fn serve_connection<S>(
 }
 
 async fn drive_hub(mut hub: Hub, inputs: async_channel::Receiver<Input>) {
-    let origin = Origin::now();
+    let origin = Origin::new(Instant::now());
     let mut connections = Connections::new();
     loop {
         let deadline = hub.poll_timeout();
-        let input = async { inputs.recv().await.ok() }
+        let input = async { Some(inputs.recv().await) }
             .or(async {
-                origin.sleep_until(deadline).await;
+                sleep_until(&origin, deadline).await;
                 None
             })
             .await;
-        let now = origin.stamp();
+        let now = origin.stamp_at(Instant::now(), SystemTime::now());
         match input {
-            None if inputs.is_closed() => break,
-            None => hub.handle_timeout(now),
-            Some(Input::Accept { writer, reply }) => {
-                let id = connections.accept(&mut hub, now, Queue(writer));
-                let _ = reply.send(id);
+            Some(Ok(input)) => {
+                if connections.input(&mut hub, now, input, log_event) == Flow::Stop {
+                    break;
+                }
             }
-            Some(Input::Bytes(id, bytes)) => hub.handle_bytes(now, id, bytes),
-            Some(Input::Written(id, len)) => hub.handle_written(now, id, len),
-            Some(Input::Closed(id)) => connections.closed(&mut hub, now, id),
-            Some(Input::Shutdown(reply)) => {
-                // Close frames are queued, then the writers dropped so their tasks finish.
-                connections.shutdown(&mut hub, now, log_event);
-                let _ = reply.send(());
-                break;
-            }
+            Some(Err(_)) => break,
+            None => connections.timeout(&mut hub, now, log_event),
         }
-        connections.drain(&mut hub, log_event);
     }
 }
 

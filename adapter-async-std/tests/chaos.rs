@@ -32,7 +32,7 @@ async fn chaos_20000_messages_through_a_cutting_proxy_keep_every_guarantee(spawn
     let proxy = tokio.block_on(Proxy::start(proxy)).expect("proxy");
     let address = url(proxy.local_addr());
     let mut options = ClientOptions::api_key("app", "app-secret");
-    options.spawner = spawner.clone();
+    options.transport.spawner = spawner.clone();
     // Connections live seconds at most here; keep the backoff short so the run ends.
     options.config.stable_after = Duration::from_secs(1);
     options.config.backoff_cap = Duration::from_secs(2);

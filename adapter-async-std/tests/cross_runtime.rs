@@ -27,7 +27,7 @@ async fn this_client_against_the_tokio_server(spawner: Spawner) {
         .expect("binds");
     let address = url(server.local_addr());
     let mut options = tether_async_std::ClientOptions::api_key("app", "app-secret");
-    options.spawner = spawner.clone();
+    options.transport.spawner = spawner.clone();
     let subscriber = tether_async_std::Client::connect(&address, options.clone()).expect("url");
     let publisher = tether_async_std::Client::connect(&address, options).expect("url");
     let mut events = within(
@@ -52,7 +52,7 @@ async fn this_client_against_the_tokio_server(spawner: Spawner) {
     }
     assert_eq!(received, expected(20));
     let mut limited = tether_async_std::ClientOptions::api_key("limited", "limited-secret");
-    limited.spawner = spawner;
+    limited.transport.spawner = spawner;
     let limited = tether_async_std::Client::connect(&address, limited).expect("url");
     let refused = within(
         "publish",
@@ -83,7 +83,7 @@ async fn the_tokio_client_against_this_server_on_smol() {
 
 async fn tokio_client_against(spawner: Spawner) {
     let mut config = tether_async_std::ServerConfig::new(hub_config());
-    config.spawner = spawner;
+    config.transport.spawner = spawner;
     // Binding is runtime-neutral (async-io), so it can be awaited from tokio.
     let server = tether_async_std::Server::bind("127.0.0.1:0", config)
         .await

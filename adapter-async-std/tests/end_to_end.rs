@@ -21,7 +21,7 @@ on_both_runtimes!(
 );
 
 fn options(spawner: &Spawner, mut options: ClientOptions) -> ClientOptions {
-    options.spawner = spawner.clone();
+    options.transport.spawner = spawner.clone();
     options
 }
 

@@ -15,14 +15,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, Stream, StreamExt};
 use tether_core::client::{
-    Client as Core, ClientConfig, ConnectionState, Event, HistoryPage, NewMessage, Output,
-    TransportId,
+    Client as Core, ConnectionState, Event, HistoryPage, NewMessage, Output, TransportId,
 };
 use tether_core::embed::{
-    ChannelEvent, ConnectionStats, Credentials, Dispatcher, Error, Notice, Plumbing, TokenProvider,
+    self, ChannelEvent, ConnectionStats, Dispatcher, Error, Notice, Plumbing,
 };
 use tether_core::wire::{ChannelName, HistoryQuery};
-use tether_core::{ErrorCode, ErrorInfo, Seed};
+use tether_core::{ErrorCode, ErrorInfo};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
@@ -30,46 +29,19 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::clock::{Origin, fresh_seed};
 use crate::server::websocket_config;
 
-/// Options of a [`Client`]: credentials and the core's configuration (protocol defaults).
-#[derive(Clone, Debug)]
-pub struct ClientOptions {
-    /// How to authenticate.
-    pub credentials: Credentials,
-    /// The core's configuration; its `auth` is set from `credentials`.
-    pub config: ClientConfig,
-    /// A fixed seed (tests); `None` draws one from the operating system.
-    pub seed: Option<Seed>,
+/// Options of a [`Client`]: credentials, the core's configuration (protocol defaults), a
+/// seed, and [`ClientTransport`].
+pub type ClientOptions = embed::ClientOptions<ClientTransport>;
+
+/// The tokio client's own options.
+#[derive(Clone, Debug, Default)]
+pub struct ClientTransport {
     /// TLS for `wss://` URLs; `None` trusts the bundled web PKI roots.
     pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
-impl ClientOptions {
-    /// Options for `credentials` with the protocol defaults.
-    pub fn new(credentials: Credentials) -> ClientOptions {
-        ClientOptions {
-            config: ClientConfig::new(credentials.auth()),
-            credentials,
-            seed: None,
-            tls: None,
-        }
-    }
-
-    /// Options for an API key.
-    pub fn api_key(name: impl Into<String>, secret: impl Into<String>) -> ClientOptions {
-        ClientOptions::new(Credentials::ApiKey {
-            name: name.into(),
-            secret: secret.into(),
-        })
-    }
-
-    /// Options for tokens from `provider`.
-    pub fn token_provider(provider: impl TokenProvider) -> ClientOptions {
-        ClientOptions::new(Credentials::Provider(Arc::new(provider)))
-    }
-}
-
 /// The tokio channels behind the [`Dispatcher`].
-enum Tokio {}
+pub(crate) enum Tokio {}
 
 impl Plumbing for Tokio {
     type Reply<T: Send + 'static> = oneshot::Sender<T>;
@@ -119,7 +91,7 @@ impl Client {
             core,
             url: url.to_owned(),
             max_frame: options.config.limits.max_frame_size,
-            tls: options.tls.clone(),
+            tls: options.transport.tls.clone(),
             origin: Origin::now(),
             commands: commands.downgrade(),
             state: state_tx,

@@ -32,8 +32,8 @@ pub mod demo;
 pub mod proxy;
 mod server;
 
-pub use client::{Channel, Client, ClientOptions, Subscription};
-pub use server::{Server, ServerConfig, tls_from_pem};
+pub use client::{Channel, Client, ClientOptions, ClientTransport, Subscription};
+pub use server::{Server, ServerConfig, ServerTransport, tls_from_pem};
 pub use tether_core;
 pub use tether_core::embed::{
     ChannelEvent, ConnectionStats, Credentials, Error, TokenFuture, TokenProvider,

@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tether_core::Seed;
-use tether_core::embed::{Connections, Outbound, TransportLimits, Writer, close_code};
-use tether_core::server::{ConnectionId, Hub, HubConfig, HubEvent, Severity};
+use tether_core::embed::{
+    self, Connections, Flow, Outbound, ServerInput, TransportLimits, Writer, close_code,
+};
+use tether_core::server::{Hub, HubEvent, Severity};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -18,28 +19,17 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 
+use crate::client::Tokio;
 use crate::clock::{Origin, fresh_seed};
 
-/// How to run a [`Server`].
-#[derive(Clone, Debug)]
-pub struct ServerConfig {
-    /// The hub's configuration: keys, token rules, limits.
-    pub hub: HubConfig,
-    /// A fixed seed (tests); `None` draws one from the operating system.
-    pub seed: Option<Seed>,
+/// How to run a [`Server`]: the hub's configuration, a seed, and [`ServerTransport`].
+pub type ServerConfig = embed::ServerOptions<ServerTransport>;
+
+/// The tokio server's own options.
+#[derive(Clone, Debug, Default)]
+pub struct ServerTransport {
     /// TLS for `wss://` (see [`tls_from_pem`]); `None` serves plain `ws://`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
-}
-
-impl ServerConfig {
-    /// A configuration around a hub configuration.
-    pub fn new(hub: HubConfig) -> ServerConfig {
-        ServerConfig {
-            hub,
-            seed: None,
-            tls: None,
-        }
-    }
 }
 
 /// A TLS configuration from a PEM certificate chain and a PEM private key.
@@ -74,16 +64,7 @@ pub(crate) fn websocket_config(max_frame_size: usize) -> WebSocketConfig {
         .max_write_buffer_size(limits.max_write_buffer)
 }
 
-enum Input {
-    Accept {
-        writer: mpsc::UnboundedSender<Outbound>,
-        reply: oneshot::Sender<ConnectionId>,
-    },
-    Bytes(ConnectionId, Bytes),
-    Written(ConnectionId, usize),
-    Closed(ConnectionId),
-    Shutdown(oneshot::Sender<()>),
-}
+type Input = ServerInput<Tokio, Queue>;
 
 /// The queue of one connection's writer task.
 struct Queue(mpsc::UnboundedSender<Outbound>);
@@ -123,8 +104,12 @@ impl Server {
         let max_frame = config.hub.limits.max_frame_size;
         let (inputs, receiver) = mpsc::channel(1024);
         let hub_task = tokio::spawn(drive_hub(Hub::new(config.hub, seed), receiver));
-        let accept_task =
-            tokio::spawn(accept_loop(listener, inputs.clone(), max_frame, config.tls));
+        let accept_task = tokio::spawn(accept_loop(
+            listener,
+            inputs.clone(),
+            max_frame,
+            config.transport.tls,
+        ));
         tracing::info!(%local_addr, "tether server listening");
         Ok(Server {
             local_addr,
@@ -210,7 +195,14 @@ async fn serve_connection<S>(
     let (mut sink, mut source) = ws.split();
     let (writer, mut outbound) = mpsc::unbounded_channel();
     let (reply, id) = oneshot::channel();
-    if inputs.send(Input::Accept { writer, reply }).await.is_err() {
+    if inputs
+        .send(Input::Accept {
+            writer: Queue(writer),
+            reply,
+        })
+        .await
+        .is_err()
+    {
         return;
     }
     let Ok(connection) = id.await else {
@@ -284,32 +276,15 @@ async fn drive_hub(mut hub: Hub, mut inputs: mpsc::Receiver<Input>) {
     let mut connections = Connections::new();
     loop {
         let deadline = hub.poll_timeout().map(|d| origin.instant(d));
-        let input = tokio::select! {
-            input = inputs.recv() => input,
-            () = sleep_until(deadline) => {
-                hub.handle_timeout(origin.stamp());
-                connections.drain(&mut hub, log_event);
-                continue;
+        tokio::select! {
+            input = inputs.recv() => {
+                let Some(input) = input else { break };
+                if connections.input(&mut hub, origin.stamp(), input, log_event) == Flow::Stop {
+                    break;
+                }
             }
-        };
-        let Some(input) = input else { break };
-        let now = origin.stamp();
-        match input {
-            Input::Accept { writer, reply } => {
-                let id = connections.accept(&mut hub, now, Queue(writer));
-                let _ = reply.send(id);
-            }
-            Input::Bytes(id, bytes) => hub.handle_bytes(now, id, bytes),
-            Input::Written(id, len) => hub.handle_written(now, id, len),
-            Input::Closed(id) => connections.closed(&mut hub, now, id),
-            Input::Shutdown(reply) => {
-                // Close frames are queued, then the writers dropped so their tasks finish.
-                connections.shutdown(&mut hub, now, log_event);
-                let _ = reply.send(());
-                break;
-            }
+            () = sleep_until(deadline) => connections.timeout(&mut hub, origin.stamp(), log_event),
         }
-        connections.drain(&mut hub, log_event);
     }
 }
 

@@ -449,7 +449,7 @@ async fn wss_works_with_a_certificate_made_at_test_time() {
         keys: vec![key()],
         ..HubConfig::default()
     });
-    config.tls = Some(
+    config.transport.tls = Some(
         tether_tokio::tls_from_pem(cert_pem.as_bytes(), key_pem.as_bytes()).expect("tls config"),
     );
     let server = Server::bind("127.0.0.1:0", config).await.expect("binds");
@@ -463,7 +463,7 @@ async fn wss_works_with_a_certificate_made_at_test_time() {
     .with_root_certificates(roots)
     .with_no_client_auth();
     let mut options = ClientOptions::api_key("app", "app-secret");
-    options.tls = Some(std::sync::Arc::new(tls));
+    options.transport.tls = Some(std::sync::Arc::new(tls));
     let address = format!("wss://localhost:{}/", server.local_addr().port());
     let client = Client::connect(&address, options).expect("url");
     let mut events = timeout(LIMIT, client.channel("secure").expect("name").subscribe())

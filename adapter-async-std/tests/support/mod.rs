@@ -99,7 +99,7 @@ pub fn hub_config() -> HubConfig {
 /// A server of this adapter on loopback.
 pub async fn server(spawner: &Spawner) -> Server {
     let mut config = ServerConfig::new(hub_config());
-    config.spawner = spawner.clone();
+    config.transport.spawner = spawner.clone();
     Server::bind("127.0.0.1:0", config).await.expect("binds")
 }
 

@@ -174,10 +174,14 @@ async fn run(command: Command) -> Result<bool, String> {
             if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
                 let cert = std::fs::read(cert).map_err(|e| format!("certificate: {e}"))?;
                 let key = std::fs::read(key).map_err(|e| format!("private key: {e}"))?;
-                config.tls =
+                config.transport.tls =
                     Some(tether_tokio::tls_from_pem(&cert, &key).map_err(|e| e.to_string())?);
             }
-            let scheme = if config.tls.is_some() { "wss" } else { "ws" };
+            let scheme = if config.transport.tls.is_some() {
+                "wss"
+            } else {
+                "ws"
+            };
             let server = Server::bind(listen.as_str(), config)
                 .await
                 .map_err(|e| e.to_string())?;

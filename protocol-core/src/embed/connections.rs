@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use crate::ErrorInfo;
+use crate::embed::Plumbing;
 use crate::server::{ConnectionId, Hub, HubEvent, HubOutput};
 use crate::time::Timestamp;
 
@@ -21,6 +22,35 @@ pub enum Outbound {
 pub trait Writer {
     /// Queues `outbound`; a writer that has gone away ignores it.
     fn send(&self, outbound: Outbound);
+}
+
+/// An input for the task that owns the hub, from the adapter's accept loop and connection
+/// tasks; `P` gives the reply type, `W` the writer type.
+pub enum ServerInput<P: Plumbing, W> {
+    /// A new connection whose frames go to `writer`; `reply` gets its id.
+    Accept {
+        /// The connection's writer.
+        writer: W,
+        /// Answered with the connection's id.
+        reply: P::Reply<ConnectionId>,
+    },
+    /// One transport message from the connection.
+    Bytes(ConnectionId, Bytes),
+    /// The writer wrote this many bytes of the connection's frames.
+    Written(ConnectionId, usize),
+    /// The connection's transport ended.
+    Closed(ConnectionId),
+    /// Shut the hub down; answered once every close is queued.
+    Shutdown(P::Reply<()>),
+}
+
+/// Whether the hub's task goes on after an input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep going.
+    Continue,
+    /// The hub shut down: stop.
+    Stop,
 }
 
 /// The writers of the hub's live connections.
@@ -47,6 +77,38 @@ impl<W: Writer> Connections<W> {
         let id = hub.accept(now);
         self.writers.insert(id, writer);
         id
+    }
+
+    /// Carries out one input, then hands the hub's outputs to the writers.
+    pub fn input<P: Plumbing>(
+        &mut self,
+        hub: &mut Hub,
+        now: Timestamp,
+        input: ServerInput<P, W>,
+        mut log: impl FnMut(HubEvent),
+    ) -> Flow {
+        match input {
+            ServerInput::Accept { writer, reply } => {
+                let id = self.accept(hub, now, writer);
+                P::reply(reply, id);
+            }
+            ServerInput::Bytes(id, bytes) => hub.handle_bytes(now, id, bytes),
+            ServerInput::Written(id, len) => hub.handle_written(now, id, len),
+            ServerInput::Closed(id) => self.closed(hub, now, id),
+            ServerInput::Shutdown(reply) => {
+                self.shutdown(hub, now, &mut log);
+                P::reply(reply, ());
+                return Flow::Stop;
+            }
+        }
+        self.drain(hub, log);
+        Flow::Continue
+    }
+
+    /// The hub's next deadline passed.
+    pub fn timeout(&mut self, hub: &mut Hub, now: Timestamp, log: impl FnMut(HubEvent)) {
+        hub.handle_timeout(now);
+        self.drain(hub, log);
     }
 
     /// The transport of `connection` ended.

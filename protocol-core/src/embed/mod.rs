@@ -19,12 +19,14 @@ mod audit;
 mod connections;
 mod credentials;
 mod dispatcher;
+mod options;
 mod origin;
 
 pub use audit::{AuditReport, DeliveryAudit};
-pub use connections::{Connections, Outbound, Writer};
+pub use connections::{Connections, Flow, Outbound, ServerInput, Writer};
 pub use credentials::{Credentials, TokenFuture, TokenProvider};
 pub use dispatcher::{ChannelEvent, Command, ConnectionStats, Dispatcher, Error, Notice, Plumbing};
+pub use options::{ClientOptions, ServerOptions};
 pub use origin::{Origin, unix_ms};
 
 /// WebSocket limits derived from the hub's or client's frame limit: one frame per message,
