@@ -323,8 +323,21 @@ impl Hub {
             return;
         };
         let budget = self.config.max_pending_bytes / 2;
+        // The common case — every subscription caught up — costs a scan and no allocation
+        // (this runs for every write the adapter reports).
         let channels: Vec<ChannelKey> = match self.sessions.get(&key) {
-            Some(session) => session.subscriptions.keys().copied().collect(),
+            Some(session) => {
+                let behind = |(channel_key, subscription): (&ChannelKey, &_)| {
+                    let subscription: &Subscription = subscription;
+                    self.channels
+                        .get(channel_key)
+                        .is_some_and(|channel| subscription.cursor < channel.last)
+                };
+                if !session.subscriptions.iter().any(behind) {
+                    return;
+                }
+                session.subscriptions.keys().copied().collect()
+            }
             None => return,
         };
         for channel_key in channels {
