@@ -7,7 +7,6 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use prost::Message as _;
 use tether_core::wire::{
     self, ChannelMessage, ChannelName, ClientFrame, ClientId, Limits, Message, MessageId, Position,
     ServerFrame,
