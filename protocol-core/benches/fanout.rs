@@ -5,7 +5,6 @@
 //!
 //! `cargo bench -p tether-core --bench fanout`
 
-#[allow(dead_code)]
 #[path = "../tests/support/hub.rs"]
 mod hub;
 

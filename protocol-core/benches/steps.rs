@@ -4,10 +4,8 @@
 //!
 //! `cargo bench -p tether-core --bench steps`
 
-#[allow(dead_code)]
 #[path = "../tests/support/hub.rs"]
 mod hub;
-#[allow(dead_code)]
 #[path = "../tests/support/scripted.rs"]
 mod scripted;
 
