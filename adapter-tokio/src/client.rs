@@ -427,8 +427,28 @@ impl Driver {
                 tokio::select! {
                     next = outgoing.recv() => match next {
                         Some(Some(bytes)) => {
-                            if sink.send(Message::Binary(bytes)).await.is_err() {
+                            // Everything queued goes out with one flush.
+                            let mut batch = Some(bytes);
+                            let mut give_up = false;
+                            let mut failed = false;
+                            while let Some(bytes) = batch.take() {
+                                if sink.feed(Message::Binary(bytes)).await.is_err() {
+                                    failed = true;
+                                    break;
+                                }
+                                match outgoing.try_recv() {
+                                    Ok(Some(bytes)) => batch = Some(bytes),
+                                    Ok(None) => give_up = true,
+                                    Err(_) => {}
+                                }
+                            }
+                            if failed || sink.flush().await.is_err() {
                                 break;
+                            }
+                            if give_up {
+                                let _ = sink.close().await;
+                                reader.abort();
+                                return;
                             }
                         }
                         // The core gave the transport up.

@@ -33,7 +33,7 @@ pub mod proxy;
 mod server;
 
 pub use client::{Channel, Client, ClientOptions, ClientTransport, Subscription};
-pub use server::{Server, ServerConfig, ServerTransport, tls_from_pem};
+pub use server::{Server, ServerConfig, ServerTransport, tls_from_pem, websocket_config};
 pub use tether_core;
 pub use tether_core::embed::{
     ChannelEvent, ConnectionStats, Credentials, Error, TokenFuture, TokenProvider,

@@ -52,9 +52,11 @@ pub fn tls_from_pem(
     Ok(Arc::new(config))
 }
 
-/// WebSocket limits derived from the hub's: one frame per message, no message larger than a
-/// frame, a small read buffer and a bounded write buffer.
-pub(crate) fn websocket_config(max_frame_size: usize) -> WebSocketConfig {
+/// The WebSocket settings this adapter uses for frames of at most `max_frame_size` bytes
+/// (see [`TransportLimits`]): one frame per message, no message larger than a frame, a small
+/// read buffer and a bounded write buffer. Public so benchmarks can give a raw WebSocket
+/// baseline the same settings.
+pub fn websocket_config(max_frame_size: usize) -> WebSocketConfig {
     let limits = TransportLimits::for_frame_size(max_frame_size);
     WebSocketConfig::default()
         .max_message_size(Some(limits.max_message))
@@ -65,6 +67,9 @@ pub(crate) fn websocket_config(max_frame_size: usize) -> WebSocketConfig {
 }
 
 type Input = ServerInput<Tokio, Queue>;
+
+/// The most frames a connection's writer sends before one flush and one report.
+const WRITE_BATCH: usize = 64;
 
 /// The queue of one connection's writer task.
 struct Queue(mpsc::UnboundedSender<Outbound>);
@@ -212,29 +217,44 @@ async fn serve_connection<S>(
     // Writer: frames from the hub, in order; each write is reported so the hub can pace.
     let write_inputs = inputs.clone();
     let writer_task = tokio::spawn(async move {
-        while let Some(outbound) = outbound.recv().await {
-            match outbound {
-                Outbound::Frame(bytes) => {
-                    let len = bytes.len();
-                    if sink.send(Message::Binary(bytes)).await.is_err() {
-                        break;
+        // Everything queued is written in one batch and flushed once (one syscall, not one
+        // per frame), then reported to the hub in one `Written` input.
+        let mut close = None;
+        'batches: while let Some(first) = outbound.recv().await {
+            let mut next = Some(first);
+            let mut written = 0;
+            let mut frames = 0;
+            while let Some(item) = next.take() {
+                match item {
+                    Outbound::Frame(bytes) => {
+                        written += bytes.len();
+                        if sink.feed(Message::Binary(bytes)).await.is_err() {
+                            break 'batches;
+                        }
                     }
-                    if write_inputs
-                        .send(Input::Written(connection, len))
+                    Outbound::Close(reason) => close = Some(reason),
+                }
+                frames += 1;
+                if close.is_none() && frames < WRITE_BATCH {
+                    next = outbound.try_recv().ok();
+                }
+            }
+            if sink.flush().await.is_err()
+                || (written > 0
+                    && write_inputs
+                        .send(Input::Written(connection, written))
                         .await
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-                Outbound::Close(reason) => {
-                    let frame = CloseFrame {
-                        code: CloseCode::from(close_code(&reason)),
-                        reason: reason.code.name().into(),
-                    };
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                    break;
-                }
+                        .is_err())
+            {
+                break;
+            }
+            if let Some(reason) = close.take() {
+                let frame = CloseFrame {
+                    code: CloseCode::from(close_code(&reason)),
+                    reason: reason.code.name().into(),
+                };
+                let _ = sink.send(Message::Close(Some(frame))).await;
+                break;
             }
         }
         let _ = sink.close().await;

@@ -354,9 +354,23 @@ impl<P: Plumbing> Dispatcher<P> {
         None
     }
 
+    /// Gives `event` to every subscriber of `channel` (the last one gets it without a copy)
+    /// and forgets those that went away.
     fn notify(&mut self, channel: &ChannelName, event: ChannelEvent) {
-        if let Some(sinks) = self.subscribers.get_mut(channel) {
-            sinks.retain(|sink| P::deliver(sink, event.clone()));
-        }
+        let Some(sinks) = self.subscribers.get_mut(channel) else {
+            return;
+        };
+        let mut event = Some(event);
+        let last = sinks.len().saturating_sub(1);
+        let mut index = 0;
+        sinks.retain(|sink| {
+            let this = if index == last {
+                event.take()
+            } else {
+                event.clone()
+            };
+            index += 1;
+            this.is_some_and(|event| P::deliver(sink, event))
+        });
     }
 }

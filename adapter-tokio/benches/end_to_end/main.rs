@@ -1,0 +1,281 @@
+//! End-to-end benchmarks over loopback: tether against a raw WebSocket broadcast server (the
+//! ceiling) and against MQTT QoS 1 (mosquitto + rumqttc), each scenario run on every system in
+//! the same run, printed as a table of ratios.
+//!
+//! `cargo bench -p tether-tokio --bench end_to_end` (add `-- --quick` for a smoke run).
+//!
+//! Scenarios: a. fan-out 1 → 1,000; b. publish → ACK throughput with 100 in flight;
+//! c. latency at a fixed rate; d. server memory per idle connection at 10,000 connections;
+//! e. resume catch-up of 1,000 missed messages (tether only: the baselines have no resume).
+
+mod common;
+mod gate;
+mod mqtt;
+mod raw;
+mod tether;
+
+use std::time::Instant;
+
+use common::Measure;
+
+/// How big each scenario is.
+struct Sizes {
+    subscribers: usize,
+    fan_out_messages: usize,
+    acked_messages: usize,
+    latency_rate: u64,
+    latency_messages: usize,
+    idle_connections: usize,
+    missed: usize,
+    resume_rounds: usize,
+}
+
+const FULL: Sizes = Sizes {
+    subscribers: 1_000,
+    fan_out_messages: 500,
+    acked_messages: 50_000,
+    latency_rate: 1_000,
+    latency_messages: 10_000,
+    idle_connections: 10_000,
+    missed: 1_000,
+    resume_rounds: 5,
+};
+
+const QUICK: Sizes = Sizes {
+    subscribers: 100,
+    fan_out_messages: 100,
+    acked_messages: 2_000,
+    latency_rate: 1_000,
+    latency_messages: 1_000,
+    idle_connections: 500,
+    missed: 1_000,
+    resume_rounds: 1,
+};
+
+/// One row of the table.
+struct Row {
+    scenario: String,
+    tether: Measure,
+    raw: Measure,
+    mqtt: Measure,
+    target: &'static str,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    // A child process serving one system for the memory scenario.
+    if let [role, port, ..] = args.as_slice() {
+        if let Ok(port) = port.parse::<u16>() {
+            match role.as_str() {
+                "serve-tether" => return runtime.block_on(tether::serve(port)),
+                "serve-raw" => return runtime.block_on(raw::serve(port)),
+                _ => {}
+            }
+        }
+    }
+    let sizes = if args.iter().any(|a| a == "--quick") {
+        &QUICK
+    } else {
+        &FULL
+    };
+    if let Err(error) = rlimit::increase_nofile_limit(65_536) {
+        eprintln!("could not raise the file limit: {error}");
+    }
+    // `--only a,c` runs just those scenarios (for profiling one).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map_or_else(|| "abcde".to_owned(), |s| s.replace(',', ""));
+    // `--tether-only` skips the baselines (for profiling tether).
+    let baselines = !args.iter().any(|a| a == "--tether-only");
+    let started = Instant::now();
+    let rows = runtime.block_on(run(sizes, &only, baselines));
+    print_table(&rows);
+    println!(
+        "\n(all scenarios in {:.0} s; every server and broker started here is stopped)",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+async fn run(s: &Sizes, only: &str, baselines: bool) -> Vec<Row> {
+    let broker = if baselines {
+        mqtt::Broker::start().await
+    } else {
+        Err(String::new())
+    };
+    if let Err(why) = &broker {
+        if !why.is_empty() {
+            eprintln!("MQTT baseline skipped: {why}");
+        }
+    }
+    let skipped = |why: &str| Measure::Skipped(why.to_owned());
+    let mqtt_or = |why: &Result<mqtt::Broker, String>| match why {
+        Ok(_) => None,
+        Err(e) => Some(Measure::Skipped(e.clone())),
+    };
+    let mut rows = Vec::new();
+
+    if only.contains('a') {
+        eprintln!("a. fan-out …");
+        let tether = tether::fan_out(s.subscribers, s.fan_out_messages, 100).await;
+        let raw = if baselines {
+            raw::fan_out(s.subscribers, s.fan_out_messages).await
+        } else {
+            skipped("")
+        };
+        let mqtt = match &broker {
+            Ok(b) => mqtt::fan_out(b, s.subscribers, s.fan_out_messages).await,
+            Err(_) => mqtt_or(&broker).unwrap_or_else(|| skipped("")),
+        };
+        rows.push(Row {
+            scenario: format!(
+                "a. fan-out 1 → {} ({} × 100 B), deliveries/s",
+                s.subscribers, s.fan_out_messages
+            ),
+            tether,
+            raw,
+            mqtt,
+            target: "≥ 0.8 × raw",
+        });
+    }
+
+    if only.contains('b') {
+        eprintln!("b. publish → ACK …");
+        let tether = tether::publish_ack(s.acked_messages, 100).await;
+        let mqtt = match &broker {
+            Ok(b) => mqtt::publish_ack(b, s.acked_messages).await,
+            Err(_) => mqtt_or(&broker).unwrap_or_else(|| skipped("")),
+        };
+        rows.push(Row {
+            scenario: format!(
+                "b. publish → ACK, 100 in flight ({} × 100 B), messages/s",
+                s.acked_messages
+            ),
+            tether,
+            raw: skipped("no ACK in raw WebSocket"),
+            mqtt,
+            target: "≥ 1.0 × MQTT QoS 1",
+        });
+    }
+
+    if only.contains('c') {
+        eprintln!("c. latency …");
+        let tether = tether::latency(s.latency_rate, s.latency_messages).await;
+        let raw = if baselines {
+            raw::latency(s.latency_rate, s.latency_messages).await
+        } else {
+            skipped("")
+        };
+        let mqtt = match &broker {
+            Ok(b) => mqtt::latency(b, s.latency_rate, s.latency_messages).await,
+            Err(_) => mqtt_or(&broker).unwrap_or_else(|| skipped("")),
+        };
+        rows.push(Row {
+            scenario: format!(
+                "c. latency at {}/s ({} messages), µs",
+                s.latency_rate, s.latency_messages
+            ),
+            tether,
+            raw,
+            mqtt,
+            target: "(reported)",
+        });
+    }
+
+    if only.contains('d') {
+        eprintln!("d. idle memory …");
+        let tether = tether::idle_memory(s.idle_connections).await;
+        let raw = if baselines {
+            raw::idle_memory(s.idle_connections).await
+        } else {
+            skipped("")
+        };
+        let mqtt = match &broker {
+            Ok(b) => mqtt::idle_memory(b, s.idle_connections).await,
+            Err(_) => mqtt_or(&broker).unwrap_or_else(|| skipped("")),
+        };
+        rows.push(Row {
+            scenario: format!(
+                "d. server memory per idle connection ({} connections)",
+                s.idle_connections
+            ),
+            tether,
+            raw,
+            mqtt,
+            target: "≤ 8 KiB",
+        });
+    }
+
+    if only.contains('e') {
+        eprintln!("e. resume catch-up …");
+        let tether = tether::resume_catch_up(s.missed, s.resume_rounds).await;
+        rows.push(Row {
+            scenario: format!(
+                "e. resume: network back → last of {} missed messages (median of {})",
+                s.missed, s.resume_rounds
+            ),
+            tether,
+            raw: skipped("no resume"),
+            mqtt: skipped("no resume"),
+            target: "≤ 50 ms",
+        });
+    }
+    drop(broker);
+    rows
+}
+
+fn show(m: &Measure) -> String {
+    match m {
+        Measure::Rate(r) => format!("{r:.0}"),
+        Measure::Latency(p50, p99, p999) => format!("{p50} / {p99} / {p999}"),
+        Measure::Bytes(b) => format!("{:.2} KiB", b / 1024.0),
+        Measure::Millis(ms) => format!("{ms:.1} ms"),
+        Measure::Skipped(_) => "—".into(),
+    }
+}
+
+/// tether ÷ baseline: for rates higher is better, for memory and latency (p99) lower is.
+fn ratio(tether: &Measure, baseline: &Measure) -> String {
+    match (tether, baseline) {
+        (Measure::Rate(t), Measure::Rate(b)) => format!("{:.2}×", t / b),
+        (Measure::Bytes(t), Measure::Bytes(b)) => format!("{:.2}×", t / b),
+        (Measure::Latency(_, t, _), Measure::Latency(_, b, _)) => {
+            format!("{:.2}× (p99)", *t as f64 / (*b).max(1) as f64)
+        }
+        _ => "—".into(),
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "\n| scenario | tether | raw WebSocket | tether ÷ raw | MQTT QoS 1 | tether ÷ MQTT | target |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for row in rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            row.scenario,
+            show(&row.tether),
+            show(&row.raw),
+            ratio(&row.tether, &row.raw),
+            show(&row.mqtt),
+            ratio(&row.tether, &row.mqtt),
+            row.target
+        );
+    }
+    println!("\nlatency cells are p50 / p99 / p99.9 in µs; memory is RSS growth ÷ connections.");
+    for row in rows {
+        for (system, m) in [("raw", &row.raw), ("MQTT", &row.mqtt)] {
+            if let Measure::Skipped(why) = m {
+                if !why.is_empty() && !why.starts_with("no ") {
+                    println!("{system} skipped in {}: {why}", row.scenario);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! The scenarios on tether: the tokio adapter's server and clients.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tether_core::client::ConnectionState;
+use tether_core::server::{ApiKey, Capabilities, HubConfig};
+use tether_tokio::{ChannelEvent, Client, ClientOptions, Server, ServerConfig, Subscription};
+use tokio::sync::Notify;
+
+use crate::common::{
+    Measure, free_port, histogram, nanos_since, payload, per_connection, percentiles, rss,
+    spawn_self, stamp_of, wait_for_port,
+};
+use crate::gate::Gate;
+
+/// The hub of every scenario: one key; room for 10,000+ connections; everything of a run
+/// retained so a resuming subscriber always catches up.
+pub fn hub_config() -> HubConfig {
+    HubConfig {
+        keys: vec![ApiKey {
+            name: "bench".into(),
+            secret: "bench-secret".into(),
+            capabilities: Capabilities::all(),
+        }],
+        max_connections: 20_000,
+        max_sessions: 40_000,
+        retention_count: 100_000,
+        ..HubConfig::default()
+    }
+}
+
+fn options() -> ClientOptions {
+    ClientOptions::api_key("bench", "bench-secret")
+}
+
+async fn server() -> Server {
+    Server::bind("127.0.0.1:0", ServerConfig::new(hub_config()))
+        .await
+        .expect("binds")
+}
+
+/// The child process of the memory scenario: a server on `port` until killed.
+pub async fn serve(port: u16) {
+    let _server = Server::bind(("127.0.0.1", port), ServerConfig::new(hub_config()))
+        .await
+        .expect("binds");
+    std::future::pending::<()>().await;
+}
+
+/// Waits until `client` is connected (bounded).
+async fn connected(client: &Client) -> bool {
+    tokio::time::timeout(Duration::from_secs(60), client.connected())
+        .await
+        .is_ok_and(|r| r.is_ok())
+}
+
+/// Counts messages on `subscription` until `count`, then signals.
+fn count_messages(mut subscription: Subscription, count: usize, done: Arc<(AtomicUsize, Notify)>) {
+    tokio::spawn(async move {
+        let mut seen = 0;
+        while seen < count {
+            match subscription.next().await {
+                Some(ChannelEvent::Message(_)) => seen += 1,
+                Some(_) => {}
+                None => return,
+            }
+        }
+        if done.0.fetch_sub(1, Ordering::AcqRel) == 1 {
+            done.1.notify_one();
+        }
+    });
+}
+
+/// a. One publisher, `subscribers` subscribers, `messages` messages: deliveries per second.
+pub async fn fan_out(subscribers: usize, messages: usize, window: usize) -> Measure {
+    let server = server().await;
+    let url = format!("ws://{}/", server.local_addr());
+    let done = Arc::new((AtomicUsize::new(subscribers), Notify::new()));
+    let mut clients = Vec::new();
+    for _ in 0..subscribers {
+        let client = Client::connect(&url, options()).expect("url");
+        let subscription = client
+            .channel("bench")
+            .expect("name")
+            .subscribe()
+            .await
+            .expect("attached");
+        count_messages(subscription, messages, done.clone());
+        clients.push(client);
+    }
+    let publisher = Client::connect(&url, options()).expect("url");
+    connected(&publisher).await;
+    let channel = publisher.channel("bench").expect("name");
+    let started = Instant::now();
+    let waiting = done.1.notified();
+    futures_util::stream::iter(0..messages)
+        .map(|n| channel.publish("m", payload(n as u64)))
+        .buffer_unordered(window)
+        .for_each(|r| {
+            r.expect("acknowledged");
+            async {}
+        })
+        .await;
+    if done.0.load(Ordering::Acquire) > 0 {
+        tokio::time::timeout(Duration::from_secs(120), waiting)
+            .await
+            .expect("every subscriber got every message");
+    }
+    let elapsed = started.elapsed();
+    drop(clients);
+    server.shutdown().await;
+    Measure::Rate((subscribers * messages) as f64 / elapsed.as_secs_f64())
+}
+
+/// b. Publish → ACK on one connection with `window` publishes in flight: messages/s.
+pub async fn publish_ack(messages: usize, window: usize) -> Measure {
+    let server = server().await;
+    let url = format!("ws://{}/", server.local_addr());
+    let publisher = Client::connect(&url, options()).expect("url");
+    connected(&publisher).await;
+    let channel = publisher.channel("bench").expect("name");
+    let started = Instant::now();
+    futures_util::stream::iter(0..messages)
+        .map(|n| channel.publish("m", payload(n as u64)))
+        .buffer_unordered(window)
+        .for_each(|r| {
+            r.expect("acknowledged");
+            async {}
+        })
+        .await;
+    let elapsed = started.elapsed();
+    server.shutdown().await;
+    Measure::Rate(messages as f64 / elapsed.as_secs_f64())
+}
+
+/// c. One publisher at `rate` messages/s for `count` messages, one subscriber: latency from
+/// publish call to delivery.
+pub async fn latency(rate: u64, count: usize) -> Measure {
+    let server = server().await;
+    let url = format!("ws://{}/", server.local_addr());
+    let subscriber = Client::connect(&url, options()).expect("url");
+    let mut subscription = subscriber
+        .channel("bench")
+        .expect("name")
+        .subscribe()
+        .await
+        .expect("attached");
+    let publisher = Client::connect(&url, options()).expect("url");
+    connected(&publisher).await;
+    let channel = publisher.channel("bench").expect("name");
+    let base = Instant::now();
+    let receiver = tokio::spawn(async move {
+        let mut h = histogram();
+        let mut seen = 0;
+        while seen < count {
+            if let Some(ChannelEvent::Message(m)) = subscription.next().await {
+                let micros = nanos_since(base).saturating_sub(stamp_of(&m.message.data)) / 1000;
+                h.saturating_record(micros.max(1));
+                seen += 1;
+            }
+        }
+        h
+    });
+    let mut ticks = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+    for _ in 0..count {
+        ticks.tick().await;
+        tokio::spawn(channel.publish("m", payload(nanos_since(base))));
+    }
+    let h = tokio::time::timeout(Duration::from_secs(60), receiver)
+        .await
+        .expect("all delivered")
+        .expect("receiver");
+    server.shutdown().await;
+    percentiles(&h)
+}
+
+/// d. The server's memory per idle connection with `count` connected clients.
+pub async fn idle_memory(count: usize) -> Measure {
+    let port = free_port();
+    let child = spawn_self("serve-tether", port).expect("spawns the server");
+    assert!(wait_for_port(port).await, "the server listens");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss(child.0.id()).expect("rss");
+    let url = format!("ws://127.0.0.1:{port}/");
+    let mut clients = Vec::with_capacity(count);
+    for batch in 0..count.div_ceil(500) {
+        let start = clients.len();
+        for _ in 0..500.min(count - batch * 500) {
+            clients.push(Client::connect(&url, options()).expect("url"));
+        }
+        for client in &clients[start..] {
+            assert!(connected(client).await, "connected");
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss(child.0.id()).expect("rss");
+    drop(clients);
+    drop(child);
+    per_connection(before, after, count)
+}
+
+/// e. A subscriber misses `missed` messages while its network is down; time from the
+/// network coming back to the last missed message, median of `rounds`.
+pub async fn resume_catch_up(missed: usize, rounds: usize) -> Measure {
+    let server = server().await;
+    let gate = Gate::start(server.local_addr()).await;
+    let subscriber =
+        Client::connect(&format!("ws://{}/", gate.local_addr()), options()).expect("url");
+    let mut subscription = subscriber
+        .channel("bench")
+        .expect("name")
+        .subscribe()
+        .await
+        .expect("attached");
+    let publisher =
+        Client::connect(&format!("ws://{}/", server.local_addr()), options()).expect("url");
+    connected(&publisher).await;
+    let channel = publisher.channel("bench").expect("name");
+    let mut times = Vec::new();
+    let mut next = 0u64;
+    for _ in 0..rounds {
+        gate.close();
+        let mut state = subscriber.state();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            state.wait_for(|s| *s != ConnectionState::Connected),
+        )
+        .await
+        .expect("the subscriber saw the drop")
+        .expect("state");
+        let publishes: Vec<_> = (0..missed)
+            .map(|n| channel.publish("m", payload(next + n as u64)))
+            .collect();
+        for publish in futures_util::future::join_all(publishes).await {
+            publish.expect("acknowledged");
+        }
+        next += missed as u64;
+        gate.open();
+        let started = Instant::now();
+        subscriber.network_is_back();
+        let mut seen = 0;
+        while seen < missed {
+            let event = tokio::time::timeout(Duration::from_secs(30), subscription.next())
+                .await
+                .expect("caught up in time");
+            match event {
+                Some(ChannelEvent::Message(_)) => seen += 1,
+                Some(ChannelEvent::Discontinuity { .. }) => panic!("continuity lost"),
+                Some(_) => {}
+                None => panic!("subscription ended"),
+            }
+        }
+        times.push(started.elapsed());
+    }
+    times.sort();
+    server.shutdown().await;
+    Measure::Millis(times[times.len() / 2].as_secs_f64() * 1000.0)
+}
