@@ -51,12 +51,17 @@ impl Broker {
             ),
         )
         .map_err(|e| e.to_string())?;
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+        // Debian installs it in /usr/sbin, which is not on every PATH.
+        let spawn = |program: &str| {
+            Command::new(program)
+                .arg("-c")
+                .arg(&config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+        };
+        let child = spawn("mosquitto")
+            .or_else(|_| spawn("/usr/sbin/mosquitto"))
             .map_err(|e| format!("mosquitto not runnable ({e}); apt-get install mosquitto"))?;
         let process = Guard(child);
         if !wait_for_port(port).await {

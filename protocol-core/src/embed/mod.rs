@@ -50,7 +50,7 @@ impl TransportLimits {
             max_message: max_frame_size,
             // Allocated per connection for its whole life: small, so idle connections stay
             // cheap; larger frames still arrive whole (the buffer grows while reading one).
-            read_buffer: 4 * 1024,
+            read_buffer: 1024,
             write_buffer: 16 * 1024,
             max_write_buffer: max_frame_size.saturating_add(64 * 1024),
         }

@@ -275,7 +275,7 @@ pub(crate) fn read_varint(input: &[u8]) -> Result<Option<(u64, usize)>, DecodeEr
 
 /// Checks the frame tag and, for a client's connect frame, the protocol major version,
 /// before anything else is decoded (the version prefix is frozen across versions).
-fn check_header<F: Frame>(input: &[u8]) -> Result<(), DecodeError> {
+fn check_header<F: Frame>(input: &[u8]) -> Result<u64, DecodeError> {
     let (tag, tag_len) = read_varint(input)?.ok_or(DecodeError::Truncated)?;
     if tag >= u64::from(F::TAG_COUNT) {
         return Err(DecodeError::UnknownFrameType { tag });
@@ -286,7 +286,7 @@ fn check_header<F: Frame>(input: &[u8]) -> Result<(), DecodeError> {
             return Err(DecodeError::UnsupportedVersion { major });
         }
     }
-    Ok(())
+    Ok(tag)
 }
 
 fn map_postcard_error(error: postcard::Error) -> DecodeError {
@@ -320,8 +320,9 @@ pub fn decode<F: Frame>(input: &Bytes, limits: &Limits) -> Result<F, DecodeError
             max: limits.max_frame_size,
         });
     }
-    check_header::<F>(input)?;
-    let (result, violation) = context::decode_scoped(input, *limits, |bytes| {
+    let tag = check_header::<F>(input)?;
+    let share = F::PAYLOAD_TAGS.contains(&tag).then_some(input);
+    let (result, violation) = context::decode_scoped(input, share, *limits, |bytes| {
         postcard::take_from_bytes::<F>(bytes).map(|(frame, rest)| (frame, rest.len()))
     });
     match result {

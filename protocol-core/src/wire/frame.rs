@@ -208,6 +208,9 @@ pub trait Frame: Serialize + for<'de> Deserialize<'de> + sealed::Sealed {
     const SENDER: Side;
     /// Number of variants: tags at or above it are unknown.
     const TAG_COUNT: u32;
+    /// Tags of the frames that carry message payloads (decoded without a copy, by sharing
+    /// the received buffer); other frames skip that bookkeeping.
+    const PAYLOAD_TAGS: &'static [u64];
     /// The frame type's name, for diagnostics (e.g. `publish`).
     fn kind(&self) -> &'static str;
 }
@@ -221,6 +224,8 @@ mod sealed {
 impl Frame for ClientFrame {
     const SENDER: Side = Side::ClientToServer;
     const TAG_COUNT: u32 = 9;
+    /// `publish`.
+    const PAYLOAD_TAGS: &'static [u64] = &[4];
 
     fn kind(&self) -> &'static str {
         match self {
@@ -240,6 +245,8 @@ impl Frame for ClientFrame {
 impl Frame for ServerFrame {
     const SENDER: Side = Side::ServerToClient;
     const TAG_COUNT: u32 = 13;
+    /// `message`, `history_page`.
+    const PAYLOAD_TAGS: &'static [u64] = &[6, 7];
 
     fn kind(&self) -> &'static str {
         match self {

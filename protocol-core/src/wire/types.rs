@@ -64,7 +64,11 @@ fn check_channel_name(name: &str, max_len: usize) -> Result<(), DecodeError> {
             max: max_len,
         });
     }
-    if name.is_empty() || name.chars().any(|c| c.is_control() || c == '*') {
+    // Fast path: printable ASCII without `*` is valid; anything else is checked per char.
+    let plain = |b: &u8| (0x20..0x7f).contains(b) && *b != b'*';
+    if name.is_empty()
+        || (!name.as_bytes().iter().all(plain) && name.chars().any(|c| c.is_control() || c == '*'))
+    {
         return Err(DecodeError::InvalidChannelName);
     }
     Ok(())
