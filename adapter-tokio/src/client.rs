@@ -98,6 +98,7 @@ impl Client {
             transports: HashMap::new(),
             transport_events: mpsc::unbounded_channel(),
             dispatcher: Dispatcher::new(options.credentials),
+            reading: None,
         };
         tokio::spawn(driver.run(receiver));
         Ok(Client {
@@ -259,11 +260,18 @@ impl Stream for Subscription {
     }
 }
 
+/// The reading half of an open WebSocket; the driver reads it itself (no task hop per frame).
+type Source = futures_util::stream::SplitStream<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+>;
+
 enum TransportEvent {
-    Opened(TransportId, mpsc::UnboundedSender<Option<Bytes>>),
-    Bytes(TransportId, Bytes),
+    Opened(TransportId, mpsc::UnboundedSender<Option<Bytes>>, Source),
     Closed(TransportId, String),
 }
+
+/// Frames handled per wake-up before the driver looks at its other inputs again.
+const READ_BATCH: usize = 64;
 
 struct Transport {
     /// `None` until the WebSocket is open.
@@ -287,11 +295,31 @@ struct Driver {
         mpsc::UnboundedReceiver<TransportEvent>,
     ),
     dispatcher: Dispatcher<Tokio>,
+    /// The open transport's incoming frames.
+    reading: Option<(TransportId, Source)>,
+}
+
+/// The next message of the open transport, or never when none is open.
+async fn next_message(
+    reading: &mut Option<(TransportId, Source)>,
+) -> (
+    TransportId,
+    Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+) {
+    match reading {
+        Some((id, source)) => (*id, source.next().await),
+        None => std::future::pending().await,
+    }
 }
 
 impl Driver {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         self.core.connect(self.origin.time());
+        // One timer for the driver's life, moved only when the deadline moves (a new timer
+        // per wake-up would cost a timer-wheel insert and removal each time).
+        let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<tokio::time::Instant> = None;
         loop {
             self.drain();
             if self.dispatcher.closed(&self.core) {
@@ -299,6 +327,12 @@ impl Driver {
             }
             // Re-read the deadline after every input (it moves with every input).
             let deadline = self.core.poll_timeout().map(|d| self.origin.instant(d));
+            if let Some(deadline) = deadline {
+                if armed != Some(deadline) {
+                    timer.as_mut().reset(deadline);
+                    armed = Some(deadline);
+                }
+            }
             self.stats.wakeups.fetch_add(1, Ordering::Relaxed);
             tokio::select! {
                 command = commands.recv() => match command {
@@ -311,7 +345,11 @@ impl Driver {
                     }
                 },
                 Some(event) = self.transport_events.1.recv() => self.transport_event(event),
-                () = sleep_until(deadline) => self.core.handle_timeout(self.origin.time()),
+                (id, message) = next_message(&mut self.reading) => self.received(id, message),
+                () = &mut timer, if deadline.is_some() => {
+                    armed = None;
+                    self.core.handle_timeout(self.origin.time());
+                }
             }
         }
         for (_, transport) in self.transports.drain() {
@@ -327,18 +365,60 @@ impl Driver {
     fn transport_event(&mut self, event: TransportEvent) {
         let now = self.origin.time();
         match event {
-            TransportEvent::Opened(id, writer) => {
+            TransportEvent::Opened(id, writer, source) => {
                 if let Some(transport) = self.transports.get_mut(&id) {
                     transport.writer = Some(writer);
+                    self.reading = Some((id, source));
                     self.core.handle_transport_open(now, id);
                 }
             }
-            TransportEvent::Bytes(id, bytes) => self.core.handle_transport_bytes(now, id, bytes),
-            TransportEvent::Closed(id, reason) => {
-                if self.transports.remove(&id).is_some() {
-                    self.core.handle_transport_closed(now, id, reason);
+            TransportEvent::Closed(id, reason) => self.closed(id, reason),
+        }
+    }
+
+    /// A message of the open transport, and whatever else it already has ready (up to a
+    /// batch), so a burst costs one wake-up.
+    fn received(
+        &mut self,
+        id: TransportId,
+        mut message: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    ) {
+        for round in 1..=READ_BATCH {
+            let now = self.origin.time();
+            match message {
+                Some(Ok(Message::Binary(bytes))) => {
+                    self.core.handle_transport_bytes(now, id, bytes)
                 }
+                Some(Ok(Message::Close(frame))) => {
+                    let reason =
+                        frame.map_or_else(|| "closed".to_owned(), |f| f.reason.to_string());
+                    return self.closed(id, reason);
+                }
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return self.closed(id, error.to_string()),
+                None => return self.closed(id, "connection ended".into()),
             }
+            // Only read ahead what this round will handle: a message read is never dropped.
+            if round == READ_BATCH {
+                return;
+            }
+            let Some((_, source)) = self.reading.as_mut() else {
+                return;
+            };
+            match futures_util::FutureExt::now_or_never(source.next()) {
+                Some(next) => message = next,
+                None => return,
+            }
+        }
+    }
+
+    fn closed(&mut self, id: TransportId, reason: String) {
+        if self.reading.as_ref().is_some_and(|(open, _)| *open == id) {
+            self.reading = None;
+        }
+        if self.transports.remove(&id).is_some() {
+            let now = self.origin.time();
+            self.core.handle_transport_closed(now, id, reason);
         }
     }
 
@@ -357,6 +437,13 @@ impl Driver {
                     }
                 }
                 Output::CloseTransport { transport, .. } => {
+                    if self
+                        .reading
+                        .as_ref()
+                        .is_some_and(|(open, _)| *open == transport)
+                    {
+                        self.reading = None;
+                    }
                     if let Some(transport) = self.transports.remove(&transport) {
                         match transport.writer {
                             Some(writer) => {
@@ -390,78 +477,39 @@ impl Driver {
                     return;
                 }
             };
-            let (mut sink, mut source) = ws.split();
+            let (mut sink, source) = ws.split();
             let (writer, mut outgoing) = mpsc::unbounded_channel::<Option<Bytes>>();
-            if events.send(TransportEvent::Opened(id, writer)).is_err() {
+            if events
+                .send(TransportEvent::Opened(id, writer, source))
+                .is_err()
+            {
                 return;
             }
-            let reader_events = events.clone();
-            let mut reader = tokio::spawn(async move {
-                while let Some(message) = source.next().await {
-                    match message {
-                        Ok(Message::Binary(bytes)) => {
-                            if reader_events
-                                .send(TransportEvent::Bytes(id, bytes))
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
-                        Ok(Message::Close(frame)) => {
-                            let reason =
-                                frame.map_or_else(|| "closed".to_owned(), |f| f.reason.to_string());
-                            let _ = reader_events.send(TransportEvent::Closed(id, reason));
+            // The writer: everything queued goes out with one flush. It ends when the core
+            // gives the transport up (`None`, or the queue dropped by the driver).
+            'batches: while let Some(Some(bytes)) = outgoing.recv().await {
+                let mut batch = Some(bytes);
+                while let Some(bytes) = batch.take() {
+                    if sink.feed(Message::Binary(bytes)).await.is_err() {
+                        break 'batches;
+                    }
+                    match outgoing.try_recv() {
+                        Ok(Some(bytes)) => batch = Some(bytes),
+                        Ok(None) => {
+                            let _ = sink.close().await;
                             return;
                         }
-                        Ok(_) => {}
-                        Err(error) => {
-                            let _ =
-                                reader_events.send(TransportEvent::Closed(id, error.to_string()));
-                            return;
-                        }
+                        Err(_) => {}
                     }
                 }
-                let _ = reader_events.send(TransportEvent::Closed(id, "connection ended".into()));
-            });
-            loop {
-                tokio::select! {
-                    next = outgoing.recv() => match next {
-                        Some(Some(bytes)) => {
-                            // Everything queued goes out with one flush.
-                            let mut batch = Some(bytes);
-                            let mut give_up = false;
-                            let mut failed = false;
-                            while let Some(bytes) = batch.take() {
-                                if sink.feed(Message::Binary(bytes)).await.is_err() {
-                                    failed = true;
-                                    break;
-                                }
-                                match outgoing.try_recv() {
-                                    Ok(Some(bytes)) => batch = Some(bytes),
-                                    Ok(None) => give_up = true,
-                                    Err(_) => {}
-                                }
-                            }
-                            if failed || sink.flush().await.is_err() {
-                                break;
-                            }
-                            if give_up {
-                                let _ = sink.close().await;
-                                reader.abort();
-                                return;
-                            }
-                        }
-                        // The core gave the transport up.
-                        Some(None) | None => {
-                            let _ = sink.close().await;
-                            reader.abort();
-                            return;
-                        }
-                    },
-                    _ = &mut reader => return,
+                if sink.flush().await.is_err() {
+                    break 'batches;
                 }
             }
-            reader.abort();
+            if outgoing.is_closed() || matches!(outgoing.try_recv(), Ok(None)) {
+                let _ = sink.close().await;
+                return;
+            }
             let _ = events.send(TransportEvent::Closed(id, "write failed".into()));
         });
         self.transports.insert(id, Transport { writer: None, task });
@@ -497,12 +545,5 @@ impl Driver {
             }
             None => {}
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }

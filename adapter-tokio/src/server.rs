@@ -68,6 +68,9 @@ pub fn websocket_config(max_frame_size: usize) -> WebSocketConfig {
 
 type Input = ServerInput<Tokio, Queue>;
 
+/// The most queued inputs the hub task handles per wake-up.
+const INPUT_BATCH: usize = 256;
+
 /// The most frames a connection's writer sends before one flush and one report.
 const WRITE_BATCH: usize = 64;
 
@@ -294,24 +297,39 @@ async fn serve_connection<S>(
 async fn drive_hub(mut hub: Hub, mut inputs: mpsc::Receiver<Input>) {
     let origin = Origin::now();
     let mut connections = Connections::new();
+    // One timer, moved only when the hub's deadline moves.
+    let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(timer);
+    let mut armed: Option<tokio::time::Instant> = None;
     loop {
         let deadline = hub.poll_timeout().map(|d| origin.instant(d));
+        if let Some(deadline) = deadline {
+            if armed != Some(deadline) {
+                timer.as_mut().reset(deadline);
+                armed = Some(deadline);
+            }
+        }
         tokio::select! {
             input = inputs.recv() => {
-                let Some(input) = input else { break };
-                if connections.input(&mut hub, origin.stamp(), input, log_event) == Flow::Stop {
-                    break;
+                let Some(mut input) = input else { break };
+                // Whatever else is already queued is handled in the same wake-up (bounded, so
+                // timers still run), with one clock reading.
+                let now = origin.stamp();
+                for _ in 0..INPUT_BATCH {
+                    if connections.input(&mut hub, now, input, log_event) == Flow::Stop {
+                        return;
+                    }
+                    match inputs.try_recv() {
+                        Ok(next) => input = next,
+                        Err(_) => break,
+                    }
                 }
             }
-            () = sleep_until(deadline) => connections.timeout(&mut hub, origin.stamp(), log_event),
+            () = &mut timer, if deadline.is_some() => {
+                armed = None;
+                connections.timeout(&mut hub, origin.stamp(), log_event);
+            }
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 

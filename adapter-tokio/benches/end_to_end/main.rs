@@ -142,6 +142,19 @@ async fn run(s: &Sizes, only: &str, baselines: bool) -> Vec<Row> {
             mqtt,
             target: "≥ 0.8 × raw",
         });
+        eprintln!("a′. fan-out, server cost only …");
+        let tether = tether::fan_out_thin(s.subscribers, s.fan_out_messages, 100).await;
+        let raw = rows
+            .last()
+            .map_or_else(|| skipped(""), |row| row.raw.clone());
+        rows.push(Row {
+            scenario: "a′. the same, subscribers as thin WebSocket readers (server cost only)"
+                .into(),
+            tether,
+            raw,
+            mqtt: skipped("not run"),
+            target: "(diagnostic)",
+        });
     }
 
     if only.contains('b') {

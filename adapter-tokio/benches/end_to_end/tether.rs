@@ -259,3 +259,100 @@ pub async fn resume_catch_up(missed: usize, rounds: usize) -> Measure {
     server.shutdown().await;
     Measure::Millis(times[times.len() / 2].as_secs_f64() * 1000.0)
 }
+
+/// a, server side only: the tether server fanning out to `subscribers` thin WebSocket
+/// readers that speak just enough of the protocol to attach (connect, attach) and then only
+/// count frames — no client state machine. Separates the server's cost from the clients'.
+pub async fn fan_out_thin(subscribers: usize, messages: usize, window: usize) -> Measure {
+    use futures_util::SinkExt;
+    use tether_core::wire::{self, ChannelName, ClientFrame, Credentials, Limits};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = server().await;
+    let url = format!("ws://{}/", server.local_addr());
+    let connect = wire::encode(
+        &ClientFrame::Connect {
+            version: wire::PROTOCOL_VERSION,
+            credentials: Credentials::ApiKey {
+                name: "bench".into(),
+                secret: "bench-secret".into(),
+            },
+            client_id: None,
+            resume: None,
+            heartbeat_interval_ms: None,
+        },
+        &Limits::DEFAULT,
+    )
+    .expect("encodes");
+    let attach = wire::encode(
+        &ClientFrame::Attach {
+            channel: ChannelName::new("bench").expect("name"),
+            from: None,
+        },
+        &Limits::DEFAULT,
+    )
+    .expect("encodes");
+    let done = Arc::new((AtomicUsize::new(subscribers), Notify::new()));
+    let attached = Arc::new((AtomicUsize::new(subscribers), Notify::new()));
+    for _ in 0..subscribers {
+        let config = tether_tokio::websocket_config(64 * 1024);
+        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(&url, Some(config), true)
+            .await
+            .expect("connects");
+        ws.send(Message::Binary(connect.clone()))
+            .await
+            .expect("sent");
+        ws.send(Message::Binary(attach.clone()))
+            .await
+            .expect("sent");
+        let (done, attached) = (done.clone(), attached.clone());
+        tokio::spawn(async move {
+            // connected, attached, then the messages.
+            let mut frames = 0;
+            while frames < messages + 2 {
+                match ws.next().await {
+                    Some(Ok(Message::Binary(_))) => {
+                        frames += 1;
+                        if frames == 2 && attached.0.fetch_sub(1, Ordering::AcqRel) == 1 {
+                            attached.1.notify_one();
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    _ => return,
+                }
+            }
+            if done.0.fetch_sub(1, Ordering::AcqRel) == 1 {
+                done.1.notify_one();
+            }
+            // Stay connected (and answer pings) until the run ends.
+            while let Some(Ok(_)) = ws.next().await {}
+        });
+    }
+    let waiting_attach = attached.1.notified();
+    if attached.0.load(Ordering::Acquire) > 0 {
+        tokio::time::timeout(Duration::from_secs(60), waiting_attach)
+            .await
+            .expect("every thin subscriber attached");
+    }
+    let publisher = Client::connect(&url, options()).expect("url");
+    connected(&publisher).await;
+    let channel = publisher.channel("bench").expect("name");
+    let waiting = done.1.notified();
+    let started = Instant::now();
+    futures_util::stream::iter(0..messages)
+        .map(|n| channel.publish("m", payload(n as u64)))
+        .buffer_unordered(window)
+        .for_each(|r| {
+            r.expect("acknowledged");
+            async {}
+        })
+        .await;
+    if done.0.load(Ordering::Acquire) > 0 {
+        tokio::time::timeout(Duration::from_secs(120), waiting)
+            .await
+            .expect("every subscriber got every message");
+    }
+    let elapsed = started.elapsed();
+    server.shutdown().await;
+    Measure::Rate((subscribers * messages) as f64 / elapsed.as_secs_f64())
+}
