@@ -3,6 +3,7 @@
 //! the same run, printed as a table of ratios.
 //!
 //! `cargo bench -p tether-tokio --bench end_to_end` (add `-- --quick` for a smoke run).
+//! Throughput and latency cells are the median of three runs.
 //!
 //! Scenarios: a. fan-out 1 → 1,000; b. publish → ACK throughput with 100 in flight;
 //! c. latency at a fixed rate; d. server memory per idle connection at 10,000 connections;
@@ -28,6 +29,8 @@ struct Sizes {
     idle_connections: usize,
     missed: usize,
     resume_rounds: usize,
+    /// Runs of each throughput and latency measurement; the median is reported.
+    repeat: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -39,6 +42,7 @@ const FULL: Sizes = Sizes {
     idle_connections: 10_000,
     missed: 1_000,
     resume_rounds: 5,
+    repeat: 3,
 };
 
 const QUICK: Sizes = Sizes {
@@ -50,7 +54,33 @@ const QUICK: Sizes = Sizes {
     idle_connections: 500,
     missed: 1_000,
     resume_rounds: 1,
+    repeat: 1,
 };
+
+/// Evaluates an async measurement `$n` times and keeps the median.
+macro_rules! median_of {
+    ($n:expr, $measure:expr) => {{
+        let mut runs = Vec::new();
+        for _ in 0..$n {
+            runs.push($measure);
+        }
+        median(runs)
+    }};
+}
+
+/// The median run: by rate for rates, by p99 for latencies.
+fn median(mut runs: Vec<Measure>) -> Measure {
+    let key = |m: &Measure| match m {
+        Measure::Rate(r) => *r,
+        Measure::Latency(_, p99, _) => *p99 as f64,
+        Measure::Bytes(b) => *b,
+        Measure::Millis(ms) => *ms,
+        Measure::Skipped(_) => 0.0,
+    };
+    runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    let middle = runs.len() / 2;
+    runs.swap_remove(middle)
+}
 
 /// One row of the table.
 struct Row {
@@ -122,14 +152,23 @@ async fn run(s: &Sizes, only: &str, baselines: bool) -> Vec<Row> {
 
     if only.contains('a') {
         eprintln!("a. fan-out …");
-        let tether = tether::fan_out(s.subscribers, s.fan_out_messages, 100).await;
+        let tether = median_of!(
+            s.repeat,
+            tether::fan_out(s.subscribers, s.fan_out_messages, 100).await
+        );
         let raw = if baselines {
-            raw::fan_out(s.subscribers, s.fan_out_messages).await
+            median_of!(
+                s.repeat,
+                raw::fan_out(s.subscribers, s.fan_out_messages).await
+            )
         } else {
             skipped("")
         };
         let mqtt = match &broker {
-            Ok(b) => mqtt::fan_out(b, s.subscribers, s.fan_out_messages).await,
+            Ok(b) => median_of!(
+                s.repeat,
+                mqtt::fan_out(b, s.subscribers, s.fan_out_messages).await
+            ),
             Err(_) => mqtt_or(&broker).unwrap_or_else(|| skipped("")),
         };
         rows.push(Row {
@@ -143,7 +182,10 @@ async fn run(s: &Sizes, only: &str, baselines: bool) -> Vec<Row> {
             target: "≥ 0.8 × raw",
         });
         eprintln!("a′. fan-out, server cost only …");
-        let tether = tether::fan_out_thin(s.subscribers, s.fan_out_messages, 100).await;
+        let tether = median_of!(
+            s.repeat,
+            tether::fan_out_thin(s.subscribers, s.fan_out_messages, 100).await
+        );
         let raw = rows
             .last()
             .map_or_else(|| skipped(""), |row| row.raw.clone());
@@ -152,16 +194,16 @@ async fn run(s: &Sizes, only: &str, baselines: bool) -> Vec<Row> {
                 .into(),
             tether,
             raw,
-            mqtt: skipped("not run"),
+            mqtt: skipped("no MQTT run (diagnostic)"),
             target: "(diagnostic)",
         });
     }
 
     if only.contains('b') {
         eprintln!("b. publish → ACK …");
-        let tether = tether::publish_ack(s.acked_messages, 100).await;
+        let tether = median_of!(s.repeat, tether::publish_ack(s.acked_messages, 100).await);
         let mqtt = match &broker {
-            Ok(b) => mqtt::publish_ack(b, s.acked_messages).await,
+            Ok(b) => median_of!(s.repeat, mqtt::publish_ack(b, s.acked_messages).await),
             Err(_) => mqtt_or(&broker).unwrap_or_else(|| skipped("")),
         };
         rows.push(Row {
@@ -178,14 +220,23 @@ async fn run(s: &Sizes, only: &str, baselines: bool) -> Vec<Row> {
 
     if only.contains('c') {
         eprintln!("c. latency …");
-        let tether = tether::latency(s.latency_rate, s.latency_messages).await;
+        let tether = median_of!(
+            s.repeat,
+            tether::latency(s.latency_rate, s.latency_messages).await
+        );
         let raw = if baselines {
-            raw::latency(s.latency_rate, s.latency_messages).await
+            median_of!(
+                s.repeat,
+                raw::latency(s.latency_rate, s.latency_messages).await
+            )
         } else {
             skipped("")
         };
         let mqtt = match &broker {
-            Ok(b) => mqtt::latency(b, s.latency_rate, s.latency_messages).await,
+            Ok(b) => median_of!(
+                s.repeat,
+                mqtt::latency(b, s.latency_rate, s.latency_messages).await
+            ),
             Err(_) => mqtt_or(&broker).unwrap_or_else(|| skipped("")),
         };
         rows.push(Row {
