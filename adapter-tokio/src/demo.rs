@@ -131,15 +131,7 @@ pub async fn run(options: DemoOptions) -> std::io::Result<DemoReport> {
                 let key = key.clone();
                 async move {
                     let now = unix_ms(SystemTime::now()) / 1000;
-                    let claims = Claims {
-                        sub: "demo-subscriber".into(),
-                        exp: now + lifetime.as_secs(),
-                        iat: now,
-                        nbf: None,
-                        aud: None,
-                        iss: None,
-                        cap: Capabilities::all(),
-                    };
+                    let claims = Claims::new("demo-subscriber", Capabilities::all(), now, lifetime);
                     mint_token(&key, &claims).map_err(|e| e.to_string())
                 }
             })

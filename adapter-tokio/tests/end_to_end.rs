@@ -49,16 +49,11 @@ fn token(sub: &str, lifetime: Duration, signing: &ApiKey) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after 1970")
         .as_secs();
-    let claims = Claims {
-        sub: sub.into(),
-        exp: now + lifetime.as_secs(),
-        iat: now,
-        nbf: None,
-        aud: None,
-        iss: None,
-        cap: Capabilities::all(),
-    };
-    mint_token(signing, &claims).expect("signs")
+    mint_token(
+        signing,
+        &Claims::new(sub, Capabilities::all(), now, lifetime),
+    )
+    .expect("signs")
 }
 
 #[tokio::test]

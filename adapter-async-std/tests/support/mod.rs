@@ -111,16 +111,11 @@ pub fn url(address: SocketAddr) -> String {
 /// A token for `sub` with every capability, signed by the `app` key.
 pub fn token(sub: &str, lifetime: Duration) -> String {
     let now = unix_ms(SystemTime::now()) / 1000;
-    let claims = Claims {
-        sub: sub.into(),
-        exp: now + lifetime.as_secs(),
-        iat: now,
-        nbf: None,
-        aud: None,
-        iss: None,
-        cap: Capabilities::all(),
-    };
-    mint_token(&key(), &claims).expect("signs")
+    mint_token(
+        &key(),
+        &Claims::new(sub, Capabilities::all(), now, lifetime),
+    )
+    .expect("signs")
 }
 
 /// A one-worker tokio runtime in the background, for the tokio side of a test.

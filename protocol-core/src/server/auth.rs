@@ -149,6 +149,27 @@ pub struct Claims {
     pub cap: Capabilities,
 }
 
+impl Claims {
+    /// Claims for client `sub` with `cap`, issued at `issued_at` (Unix seconds) and valid for
+    /// `lifetime` (whole seconds); no `nbf`, `aud` or `iss`.
+    pub fn new(
+        sub: impl Into<String>,
+        cap: Capabilities,
+        issued_at: u64,
+        lifetime: Duration,
+    ) -> Claims {
+        Claims {
+            sub: sub.into(),
+            exp: issued_at.saturating_add(lifetime.as_secs()),
+            iat: issued_at,
+            nbf: None,
+            aud: None,
+            iss: None,
+            cap,
+        }
+    }
+}
+
 /// Who a client is and what it may do, once its credentials are verified.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
