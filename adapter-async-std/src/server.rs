@@ -16,7 +16,8 @@ use futures_channel::oneshot;
 use futures_lite::{FutureExt, StreamExt};
 use futures_util::SinkExt;
 use tether_core::embed::{
-    self, Connections, Flow, Origin, Outbound, ServerInput, TransportLimits, Writer, close_code,
+    self, Connections, Flow, Origin, Outbound, ServerInput, TransportLimits, WriteBatch, Writer,
+    close_code,
 };
 use tether_core::server::{Hub, HubEvent, Severity};
 
@@ -225,25 +226,32 @@ async fn serve_connection<S>(
     };
     tracing::debug!(%peer, connection = connection.0, "connection accepted");
     // Frames from the hub, in order; each write is reported so the hub can pace.
+    // Frames from the hub, in order: what is queued goes out with one flush and is reported
+    // to the hub in one input, so it can pace replays and spot slow consumers.
     let writing = async {
-        while let Ok(outbound) = outbound.recv().await {
-            match outbound {
-                Outbound::Frame(bytes) => {
-                    let len = bytes.len();
-                    if sink.send(Message::Binary(bytes)).await.is_err()
-                        || inputs.send(Input::Written(connection, len)).await.is_err()
-                    {
-                        break;
-                    }
+        while let Ok(first) = outbound.recv().await {
+            let batch = WriteBatch::take(first, || outbound.try_recv().ok());
+            for frame in batch.frames {
+                if sink.feed(Message::Binary(frame)).await.is_err() {
+                    return;
                 }
-                Outbound::Close(reason) => {
-                    let frame = CloseFrame {
-                        code: CloseCode::from(close_code(&reason)),
-                        reason: reason.code.name().into(),
-                    };
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                    break;
-                }
+            }
+            if sink.flush().await.is_err()
+                || (batch.written > 0
+                    && inputs
+                        .send(Input::Written(connection, batch.written))
+                        .await
+                        .is_err())
+            {
+                return;
+            }
+            if let Some(reason) = batch.close {
+                let frame = CloseFrame {
+                    code: CloseCode::from(close_code(&reason)),
+                    reason: reason.code.name().into(),
+                };
+                let _ = sink.send(Message::Close(Some(frame))).await;
+                break;
             }
         }
         let _ = sink.close().await;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tether_core::embed::{
-    self, Connections, Flow, Outbound, ServerInput, TransportLimits, Writer, close_code,
+    self, Connections, Flow, Outbound, ServerInput, TransportLimits, WriteBatch, Writer, close_code,
 };
 use tether_core::server::{Hub, HubEvent, Severity};
 use tokio::net::TcpListener;
@@ -70,9 +70,6 @@ type Input = ServerInput<Tokio, Queue>;
 
 /// The most queued inputs the hub task handles per wake-up.
 const INPUT_BATCH: usize = 256;
-
-/// The most frames a connection's writer sends before one flush and one report.
-const WRITE_BATCH: usize = 64;
 
 /// The queue of one connection's writer task.
 struct Queue(mpsc::UnboundedSender<Outbound>);
@@ -220,38 +217,28 @@ async fn serve_connection<S>(
     // Writer: frames from the hub, in order; each write is reported so the hub can pace.
     let write_inputs = inputs.clone();
     let writer_task = tokio::spawn(async move {
-        // Everything queued is written in one batch and flushed once (one syscall, not one
-        // per frame), then reported to the hub in one `Written` input.
-        let mut close = None;
-        'batches: while let Some(first) = outbound.recv().await {
-            let mut next = Some(first);
-            let mut written = 0;
-            let mut frames = 0;
-            while let Some(item) = next.take() {
-                match item {
-                    Outbound::Frame(bytes) => {
-                        written += bytes.len();
-                        if sink.feed(Message::Binary(bytes)).await.is_err() {
-                            break 'batches;
-                        }
-                    }
-                    Outbound::Close(reason) => close = Some(reason),
-                }
-                frames += 1;
-                if close.is_none() && frames < WRITE_BATCH {
-                    next = outbound.try_recv().ok();
+        // What is queued goes out with one flush (one syscall, not one per frame) and is
+        // reported to the hub in one `Written` input.
+        while let Some(first) = outbound.recv().await {
+            let batch = WriteBatch::take(first, || outbound.try_recv().ok());
+            let mut failed = false;
+            for frame in batch.frames {
+                if sink.feed(Message::Binary(frame)).await.is_err() {
+                    failed = true;
+                    break;
                 }
             }
-            if sink.flush().await.is_err()
-                || (written > 0
+            if failed
+                || sink.flush().await.is_err()
+                || (batch.written > 0
                     && write_inputs
-                        .send(Input::Written(connection, written))
+                        .send(Input::Written(connection, batch.written))
                         .await
                         .is_err())
             {
                 break;
             }
-            if let Some(reason) = close.take() {
+            if let Some(reason) = batch.close {
                 let frame = CloseFrame {
                     code: CloseCode::from(close_code(&reason)),
                     reason: reason.code.name().into(),

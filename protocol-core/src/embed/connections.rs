@@ -18,6 +18,48 @@ pub enum Outbound {
     Close(ErrorInfo),
 }
 
+/// The most frames a connection writer takes from its queue for one flush.
+pub const WRITE_BATCH: usize = 64;
+
+/// What a connection writer does with one batch: send `frames` with one flush, report their
+/// total length (`written`) to the hub in one input, then close if `close` says so.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    /// The frames, in order.
+    pub frames: Vec<Bytes>,
+    /// Their total length.
+    pub written: usize,
+    /// Close after them, with this reason.
+    pub close: Option<ErrorInfo>,
+}
+
+impl WriteBatch {
+    /// Starts from `first` and takes what is already queued (`try_next`), up to
+    /// [`WRITE_BATCH`] items and never past a close.
+    pub fn take(first: Outbound, mut try_next: impl FnMut() -> Option<Outbound>) -> WriteBatch {
+        let mut batch = WriteBatch::default();
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(item) = next.take() {
+            taken += 1;
+            match item {
+                Outbound::Frame(bytes) => {
+                    batch.written += bytes.len();
+                    batch.frames.push(bytes);
+                }
+                Outbound::Close(reason) => {
+                    batch.close = Some(reason);
+                    break;
+                }
+            }
+            if taken < WRITE_BATCH {
+                next = try_next();
+            }
+        }
+        batch
+    }
+}
+
 /// The sending half of a connection writer's queue.
 pub trait Writer {
     /// Queues `outbound`; a writer that has gone away ignores it.
@@ -152,5 +194,45 @@ impl<W: Writer> Connections<W> {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.writers.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorCode;
+
+    fn frame(n: u8) -> Outbound {
+        Outbound::Frame(Bytes::from(vec![n; usize::from(n)]))
+    }
+
+    #[test]
+    fn a_batch_takes_what_is_queued_up_to_a_close() {
+        let mut queue = vec![
+            frame(2),
+            Outbound::Close(ErrorInfo::new(ErrorCode::Internal, "x")),
+            frame(9),
+        ]
+        .into_iter();
+        let batch = WriteBatch::take(frame(1), || queue.next());
+        assert_eq!(batch.frames.len(), 2);
+        assert_eq!(batch.written, 3);
+        assert_eq!(batch.close.map(|r| r.code), Some(ErrorCode::Internal));
+        assert!(
+            matches!(queue.next(), Some(Outbound::Frame(_))),
+            "nothing after the close is taken"
+        );
+    }
+
+    #[test]
+    fn a_batch_is_bounded() {
+        let mut taken = 0;
+        let batch = WriteBatch::take(frame(1), || {
+            taken += 1;
+            Some(frame(1))
+        });
+        assert_eq!(batch.frames.len(), WRITE_BATCH);
+        assert_eq!(taken, WRITE_BATCH - 1);
+        assert_eq!(batch.close, None);
     }
 }

@@ -23,7 +23,7 @@ mod options;
 mod origin;
 
 pub use audit::{AuditReport, DeliveryAudit};
-pub use connections::{Connections, Flow, Outbound, ServerInput, Writer};
+pub use connections::{Connections, Flow, Outbound, ServerInput, WRITE_BATCH, WriteBatch, Writer};
 pub use credentials::{Credentials, TokenFuture, TokenProvider};
 pub use dispatcher::{ChannelEvent, Command, ConnectionStats, Dispatcher, Error, Notice, Plumbing};
 pub use options::{ClientOptions, ServerOptions};
