@@ -23,7 +23,7 @@ use tether_core::client::{
     Client as Core, ConnectionState, HistoryPage, NewMessage, Output, TransportId,
 };
 use tether_core::embed::{
-    self, ChannelEvent, ConnectionStats, Dispatcher, Error, Notice, Origin, Plumbing,
+    self, ChannelEvent, ConnectionStats, Dispatcher, Error, Notice, Origin, Plumbing, WRITE_BATCH,
 };
 use tether_core::wire::{ChannelName, HistoryQuery};
 use tether_core::{ErrorCode, ErrorInfo};
@@ -504,8 +504,22 @@ impl Driver {
                     .await;
             };
             let writing = async {
-                while let Ok(bytes) = outgoing.recv().await {
-                    if sink.send(Message::Binary(bytes)).await.is_err() {
+                // What is queued goes out with one flush.
+                while let Ok(first) = outgoing.recv().await {
+                    let mut next = Some(first);
+                    let mut taken = 0;
+                    let mut written = true;
+                    while let Some(bytes) = next.take() {
+                        if sink.feed(Message::Binary(bytes)).await.is_err() {
+                            written = false;
+                            break;
+                        }
+                        taken += 1;
+                        if taken < WRITE_BATCH {
+                            next = outgoing.try_recv().ok();
+                        }
+                    }
+                    if !written || sink.flush().await.is_err() {
                         let _ = events
                             .send(Internal::Closed(id, "write failed".into()))
                             .await;
