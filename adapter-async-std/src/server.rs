@@ -84,7 +84,9 @@ impl Writer for Queue {
 ///
 /// One task drives the [`Hub`]; each connection has one task that reads (every binary
 /// WebSocket message is one frame for the hub) and writes (frames from the hub, in order;
-/// each write is reported back so the hub can pace replays and spot slow consumers). When the
+/// what is queued, up to [`WRITE_BATCH`](tether_core::embed::WRITE_BATCH) frames, goes out
+/// with one flush and is reported back in one input, so the hub can pace replays and spot
+/// slow consumers). When the
 /// hub closes a connection, the WebSocket close code is 4000 plus the last three digits of
 /// the error code (42902 `slow_consumer` → 4902) and the reason is the code's name.
 pub struct Server {
@@ -225,7 +227,6 @@ async fn serve_connection<S>(
         return;
     };
     tracing::debug!(%peer, connection = connection.0, "connection accepted");
-    // Frames from the hub, in order; each write is reported so the hub can pace.
     // Frames from the hub, in order: what is queued goes out with one flush and is reported
     // to the hub in one input, so it can pace replays and spot slow consumers.
     let writing = async {

@@ -36,3 +36,34 @@ pub(crate) fn fresh_seed() -> std::io::Result<Seed> {
     getrandom::fill(&mut seed).map_err(|error| std::io::Error::other(error.to_string()))?;
     Ok(seed)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant, UNIX_EPOCH};
+
+    use tether_core::Time;
+    use tether_core::embed::Origin;
+
+    /// The core's `Origin` only converts; reading the clock is this module's job, so the
+    /// round trip is checked here, with a real instant.
+    #[test]
+    fn times_and_instants_convert_both_ways() {
+        let start = Instant::now();
+        let origin = Origin::new(start);
+        assert_eq!(origin.time_at(start), Time::ZERO);
+        assert_eq!(
+            origin.time_at(start + Duration::from_millis(1500)),
+            Time::from_millis(1500)
+        );
+        assert_eq!(
+            origin.instant(Time::from_millis(250)),
+            start + Duration::from_millis(250)
+        );
+        // An instant before the origin is the origin: time never goes negative.
+        if let Some(before) = start.checked_sub(Duration::from_secs(1)) {
+            assert_eq!(origin.time_at(before), Time::ZERO);
+        }
+        let wall = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        assert_eq!(origin.stamp_at(start, wall).unix_ms, 1_700_000_000_123);
+    }
+}

@@ -83,8 +83,10 @@ impl Writer for Queue {
 /// A running tether server.
 ///
 /// One task drives the [`Hub`]; each connection has a reader task (every binary WebSocket
-/// message is one frame for the hub) and a writer task (frames from the hub, in order; each
-/// write is reported back so the hub can pace replays and spot slow consumers). When the hub
+/// message is one frame for the hub) and a writer task (frames from the hub, in order; what
+/// is queued, up to [`WRITE_BATCH`](tether_core::embed::WRITE_BATCH) frames, goes out with
+/// one flush and is reported back in one input, so the hub can pace replays and spot slow
+/// consumers). The hub task handles queued inputs in batches too. When the hub
 /// closes a connection, the WebSocket close code is 4000 plus the last three digits of the
 /// error code (42902 `slow_consumer` → 4902) and the reason is the code's name.
 pub struct Server {
@@ -214,7 +216,7 @@ async fn serve_connection<S>(
         return;
     };
     tracing::debug!(%peer, connection = connection.0, "connection accepted");
-    // Writer: frames from the hub, in order; each write is reported so the hub can pace.
+    // Writer: frames from the hub, in order, in batches reported to the hub.
     let write_inputs = inputs.clone();
     let writer_task = tokio::spawn(async move {
         // What is queued goes out with one flush (one syscall, not one per frame) and is

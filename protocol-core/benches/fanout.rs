@@ -15,24 +15,15 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tether_core::server::{ConnectionId, HubOutput};
-use tether_core::wire::{self, ClientFrame, Limits, Message, MessageId};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 const SUBSCRIBERS: usize = 1_000;
 
+/// A publish of one 100-byte message.
 fn publish(serial: u64) -> Bytes {
-    let frame = ClientFrame::Publish {
-        serial,
-        channel: hub::channel("news"),
-        messages: vec![Message {
-            id: MessageId::new(format!("p:{serial}")).expect("valid"),
-            name: "n".into(),
-            data: Bytes::from(vec![7u8; 100]),
-        }],
-    };
-    wire::encode(&frame, &Limits::DEFAULT).expect("encodes")
+    hub::encoded_publish(serial, 100)
 }
 
 /// A hub with 1,000 subscribers on `news` and a publisher.

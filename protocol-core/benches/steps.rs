@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tether_core::client::{NewMessage, Output};
-use tether_core::wire::{self, ClientFrame, Limits, Message, MessageId, ServerFrame};
+use tether_core::wire::{self, Limits, ServerFrame};
 
 fn client_steps(c: &mut Criterion) {
     let mut g = c.benchmark_group("client");
@@ -103,18 +103,9 @@ fn client_steps(c: &mut Criterion) {
     g.finish();
 }
 
-/// A publish frame of one 100-byte message.
+/// A publish of one 100-byte message.
 fn publish(serial: u64) -> Bytes {
-    let frame = ClientFrame::Publish {
-        serial,
-        channel: hub::channel("news"),
-        messages: vec![Message {
-            id: MessageId::new(format!("p:{serial}")).expect("valid"),
-            name: "n".into(),
-            data: Bytes::from(vec![7u8; 100]),
-        }],
-    };
-    wire::encode(&frame, &Limits::DEFAULT).expect("encodes")
+    hub::encoded_publish(serial, 100)
 }
 
 fn hub_steps(c: &mut Criterion) {

@@ -7,7 +7,6 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use std::alloc::System;
 use support::hub::*;
 use tether_core::server::HubOutput;
-use tether_core::wire::{ClientFrame, Limits};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -22,19 +21,7 @@ fn one_fan_out_to_1000_subscribers_allocates_o1_not_per_subscriber() {
         h.attach(*id, "news", None);
     }
     let (publisher, _) = h.connect_as("pub");
-    let payload = vec![7u8; 100];
-    let publish = |serial: u64| {
-        let frame = ClientFrame::Publish {
-            serial,
-            channel: channel("news"),
-            messages: vec![tether_core::wire::Message {
-                id: tether_core::wire::MessageId::new(format!("m{serial}")).expect("valid"),
-                name: "n".into(),
-                data: payload.clone().into(),
-            }],
-        };
-        tether_core::wire::encode(&frame, &Limits::DEFAULT).expect("encodes")
-    };
+    let publish = |serial: u64| encoded_publish(serial, 100);
     // Warm up: the output queue grows to its working size once.
     let warm = publish(0);
     h.hub.handle_bytes(h.stamp(), publisher, warm);

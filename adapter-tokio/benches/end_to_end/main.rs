@@ -144,10 +144,6 @@ async fn run(s: &Sizes, only: &str, baselines: bool) -> Vec<Row> {
         }
     }
     let skipped = |why: &str| Measure::Skipped(why.to_owned());
-    let mqtt_or = |why: &Result<mqtt::Broker, String>| match why {
-        Ok(_) => None,
-        Err(e) => Some(Measure::Skipped(e.clone())),
-    };
     let mut rows = Vec::new();
 
     if only.contains('a') {
@@ -169,7 +165,7 @@ async fn run(s: &Sizes, only: &str, baselines: bool) -> Vec<Row> {
                 s.repeat,
                 mqtt::fan_out(b, s.subscribers, s.fan_out_messages).await
             ),
-            Err(_) => mqtt_or(&broker).unwrap_or_else(|| skipped("")),
+            Err(why) => skipped(why),
         };
         rows.push(Row {
             scenario: format!(
@@ -204,7 +200,7 @@ async fn run(s: &Sizes, only: &str, baselines: bool) -> Vec<Row> {
         let tether = median_of!(s.repeat, tether::publish_ack(s.acked_messages, 100).await);
         let mqtt = match &broker {
             Ok(b) => median_of!(s.repeat, mqtt::publish_ack(b, s.acked_messages).await),
-            Err(_) => mqtt_or(&broker).unwrap_or_else(|| skipped("")),
+            Err(why) => skipped(why),
         };
         rows.push(Row {
             scenario: format!(
@@ -237,7 +233,7 @@ async fn run(s: &Sizes, only: &str, baselines: bool) -> Vec<Row> {
                 s.repeat,
                 mqtt::latency(b, s.latency_rate, s.latency_messages).await
             ),
-            Err(_) => mqtt_or(&broker).unwrap_or_else(|| skipped("")),
+            Err(why) => skipped(why),
         };
         rows.push(Row {
             scenario: format!(
@@ -261,7 +257,7 @@ async fn run(s: &Sizes, only: &str, baselines: bool) -> Vec<Row> {
         };
         let mqtt = match &broker {
             Ok(b) => mqtt::idle_memory(b, s.idle_connections).await,
-            Err(_) => mqtt_or(&broker).unwrap_or_else(|| skipped("")),
+            Err(why) => skipped(why),
         };
         rows.push(Row {
             scenario: format!(

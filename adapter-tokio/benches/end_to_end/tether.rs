@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use tether_core::client::ConnectionState;
 use tether_core::server::{ApiKey, Capabilities, HubConfig};
-use tether_tokio::{ChannelEvent, Client, ClientOptions, Server, ServerConfig, Subscription};
+use tether_tokio::{
+    Channel, ChannelEvent, Client, ClientOptions, Server, ServerConfig, Subscription,
+};
 use tokio::sync::Notify;
 
 use crate::common::{
@@ -74,6 +76,28 @@ fn count_messages(mut subscription: Subscription, count: usize, done: Arc<(Atomi
     });
 }
 
+/// Publishes `messages` payloads with `window` publishes in flight; each must be acknowledged.
+async fn publish_acknowledged(channel: &Channel, messages: usize, window: usize) {
+    futures_util::stream::iter(0..messages)
+        .map(|n| channel.publish("m", payload(n as u64)))
+        .buffer_unordered(window)
+        .for_each(|r| {
+            r.expect("acknowledged");
+            async {}
+        })
+        .await;
+}
+
+/// Waits (bounded) until every subscriber counted down `done`; `waiting` was taken before
+/// the run started, so a notification during the run is not missed.
+async fn all_done(done: &(AtomicUsize, Notify), waiting: impl std::future::Future<Output = ()>) {
+    if done.0.load(Ordering::Acquire) > 0 {
+        tokio::time::timeout(Duration::from_secs(120), waiting)
+            .await
+            .expect("every subscriber got every message");
+    }
+}
+
 /// a. One publisher, `subscribers` subscribers, `messages` messages: deliveries per second.
 pub async fn fan_out(subscribers: usize, messages: usize, window: usize) -> Measure {
     let server = server().await;
@@ -96,19 +120,8 @@ pub async fn fan_out(subscribers: usize, messages: usize, window: usize) -> Meas
     let channel = publisher.channel("bench").expect("name");
     let started = Instant::now();
     let waiting = done.1.notified();
-    futures_util::stream::iter(0..messages)
-        .map(|n| channel.publish("m", payload(n as u64)))
-        .buffer_unordered(window)
-        .for_each(|r| {
-            r.expect("acknowledged");
-            async {}
-        })
-        .await;
-    if done.0.load(Ordering::Acquire) > 0 {
-        tokio::time::timeout(Duration::from_secs(120), waiting)
-            .await
-            .expect("every subscriber got every message");
-    }
+    publish_acknowledged(&channel, messages, window).await;
+    all_done(&done, waiting).await;
     let elapsed = started.elapsed();
     drop(clients);
     server.shutdown().await;
@@ -123,14 +136,7 @@ pub async fn publish_ack(messages: usize, window: usize) -> Measure {
     connected(&publisher).await;
     let channel = publisher.channel("bench").expect("name");
     let started = Instant::now();
-    futures_util::stream::iter(0..messages)
-        .map(|n| channel.publish("m", payload(n as u64)))
-        .buffer_unordered(window)
-        .for_each(|r| {
-            r.expect("acknowledged");
-            async {}
-        })
-        .await;
+    publish_acknowledged(&channel, messages, window).await;
     let elapsed = started.elapsed();
     server.shutdown().await;
     Measure::Rate(messages as f64 / elapsed.as_secs_f64())
@@ -339,19 +345,8 @@ pub async fn fan_out_thin(subscribers: usize, messages: usize, window: usize) ->
     let channel = publisher.channel("bench").expect("name");
     let waiting = done.1.notified();
     let started = Instant::now();
-    futures_util::stream::iter(0..messages)
-        .map(|n| channel.publish("m", payload(n as u64)))
-        .buffer_unordered(window)
-        .for_each(|r| {
-            r.expect("acknowledged");
-            async {}
-        })
-        .await;
-    if done.0.load(Ordering::Acquire) > 0 {
-        tokio::time::timeout(Duration::from_secs(120), waiting)
-            .await
-            .expect("every subscriber got every message");
-    }
+    publish_acknowledged(&channel, messages, window).await;
+    all_done(&done, waiting).await;
     let elapsed = started.elapsed();
     server.shutdown().await;
     Measure::Rate((subscribers * messages) as f64 / elapsed.as_secs_f64())

@@ -35,7 +35,9 @@ pub use origin::{Origin, unix_ms};
 pub struct TransportLimits {
     /// Largest message, and largest WebSocket frame.
     pub max_message: usize,
-    /// Read buffer size.
+    /// Read buffer size: 1 KiB, allocated per connection for its whole life, so 10,000 idle
+    /// connections cost little; a larger frame still arrives whole, in more reads (see
+    /// `docs/benchmarks.md`, scenario d).
     pub read_buffer: usize,
     /// Write buffer size.
     pub write_buffer: usize,

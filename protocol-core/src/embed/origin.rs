@@ -37,29 +37,3 @@ impl Origin {
 pub fn unix_ms(wall: SystemTime) -> u64 {
     wall.duration_since(UNIX_EPOCH).map_or(0, millis)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_and_instants_convert_both_ways() {
-        let start = Instant::now();
-        let origin = Origin::new(start);
-        assert_eq!(origin.time_at(start), Time::ZERO);
-        assert_eq!(
-            origin.time_at(start + Duration::from_millis(1500)),
-            Time::from_millis(1500)
-        );
-        assert_eq!(
-            origin.instant(Time::from_millis(250)),
-            start + Duration::from_millis(250)
-        );
-        // An instant before the origin is the origin: time never goes negative.
-        if let Some(before) = start.checked_sub(Duration::from_secs(1)) {
-            assert_eq!(origin.time_at(before), Time::ZERO);
-        }
-        let wall = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        assert_eq!(origin.stamp_at(start, wall).unix_ms, 1_700_000_000_123);
-    }
-}

@@ -53,6 +53,21 @@ pub fn message(id: &str, data: &str) -> Message {
     }
 }
 
+/// A publish frame of one message of `payload_len` bytes to `news`, encoded; the message id
+/// follows the serial, so every frame is a new message.
+pub fn encoded_publish(serial: u64, payload_len: usize) -> Bytes {
+    let frame = ClientFrame::Publish {
+        serial,
+        channel: channel("news"),
+        messages: vec![Message {
+            id: MessageId::new(format!("p:{serial}")).expect("valid"),
+            name: "n".into(),
+            data: Bytes::from(vec![7u8; payload_len]),
+        }],
+    };
+    wire::encode(&frame, &Limits::DEFAULT).expect("encodes")
+}
+
 pub fn key_connect(name: &str, secret: &str, client_id: Option<&str>) -> ClientFrame {
     ClientFrame::Connect {
         version: PROTOCOL_VERSION,
