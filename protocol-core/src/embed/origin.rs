@@ -6,8 +6,8 @@ use crate::time::{Time, Timestamp, millis};
 
 /// The origin of one state machine's `Time`: an instant of the adapter's monotonic clock.
 ///
-/// It reads no clock: the adapter reads its own monotonic clock, passes the reading in and gets `Time` out, and turns
-/// the core's deadlines back into instants to sleep until.
+/// It reads no clock: the adapter reads its own monotonic clock, passes the reading in and
+/// gets `Time` out, and turns the core's deadlines back into instants to sleep until.
 #[derive(Clone, Copy, Debug)]
 pub struct Origin(Instant);
 
