@@ -9,7 +9,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tether_core::embed::{
-    self, Connections, Flow, Outbound, ServerInput, TransportLimits, WriteBatch, Writer, close_code,
+    self, Connections, Flow, Outbound, ServerInput, TransportLimits, WriteBatch, Writer,
+    close_code, handle_batch,
 };
 use tether_core::server::{Hub, HubEvent, Severity};
 use tokio::net::TcpListener;
@@ -300,18 +301,18 @@ async fn drive_hub(mut hub: Hub, mut inputs: mpsc::Receiver<Input>) {
         }
         tokio::select! {
             input = inputs.recv() => {
-                let Some(mut input) = input else { break };
+                let Some(input) = input else { break };
                 // Whatever else is already queued is handled in the same wake-up (bounded, so
                 // timers still run), with one clock reading.
                 let now = origin.stamp();
-                for _ in 0..INPUT_BATCH {
-                    if connections.input(&mut hub, now, input, log_event) == Flow::Stop {
-                        return;
-                    }
-                    match inputs.try_recv() {
-                        Ok(next) => input = next,
-                        Err(_) => break,
-                    }
+                let flow = handle_batch(
+                    input,
+                    INPUT_BATCH,
+                    || inputs.try_recv().ok(),
+                    |input| connections.input(&mut hub, now, input, log_event),
+                );
+                if flow == Flow::Stop {
+                    return;
                 }
             }
             () = &mut timer, if deadline.is_some() => {

@@ -60,6 +60,32 @@ impl WriteBatch {
     }
 }
 
+/// Handles `first`, then whatever `try_next` has ready, up to `limit` items in all, until
+/// `handle` says [`Flow::Stop`]; returns [`Flow::Stop`] if it did.
+///
+/// For an adapter's event loop that drains a queue in bounded bursts (so timers still run):
+/// an item is taken from the queue only when it will be handled in this burst, so nothing is
+/// ever taken and then dropped at the end of one.
+pub fn handle_batch<T>(
+    first: T,
+    limit: usize,
+    mut try_next: impl FnMut() -> Option<T>,
+    mut handle: impl FnMut(T) -> Flow,
+) -> Flow {
+    let mut next = Some(first);
+    let mut handled = 0;
+    while let Some(item) = next.take() {
+        if handle(item) == Flow::Stop {
+            return Flow::Stop;
+        }
+        handled += 1;
+        if handled < limit {
+            next = try_next();
+        }
+    }
+    Flow::Continue
+}
+
 /// The sending half of a connection writer's queue.
 pub trait Writer {
     /// Queues `outbound`; a writer that has gone away ignores it.
@@ -222,6 +248,45 @@ mod tests {
             matches!(queue.next(), Some(Outbound::Frame(_))),
             "nothing after the close is taken"
         );
+    }
+
+    #[test]
+    fn a_handled_batch_takes_only_what_it_handles() {
+        // 300 queued behind the first, a burst of 256: the 256 are handled in order and
+        // the other 45 stay queued, none taken and lost.
+        let mut queue: std::collections::VecDeque<u32> = (1..=300).collect();
+        let mut handled = Vec::new();
+        let flow = handle_batch(
+            0,
+            256,
+            || queue.pop_front(),
+            |n| {
+                handled.push(n);
+                Flow::Continue
+            },
+        );
+        assert_eq!(flow, Flow::Continue);
+        assert_eq!(handled, (0..256).collect::<Vec<_>>());
+        assert_eq!(queue.len(), 45);
+        assert_eq!(queue.front(), Some(&256));
+    }
+
+    #[test]
+    fn a_handled_batch_stops_when_told_and_takes_nothing_more() {
+        let mut queue: std::collections::VecDeque<u32> = (1..=10).collect();
+        let mut handled = Vec::new();
+        let flow = handle_batch(
+            0,
+            256,
+            || queue.pop_front(),
+            |n| {
+                handled.push(n);
+                if n == 3 { Flow::Stop } else { Flow::Continue }
+            },
+        );
+        assert_eq!(flow, Flow::Stop);
+        assert_eq!(handled, vec![0, 1, 2, 3]);
+        assert_eq!(queue.front(), Some(&4));
     }
 
     #[test]

@@ -23,7 +23,9 @@ mod options;
 mod origin;
 
 pub use audit::{AuditReport, DeliveryAudit};
-pub use connections::{Connections, Flow, Outbound, ServerInput, WRITE_BATCH, WriteBatch, Writer};
+pub use connections::{
+    Connections, Flow, Outbound, ServerInput, WRITE_BATCH, WriteBatch, Writer, handle_batch,
+};
 pub use credentials::{Credentials, TokenFuture, TokenProvider};
 pub use dispatcher::{ChannelEvent, Command, ConnectionStats, Dispatcher, Error, Notice, Plumbing};
 pub use options::{ClientOptions, ServerOptions};
