@@ -17,7 +17,7 @@ use futures_lite::{FutureExt, StreamExt};
 use futures_util::SinkExt;
 use tether_core::embed::{
     self, Connections, Flow, Origin, Outbound, ServerInput, TransportLimits, WriteBatch, Writer,
-    close_code,
+    close_code, handle_batch,
 };
 use tether_core::server::{Hub, HubEvent, Severity};
 
@@ -277,6 +277,9 @@ async fn serve_connection<S>(
     let _ = inputs.send(Input::Closed(connection)).await;
 }
 
+/// The most queued inputs the hub task handles per wake-up.
+const INPUT_BATCH: usize = 256;
+
 async fn drive_hub(mut hub: Hub, inputs: async_channel::Receiver<Input>) {
     let origin = Origin::new(Instant::now());
     let mut connections = Connections::new();
@@ -291,7 +294,15 @@ async fn drive_hub(mut hub: Hub, inputs: async_channel::Receiver<Input>) {
         let now = origin.stamp_at(Instant::now(), SystemTime::now());
         match input {
             Some(Ok(input)) => {
-                if connections.input(&mut hub, now, input, log_event) == Flow::Stop {
+                // Whatever else is already queued is handled in the same wake-up (bounded, so
+                // timers still run), with one clock reading.
+                let flow = handle_batch(
+                    input,
+                    INPUT_BATCH,
+                    || inputs.try_recv().ok(),
+                    |input| connections.input(&mut hub, now, input, log_event),
+                );
+                if flow == Flow::Stop {
                     break;
                 }
             }
