@@ -60,8 +60,8 @@ impl WriteBatch {
     }
 }
 
-/// Handles `first`, then whatever `try_next` has ready, up to `limit` items in all, until
-/// `handle` says [`Flow::Stop`]; returns [`Flow::Stop`] if it did.
+/// Handles `first`, then whatever `try_next` has ready, up to `limit` items in all (`first`
+/// is always handled), until `handle` says [`Flow::Stop`]; returns [`Flow::Stop`] if it did.
 ///
 /// For an adapter's event loop that drains a queue in bounded bursts (so timers still run):
 /// an item is taken from the queue only when it will be handled in this burst, so nothing is
