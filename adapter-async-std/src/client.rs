@@ -467,7 +467,9 @@ impl Driver {
                 let _ = outgoing.recv().await;
                 Err("given up".to_owned())
             };
-            let ws = match connect(&target, tls, max_frame).or(gave_up).await {
+            // Boxed: the connect's state is large and needed once; inline, it would size
+            // this long-lived transport task's allocation.
+            let ws = match Box::pin(connect(&target, tls, max_frame)).or(gave_up).await {
                 Ok(ws) => ws,
                 Err(reason) => {
                     let _ = events.send(Internal::Closed(id, reason)).await;

@@ -470,7 +470,9 @@ impl Driver {
                 true,
                 connector,
             );
-            let ws = match connecting.await {
+            // Boxed: the connect's state is large and needed once; inline, it would size
+            // this long-lived writer task's allocation.
+            let ws = match Box::pin(connecting).await {
                 Ok((ws, _)) => ws,
                 Err(error) => {
                     let _ = events.send(TransportEvent::Closed(id, error.to_string()));

@@ -188,12 +188,11 @@ async fn serve_connection<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let ws = match tokio_tungstenite::accept_async_with_config(
-        stream,
-        Some(websocket_config(max_frame)),
-    )
-    .await
-    {
+    // Boxed: the handshake's state is large and needed only once; inline, it would size the
+    // connection task's allocation for the connection's whole life.
+    let handshake =
+        tokio_tungstenite::accept_async_with_config(stream, Some(websocket_config(max_frame)));
+    let ws = match Box::pin(handshake).await {
         Ok(ws) => ws,
         Err(error) => {
             tracing::debug!(%peer, %error, "websocket handshake failed");

@@ -31,8 +31,10 @@ pub async fn serve_on(listener: TcpListener) {
         let peers = peers.clone();
         tokio::spawn(async move {
             let config = tether_tokio::websocket_config(MAX_FRAME);
-            let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await
-            else {
+            // Boxed like the tether server's handshake, so the connection task is sized by
+            // what it keeps, not by the handshake it did once.
+            let handshake = tokio_tungstenite::accept_async_with_config(stream, Some(config));
+            let Ok(ws) = Box::pin(handshake).await else {
                 return;
             };
             let (mut sink, mut source) = ws.split();
