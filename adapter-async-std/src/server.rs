@@ -16,8 +16,8 @@ use futures_channel::oneshot;
 use futures_lite::{FutureExt, StreamExt};
 use futures_util::SinkExt;
 use tether_core::embed::{
-    self, Connections, Flow, Origin, Outbound, ServerInput, TransportLimits, WriteBatch, Writer,
-    close_code, handle_batch,
+    self, Connections, Flow, INPUT_BATCH, Origin, Outbound, ServerInput, TransportLimits,
+    WriteBatch, Writer, close_code, handle_batch,
 };
 use tether_core::server::{Hub, HubEvent, Severity};
 
@@ -86,9 +86,10 @@ impl Writer for Queue {
 /// WebSocket message is one frame for the hub) and writes (frames from the hub, in order;
 /// what is queued, up to [`WRITE_BATCH`](tether_core::embed::WRITE_BATCH) frames, goes out
 /// with one flush and is reported back in one input, so the hub can pace replays and spot
-/// slow consumers). When the
-/// hub closes a connection, the WebSocket close code is 4000 plus the last three digits of
-/// the error code (42902 `slow_consumer` → 4902) and the reason is the code's name.
+/// slow consumers). The hub task handles queued inputs in bursts of up to
+/// [`INPUT_BATCH`](tether_core::embed::INPUT_BATCH). When the hub closes a connection, the
+/// WebSocket close code is 4000 plus the last three digits of the error code (42902
+/// `slow_consumer` → 4902) and the reason is the code's name.
 pub struct Server {
     local_addr: SocketAddr,
     inputs: async_channel::Sender<Input>,
@@ -275,9 +276,6 @@ async fn serve_connection<S>(
     writing.or(reading).await;
     let _ = inputs.send(Input::Closed(connection)).await;
 }
-
-/// The most queued inputs the hub task handles per wake-up.
-const INPUT_BATCH: usize = 256;
 
 async fn drive_hub(mut hub: Hub, inputs: async_channel::Receiver<Input>) {
     let origin = Origin::new(Instant::now());

@@ -243,27 +243,37 @@ async fn publish_floods_from_several_clients_are_all_acknowledged_and_delivered(
         publishers.push(client);
     }
     let mut publishes = Vec::new();
-    for client in &publishers {
+    for (publisher, client) in publishers.iter().enumerate() {
         let channel = client.channel("flood").expect("name");
-        publishes.extend((0..EACH).map(|n| channel.publish("m", n.to_string())));
+        publishes
+            .extend((0..EACH).map(|n| channel.publish("m", DeliveryAudit::label(publisher, n))));
     }
     let results = within("publishes", futures_util::future::join_all(publishes)).await;
-    let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-    assert!(
-        refused.is_empty(),
-        "{} refused, first: {:?}",
-        refused.len(),
-        refused.first()
-    );
+    let mut audit = DeliveryAudit::new();
+    for (index, result) in results.iter().enumerate() {
+        assert!(result.is_ok(), "publish {index} refused: {result:?}");
+        audit.acked(index / EACH, index % EACH);
+    }
     for client in &publishers {
         assert_eq!(client.stats().connects.load(Ordering::Relaxed), 1);
     }
     let (payloads, others) = messages(&mut events, PUBLISHERS * EACH).await;
-    assert_eq!(payloads.len(), PUBLISHERS * EACH);
+    audit.subscriber(
+        payloads
+            .iter()
+            .filter_map(|p| DeliveryAudit::parse_label(p.as_bytes()))
+            .collect(),
+    );
+    let report = audit.report();
+    assert_eq!(report.acked, PUBLISHERS * EACH);
+    assert_eq!(
+        (report.lost, report.duplicated, report.reordered),
+        (0, 0, 0)
+    );
     assert!(
         !others
             .iter()
             .any(|e| matches!(e, ChannelEvent::Discontinuity { .. })),
-        "continuity lost"
+        "continuity lost: {others:?}"
     );
 }

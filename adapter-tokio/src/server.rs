@@ -9,8 +9,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tether_core::embed::{
-    self, Connections, Flow, Outbound, ServerInput, TransportLimits, WriteBatch, Writer,
-    close_code, handle_batch,
+    self, Connections, Flow, INPUT_BATCH, Outbound, ServerInput, TransportLimits, WriteBatch,
+    Writer, close_code, handle_batch,
 };
 use tether_core::server::{Hub, HubEvent, Severity};
 use tokio::net::TcpListener;
@@ -69,9 +69,6 @@ pub fn websocket_config(max_frame_size: usize) -> WebSocketConfig {
 
 type Input = ServerInput<Tokio, Queue>;
 
-/// The most queued inputs the hub task handles per wake-up.
-const INPUT_BATCH: usize = 256;
-
 /// The queue of one connection's writer task.
 struct Queue(mpsc::UnboundedSender<Outbound>);
 
@@ -87,9 +84,10 @@ impl Writer for Queue {
 /// message is one frame for the hub) and a writer task (frames from the hub, in order; what
 /// is queued, up to [`WRITE_BATCH`](tether_core::embed::WRITE_BATCH) frames, goes out with
 /// one flush and is reported back in one input, so the hub can pace replays and spot slow
-/// consumers). The hub task handles queued inputs in batches too. When the hub
-/// closes a connection, the WebSocket close code is 4000 plus the last three digits of the
-/// error code (42902 `slow_consumer` → 4902) and the reason is the code's name.
+/// consumers). The hub task handles queued inputs in bursts of up to
+/// [`INPUT_BATCH`](tether_core::embed::INPUT_BATCH). When the hub closes a connection, the
+/// WebSocket close code is 4000 plus the last three digits of the error code (42902
+/// `slow_consumer` → 4902) and the reason is the code's name.
 pub struct Server {
     local_addr: SocketAddr,
     inputs: mpsc::Sender<Input>,
@@ -221,17 +219,14 @@ async fn serve_connection<S>(
     let writer_task = tokio::spawn(async move {
         // What is queued goes out with one flush (one syscall, not one per frame) and is
         // reported to the hub in one `Written` input.
-        while let Some(first) = outbound.recv().await {
+        'batches: while let Some(first) = outbound.recv().await {
             let batch = WriteBatch::take(first, || outbound.try_recv().ok());
-            let mut failed = false;
             for frame in batch.frames {
                 if sink.feed(Message::Binary(frame)).await.is_err() {
-                    failed = true;
-                    break;
+                    break 'batches;
                 }
             }
-            if failed
-                || sink.flush().await.is_err()
+            if sink.flush().await.is_err()
                 || (batch.written > 0
                     && write_inputs
                         .send(Input::Written(connection, batch.written))

@@ -1,9 +1,11 @@
 //! End-to-end over loopback: real WebSocket clients and server.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tether_core::ErrorCode;
+use tether_core::embed::DeliveryAudit;
 use tether_core::server::{ApiKey, Capabilities, Claims, HubConfig, Operation, mint_token};
 use tether_tokio::demo::{self, DemoOptions};
 use tether_tokio::{ChannelEvent, Client, ClientOptions, Credentials, Server, ServerConfig};
@@ -127,38 +129,40 @@ async fn publish_floods_from_several_clients_are_all_acknowledged_and_delivered(
     }
     // Every publish queued at once, on every client, before any is awaited.
     let mut publishes = Vec::new();
-    for client in &publishers {
+    for (publisher, client) in publishers.iter().enumerate() {
         let channel = client.channel("flood").expect("name");
-        publishes.extend((0..EACH).map(|n| channel.publish("m", n.to_string())));
+        publishes
+            .extend((0..EACH).map(|n| channel.publish("m", DeliveryAudit::label(publisher, n))));
     }
     let results = timeout(LIMIT * 3, futures_util::future::join_all(publishes))
         .await
         .expect("in time");
-    let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-    assert!(
-        refused.is_empty(),
-        "{} refused, first: {:?}",
-        refused.len(),
-        refused.first()
-    );
-    for client in &publishers {
-        assert_eq!(
-            client
-                .stats()
-                .connects
-                .load(std::sync::atomic::Ordering::Relaxed),
-            1
-        );
+    let mut audit = DeliveryAudit::new();
+    for (index, result) in results.iter().enumerate() {
+        assert!(result.is_ok(), "publish {index} refused: {result:?}");
+        audit.acked(index / EACH, index % EACH);
     }
-    let mut received = 0;
-    while received < PUBLISHERS * EACH {
+    for client in &publishers {
+        assert_eq!(client.stats().connects.load(Ordering::Relaxed), 1);
+    }
+    let mut received = Vec::new();
+    while received.len() < PUBLISHERS * EACH {
         match timeout(LIMIT, events.next()).await.expect("in time") {
-            Some(ChannelEvent::Message(_)) => received += 1,
+            Some(ChannelEvent::Message(m)) => {
+                received.extend(DeliveryAudit::parse_label(&m.message.data));
+            }
             Some(ChannelEvent::Discontinuity { .. }) => panic!("continuity lost"),
             Some(_) => {}
             None => panic!("stream ended"),
         }
     }
+    audit.subscriber(received);
+    let report = audit.report();
+    assert_eq!(report.acked, PUBLISHERS * EACH);
+    assert_eq!(
+        (report.lost, report.duplicated, report.reordered),
+        (0, 0, 0)
+    );
     server.shutdown().await;
 }
 

@@ -60,6 +60,10 @@ impl WriteBatch {
     }
 }
 
+/// The most queued inputs a hub task handles per wake-up (with [`handle_batch`]) before it
+/// looks at its timer again.
+pub const INPUT_BATCH: usize = 256;
+
 /// Handles `first`, then whatever `try_next` has ready, up to `limit` items in all (`first`
 /// is always handled), until `handle` says [`Flow::Stop`]; returns [`Flow::Stop`] if it did.
 ///
@@ -250,43 +254,43 @@ mod tests {
         );
     }
 
+    /// Runs one burst of `limit` over `0` then `1..=queued`, stopping at `stop_at`; returns
+    /// the flow, what was handled, and what is left in the queue.
+    fn burst(queued: u32, limit: usize, stop_at: Option<u32>) -> (Flow, Vec<u32>, Vec<u32>) {
+        let mut queue: std::collections::VecDeque<u32> = (1..=queued).collect();
+        let mut handled = Vec::new();
+        let flow = handle_batch(
+            0,
+            limit,
+            || queue.pop_front(),
+            |n| {
+                handled.push(n);
+                if Some(n) == stop_at {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                }
+            },
+        );
+        (flow, handled, queue.into())
+    }
+
     #[test]
     fn a_handled_batch_takes_only_what_it_handles() {
         // 300 queued behind the first, a burst of 256: the 256 are handled in order and
         // the other 45 stay queued, none taken and lost.
-        let mut queue: std::collections::VecDeque<u32> = (1..=300).collect();
-        let mut handled = Vec::new();
-        let flow = handle_batch(
-            0,
-            256,
-            || queue.pop_front(),
-            |n| {
-                handled.push(n);
-                Flow::Continue
-            },
-        );
+        let (flow, handled, left) = burst(300, 256, None);
         assert_eq!(flow, Flow::Continue);
         assert_eq!(handled, (0..256).collect::<Vec<_>>());
-        assert_eq!(queue.len(), 45);
-        assert_eq!(queue.front(), Some(&256));
+        assert_eq!(left, (256..=300).collect::<Vec<_>>());
     }
 
     #[test]
     fn a_handled_batch_stops_when_told_and_takes_nothing_more() {
-        let mut queue: std::collections::VecDeque<u32> = (1..=10).collect();
-        let mut handled = Vec::new();
-        let flow = handle_batch(
-            0,
-            256,
-            || queue.pop_front(),
-            |n| {
-                handled.push(n);
-                if n == 3 { Flow::Stop } else { Flow::Continue }
-            },
-        );
+        let (flow, handled, left) = burst(10, 256, Some(3));
         assert_eq!(flow, Flow::Stop);
         assert_eq!(handled, vec![0, 1, 2, 3]);
-        assert_eq!(queue.front(), Some(&4));
+        assert_eq!(left, (4..=10).collect::<Vec<_>>());
     }
 
     #[test]

@@ -24,7 +24,8 @@ mod origin;
 
 pub use audit::{AuditReport, DeliveryAudit};
 pub use connections::{
-    Connections, Flow, Outbound, ServerInput, WRITE_BATCH, WriteBatch, Writer, handle_batch,
+    Connections, Flow, INPUT_BATCH, Outbound, ServerInput, WRITE_BATCH, WriteBatch, Writer,
+    handle_batch,
 };
 pub use credentials::{Credentials, TokenFuture, TokenProvider};
 pub use dispatcher::{ChannelEvent, Command, ConnectionStats, Dispatcher, Error, Notice, Plumbing};
