@@ -4,9 +4,9 @@
 //! (`ws://` and `wss://` with rustls) with the same shape as `tether-tokio`'s.
 //!
 //! Only runtime-neutral pieces are used: sockets and timers from async-io (through
-//! async-net), `futures-io` streams under async-tungstenite, channels from async-channel. The
-//! one thing a runtime must provide is an executor for background tasks, the [`Spawner`]:
-//! async-std's by default, or any other, e.g. smol's:
+//! async-net) under `tether-driver`, which runs the client and server tasks for every
+//! runtime. The one thing a runtime must provide is an executor for background tasks, the
+//! [`Spawner`]: async-std's by default, or any other, e.g. smol's:
 //!
 //! ```no_run
 //! use futures_lite::StreamExt;
@@ -33,20 +33,31 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod client;
-mod clock;
-mod server;
+mod runtime;
 mod spawner;
-mod state;
 
-pub use client::{Channel, Client, ClientOptions, ClientTransport, Subscription};
-pub use server::{Server, ServerConfig, ServerTransport, tls_from_pem};
+pub use runtime::{ClientTransport, ServerTransport};
 pub use spawner::Spawner;
-pub use state::StateWatch;
 pub use tether_core;
 pub use tether_core::embed::{
     ChannelEvent, ConnectionStats, Credentials, Error, TokenFuture, TokenProvider,
 };
+pub use tether_driver::{StateWatch, Subscription, Task, tls_from_pem};
+
+/// A tether client on async-std or smol (see [`tether_driver::Client`]). Cheap to clone;
+/// the connection lives until `close` or until every clone is dropped; `state()` is a
+/// [`StateWatch`].
+pub type Client = tether_driver::Client<Spawner>;
+/// A channel of a [`Client`].
+pub type Channel = tether_driver::Channel<Spawner>;
+/// A running tether server on async-std or smol (see [`tether_driver::Server`]); `bind`
+/// takes any `async_net::AsyncToSocketAddrs`.
+pub type Server = tether_driver::Server<Spawner>;
+/// Options of a [`Client`]: credentials, the core's configuration (protocol defaults), a
+/// seed, and [`ClientTransport`].
+pub type ClientOptions = tether_core::embed::ClientOptions<ClientTransport>;
+/// How to run a [`Server`]: the hub's configuration, a seed, and [`ServerTransport`].
+pub type ServerConfig = tether_core::embed::ServerOptions<ServerTransport>;
 
 /// The README's Rust examples (both adapters, the codec) compile and run as doctests here.
 #[cfg(doctest)]

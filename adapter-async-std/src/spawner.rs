@@ -2,11 +2,9 @@
 
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
-/// A background task of the adapter.
-pub type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+use tether_driver::Task;
 
 /// Runs the adapter's background tasks (the client's driver and transports, the server's hub
 /// and connections). Tasks end on their own; none is ever awaited or cancelled through the

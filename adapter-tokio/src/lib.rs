@@ -1,12 +1,12 @@
 //! # tether-tokio
 //!
-//! tether over WebSocket on tokio (tokio-tungstenite): a [`Client`], a [`Server`] (`ws://`
-//! and `wss://` with rustls), a fault-injecting [`proxy`] for tests, and the `tether`
-//! command-line tool.
+//! tether over WebSocket on tokio: a [`Client`], a [`Server`] (`ws://` and `wss://` with
+//! rustls), a fault-injecting [`proxy`] for tests, and the `tether` command-line tool.
 //!
-//! This crate is glue only. It opens sockets, sleeps until the core's next deadline, moves
-//! bytes, and turns events into futures and streams; every protocol decision — connecting,
-//! retrying, resending, renewing, timing out — is made by [`tether_core`].
+//! This crate is glue only: the [`Tokio`] runtime (tasks, timers, TCP, a `watch` channel
+//! for the connection state) under `tether-driver`, which runs the client and server tasks
+//! for every runtime. Every protocol decision — connecting, retrying, resending, renewing,
+//! timing out — is made by [`tether_core`].
 //!
 //! ```no_run
 //! use futures_util::StreamExt;
@@ -26,15 +26,29 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod client;
-mod clock;
 pub mod demo;
 pub mod proxy;
-mod server;
+mod runtime;
 
-pub use client::{Channel, Client, ClientOptions, ClientTransport, Subscription};
-pub use server::{Server, ServerConfig, ServerTransport, tls_from_pem, websocket_config};
+pub use runtime::{ClientTransport, ServerTransport, Tokio};
 pub use tether_core;
 pub use tether_core::embed::{
     ChannelEvent, ConnectionStats, Credentials, Error, TokenFuture, TokenProvider,
 };
+pub use tether_driver::{Subscription, tls_from_pem, websocket_config};
+
+/// A tether client on tokio (see [`tether_driver::Client`]). Cheap to clone; the
+/// connection lives until `close` or until every clone is dropped; `state()` is a tokio
+/// `watch::Receiver`. Start it inside a tokio runtime: outside one, `connect` fails with
+/// `internal`.
+pub type Client = tether_driver::Client<Tokio>;
+/// A channel of a [`Client`].
+pub type Channel = tether_driver::Channel<Tokio>;
+/// A running tether server on tokio (see [`tether_driver::Server`]); `bind` takes any
+/// `tokio::net::ToSocketAddrs`.
+pub type Server = tether_driver::Server<Tokio>;
+/// Options of a [`Client`]: credentials, the core's configuration (protocol defaults), a
+/// seed, and [`ClientTransport`].
+pub type ClientOptions = tether_core::embed::ClientOptions<ClientTransport>;
+/// How to run a [`Server`]: the hub's configuration, a seed, and [`ServerTransport`].
+pub type ServerConfig = tether_core::embed::ServerOptions<ServerTransport>;

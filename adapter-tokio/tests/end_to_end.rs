@@ -567,3 +567,19 @@ async fn wss_works_with_a_certificate_made_at_test_time() {
     );
     server.shutdown().await;
 }
+
+/// Issue 14, defect 6: `Client::connect` outside a tokio runtime panicked ("there is no
+/// reactor running"); it now fails with `internal` and says why.
+#[test]
+fn connecting_outside_a_tokio_runtime_is_an_error_not_a_panic() {
+    let result = std::panic::catch_unwind(|| {
+        Client::connect("ws://127.0.0.1:9/", ClientOptions::api_key("app", "secret"))
+    });
+    let error = match result {
+        Ok(Err(error)) => error,
+        Ok(Ok(_)) => panic!("a client started without a runtime"),
+        Err(_) => panic!("connect panicked outside a runtime"),
+    };
+    assert_eq!(error.code(), ErrorCode::Internal);
+    assert!(error.to_string().contains("tokio runtime"), "{error}");
+}

@@ -327,7 +327,7 @@ fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "warn".into())
         .add_directive("tungstenite=info".parse().expect("a valid directive"))
-        .add_directive("tokio_tungstenite=info".parse().expect("a valid directive"));
+        .add_directive("async_tungstenite=info".parse().expect("a valid directive"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,0 +1,72 @@
+//! The hub's task: inputs from the accept loop and the connections, in bursts, and one
+//! timer for the hub's deadline.
+
+use std::task::Poll;
+use std::time::{Instant, SystemTime};
+
+use futures_lite::{FutureExt, StreamExt};
+use tether_core::embed::{Connections, Flow, INPUT_BATCH, Origin, handle_batch};
+use tether_core::server::{Hub, HubEvent, Severity};
+
+use super::Input;
+use crate::runtime::Runtime;
+
+/// Drives `hub` until it is shut down or every sender of `inputs` is gone.
+pub(crate) async fn drive<R: Runtime>(
+    runtime: R,
+    mut hub: Hub,
+    inputs: async_channel::Receiver<Input>,
+) {
+    let mut inputs = Box::pin(inputs);
+    let origin = Origin::new(Instant::now());
+    let mut connections = Connections::new();
+    // One timer, moved only when the hub's deadline moves.
+    let mut timer = runtime.timer(Instant::now());
+    let mut armed: Option<Instant> = None;
+    loop {
+        let deadline = hub.poll_timeout().map(|d| origin.instant(d));
+        if let Some(deadline) = deadline {
+            if armed != Some(deadline) {
+                R::reset(&mut timer, deadline);
+                armed = Some(deadline);
+            }
+        }
+        let input = std::future::poll_fn(|cx| {
+            if deadline.is_some() && timer.poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            inputs.as_mut().poll_next(cx).map(Some)
+        })
+        .await;
+        let now = origin.stamp_at(Instant::now(), SystemTime::now());
+        match input {
+            Some(Some(input)) => {
+                // Whatever else is already queued is handled in the same wake-up (bounded, so
+                // timers still run), with one clock reading.
+                let flow = handle_batch(
+                    input,
+                    INPUT_BATCH,
+                    || inputs.try_recv().ok(),
+                    |input| connections.input(&mut hub, now, input, log_event),
+                );
+                if flow == Flow::Stop {
+                    break;
+                }
+            }
+            Some(None) => break,
+            None => {
+                armed = None;
+                connections.timeout(&mut hub, now, log_event);
+            }
+        }
+    }
+}
+
+/// Operator logs. Events never carry credentials, so nothing here can leak a token.
+fn log_event(event: HubEvent) {
+    match event.severity() {
+        Severity::Debug => tracing::debug!("{event}"),
+        Severity::Info => tracing::info!("{event}"),
+        Severity::Warn => tracing::warn!("{event}"),
+    }
+}
