@@ -38,8 +38,6 @@ pub(crate) struct Channel {
     pub(crate) subscribers: BTreeSet<SessionKey>,
     dedupe: HashSet<MessageId>,
     dedupe_order: VecDeque<(Time, MessageId)>,
-    /// A trim timer is pending for this channel.
-    pub(crate) trim_scheduled: bool,
     /// Last subscribe, unsubscribe or publish: an idle channel is kept for the session TTL
     /// after it, so that a dropped subscriber resuming finds the same epoch.
     pub(crate) last_used: Time,
@@ -55,7 +53,6 @@ impl Channel {
             subscribers: BTreeSet::new(),
             dedupe: HashSet::new(),
             dedupe_order: VecDeque::new(),
-            trim_scheduled: false,
             last_used: now,
         }
     }

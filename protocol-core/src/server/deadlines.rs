@@ -27,7 +27,7 @@ impl Hub {
                         ErrorInfo::new(ErrorCode::IdleTimeout, "nothing received from the client");
                     self.close_with_disconnect(now, id, error);
                 } else {
-                    self.timers.push(deadline, Timer::Idle(id));
+                    self.timers.set(deadline, Timer::Idle(id));
                 }
             }
             Timer::Heartbeat(id) => {
@@ -41,23 +41,21 @@ impl Hub {
                 if due <= now {
                     self.send(now, id, &ServerFrame::Heartbeat);
                     self.timers
-                        .push(now.saturating_add(interval), Timer::Heartbeat(id));
+                        .set(now.saturating_add(interval), Timer::Heartbeat(id));
                 } else {
-                    self.timers.push(due, Timer::Heartbeat(id));
+                    self.timers.set(due, Timer::Heartbeat(id));
                 }
             }
-            Timer::TokenExpiry(key, generation) => {
-                let Some(session) = self.sessions.get(&key) else {
-                    return;
-                };
-                if session.token_generation == generation {
-                    self.check_token(now, key);
-                    if let Some(session) = self.sessions.get(&key) {
-                        if session.token_generation == generation && session.connection.is_some() {
-                            // Not expired yet by the wall clock (it moved): look again later.
-                            self.schedule_token_expiry(now, key);
-                        }
-                    }
+            Timer::TokenExpiry(key) => {
+                // The one expiry timer of the session: every token change moved it.
+                self.check_token(now, key);
+                if self
+                    .sessions
+                    .get(&key)
+                    .is_some_and(|session| session.connection.is_some())
+                {
+                    // Not expired yet by the wall clock (it moved): look again later.
+                    self.schedule_token_expiry(now, key);
                 }
             }
             Timer::SessionExpiry(key) => {
@@ -75,10 +73,10 @@ impl Hub {
             Timer::Trim(key) => {
                 let retention = self.config.retention_age;
                 let window = self.config.dedupe_window;
-                let next = self.channels.get_mut(&key).and_then(|channel| {
-                    channel.trim_scheduled = false;
-                    channel.trim(now, retention, window)
-                });
+                let next = self
+                    .channels
+                    .get_mut(&key)
+                    .and_then(|channel| channel.trim(now, retention, window));
                 match next {
                     Some(at) => self.schedule_trim(key, at),
                     None => self.free_if_idle(now, key),
@@ -87,12 +85,11 @@ impl Hub {
         }
     }
 
+    /// Sets the channel's trim deadline unless it has one already (trimming then looks
+    /// for the next one itself).
     pub(super) fn schedule_trim(&mut self, key: ChannelKey, at: Time) {
-        if let Some(channel) = self.channels.get_mut(&key) {
-            if !channel.trim_scheduled {
-                channel.trim_scheduled = true;
-                self.timers.push(at, Timer::Trim(key));
-            }
+        if self.channels.contains_key(&key) && self.timers.deadline(Timer::Trim(key)).is_none() {
+            self.timers.set(at, Timer::Trim(key));
         }
     }
 
@@ -103,18 +100,23 @@ impl Hub {
         Some((conn.last_received, session.heartbeat_interval))
     }
 
+    /// Moves the session's one expiry timer to its token's `exp` + leeway (by the wall
+    /// clock of the last input), or removes it when the session has no token expiry.
     pub(super) fn schedule_token_expiry(&mut self, now: Time, key: SessionKey) {
         let Some(session) = self.sessions.get(&key) else {
             return;
         };
         let Some(expires_at_ms) = session.identity.expires_at_ms else {
+            self.timers.cancel(Timer::TokenExpiry(key));
             return;
         };
-        let leeway = self.config.tokens.leeway.min(auth::MAX_LEEWAY);
-        let remaining = Duration::from_millis(expires_at_ms.saturating_sub(self.unix_ms)) + leeway;
-        self.timers.push(
-            now.saturating_add(remaining),
-            Timer::TokenExpiry(key, session.token_generation),
+        let leeway_ms = self.config.tokens.leeway.min(auth::MAX_LEEWAY).as_millis() as u64;
+        let remaining = expires_at_ms
+            .saturating_add(leeway_ms)
+            .saturating_sub(self.unix_ms);
+        self.timers.set(
+            now.saturating_add(Duration::from_millis(remaining)),
+            Timer::TokenExpiry(key),
         );
     }
 

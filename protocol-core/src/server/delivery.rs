@@ -25,6 +25,7 @@ impl Hub {
             if let Some(state) = self.channels.remove(&channel) {
                 self.channel_keys.remove(&state.name);
             }
+            self.timers.cancel(Timer::Trim(channel));
         } else {
             self.schedule_trim(channel, keep_until);
         }

@@ -48,7 +48,7 @@ enum Timer {
     FirstFrame(ConnectionId),
     Idle(ConnectionId),
     Heartbeat(ConnectionId),
-    TokenExpiry(SessionKey, u64),
+    TokenExpiry(SessionKey),
     SessionExpiry(SessionKey),
     Trim(ChannelKey),
 }
@@ -59,6 +59,8 @@ struct Connection {
     last_received: Time,
     last_sent: Time,
     pending_bytes: usize,
+    /// The hub is closing it: only its last frame may still be queued.
+    closing: bool,
     decoder: Option<StreamDecoder<ClientFrame>>,
 }
 
@@ -80,8 +82,6 @@ struct Session {
     heartbeat_interval: Duration,
     /// When the session lost its transport.
     detached_at: Option<Time>,
-    /// Bumped on every token change, so stale expiry timers are recognised.
-    token_generation: u64,
 }
 
 /// An answer to a publish, coalesced into ranges before it is sent.
@@ -96,6 +96,9 @@ struct Answer {
 pub struct HubStats {
     /// Open connections.
     pub connections: usize,
+    /// Connections the hub closed whose transport has not reported its end yet; they count
+    /// against the connection cap until it does.
+    pub closing: usize,
     /// Sessions, live or waiting to be resumed.
     pub sessions: usize,
     /// Channels held.
@@ -163,6 +166,9 @@ pub struct Hub {
     clock: Clock,
     unix_ms: u64,
     connections: BTreeMap<ConnectionId, Connection>,
+    /// Connections the hub closed whose transport has not ended yet (see
+    /// [`HubStats::closing`]).
+    closing: BTreeSet<ConnectionId>,
     next_connection: u64,
     sessions: BTreeMap<SessionKey, Session>,
     session_ids: HashMap<SessionId, SessionKey>,
@@ -187,6 +193,7 @@ impl Hub {
             clock: Clock::default(),
             unix_ms: 0,
             connections: BTreeMap::new(),
+            closing: BTreeSet::new(),
             next_connection: 0,
             sessions: BTreeMap::new(),
             session_ids: HashMap::new(),
@@ -209,6 +216,7 @@ impl Hub {
     pub fn stats(&self) -> HubStats {
         HubStats {
             connections: self.connections.len(),
+            closing: self.closing.len(),
             sessions: self.sessions.len(),
             channels: self.channels.len(),
             timers: self.timers.len(),
@@ -228,8 +236,9 @@ impl Hub {
 
     // ----- inputs --------------------------------------------------------------------
 
-    /// A transport was accepted. Over the connection cap it is refused at once (a
-    /// `disconnect` frame, so the client retries later, then `Close`).
+    /// A transport was accepted. Over the connection cap — live connections plus those the
+    /// hub closed whose transport has not ended yet — it is refused at once (a `disconnect`
+    /// frame, so the client retries later, then `Close`).
     pub fn accept(&mut self, now: Timestamp) -> ConnectionId {
         let now = self.tick(now);
         let id = ConnectionId(self.next_connection);
@@ -245,14 +254,15 @@ impl Hub {
                 last_received: now,
                 last_sent: now,
                 pending_bytes: 0,
+                closing: false,
                 decoder,
             },
         );
-        if self.connections.len() > self.config.max_connections {
+        if self.connections.len() + self.closing.len() > self.config.max_connections {
             let error = ErrorInfo::new(ErrorCode::TooManyConnections, "the server is full");
             self.close_with_disconnect(now, id, error);
         } else {
-            self.timers.push(
+            self.timers.set(
                 now.saturating_add(self.config.first_frame_timeout),
                 Timer::FirstFrame(id),
             );
@@ -297,9 +307,11 @@ impl Hub {
         }
     }
 
-    /// The transport of `connection` ended. Its session is kept for the session TTL.
+    /// The transport of `connection` ended (also after the hub closed it: until then it
+    /// counts against the connection cap). Its session is kept for the session TTL.
     pub fn handle_closed(&mut self, now: Timestamp, connection: ConnectionId) {
         let now = self.tick(now);
+        self.closing.remove(&connection);
         if self.connections.contains_key(&connection) {
             let reason = ErrorInfo::new(ErrorCode::TransportClosed, "the transport closed");
             self.forget_connection(now, connection, reason);
@@ -347,14 +359,23 @@ impl Hub {
         }
     }
 
-    /// Queues bytes for a connection and counts them as pending.
+    /// Queues bytes for a connection and counts them as pending. Every frame counts,
+    /// whatever its kind: one that would take the connection past the pending-bytes limit
+    /// is not queued, and the connection is closed as a slow consumer instead (its last
+    /// frame, the `disconnect`, is the only one allowed past the limit).
     fn transmit(&mut self, now: Time, connection: ConnectionId, bytes: Bytes) {
-        if let Some(conn) = self.connections.get_mut(&connection) {
-            conn.pending_bytes += bytes.len();
-            conn.last_sent = now;
-            self.outputs
-                .push_back(HubOutput::Transmit { connection, bytes });
+        let Some(conn) = self.connections.get_mut(&connection) else {
+            return;
+        };
+        let pending = conn.pending_bytes;
+        if !conn.closing && pending.saturating_add(bytes.len()) > self.config.max_pending_bytes {
+            self.slow_consumer(now, connection, pending);
+            return;
         }
+        conn.pending_bytes = pending.saturating_add(bytes.len());
+        conn.last_sent = now;
+        self.outputs
+            .push_back(HubOutput::Transmit { connection, bytes });
     }
 
     /// Encodes and queues a frame. Frames are sized to fit the hub's frame allowance; should
@@ -387,11 +408,7 @@ impl Hub {
                     ErrorCode::Internal,
                     format!("a frame could not be sent: {error}"),
                 );
-                self.outputs.push_back(HubOutput::Close {
-                    connection,
-                    reason: reason.clone(),
-                });
-                self.forget_connection(now, connection, reason);
+                self.close(now, connection, None, reason);
             }
         }
     }
@@ -404,9 +421,14 @@ impl Hub {
         last: Option<ServerFrame>,
         reason: ErrorInfo,
     ) {
-        if !self.connections.contains_key(&connection) {
+        let Some(conn) = self.connections.get_mut(&connection) else {
+            return;
+        };
+        if conn.closing {
             return;
         }
+        // From here the connection takes no frame but its last, whatever the limits.
+        conn.closing = true;
         if let Some(frame) = last {
             self.send(now, connection, &frame);
         }
@@ -414,12 +436,15 @@ impl Hub {
             connection,
             reason: reason.clone(),
         });
+        self.closing.insert(connection);
         self.forget_connection(now, connection, reason);
     }
 
     /// Frees a session for good.
     fn remove_session(&mut self, key: SessionKey) -> Option<SessionId> {
         let session = self.sessions.remove(&key)?;
+        self.timers.cancel(Timer::TokenExpiry(key));
+        self.timers.cancel(Timer::SessionExpiry(key));
         self.session_ids.remove(&session.id);
         if let Some(at) = session.detached_at {
             self.detached.remove(&(at, key));
@@ -448,6 +473,13 @@ impl Hub {
         let Some(conn) = self.connections.remove(&connection) else {
             return;
         };
+        for timer in [
+            Timer::FirstFrame(connection),
+            Timer::Idle(connection),
+            Timer::Heartbeat(connection),
+        ] {
+            self.timers.cancel(timer);
+        }
         let mut session_id = None;
         if let Some(key) = conn.session {
             if let Some(session) = self.sessions.get_mut(&key) {
@@ -457,7 +489,7 @@ impl Hub {
                     session.detached_at = Some(now);
                     self.detached.insert((now, key));
                     let subscriptions = std::mem::take(&mut session.subscriptions);
-                    self.timers.push(
+                    self.timers.set(
                         now.saturating_add(self.config.session_ttl),
                         Timer::SessionExpiry(key),
                     );

@@ -167,8 +167,8 @@ impl Hub {
                     session.heartbeat_interval = heartbeat_interval;
                     session.detached_at = None;
                     session.connection = Some(connection);
-                    session.token_generation += 1;
                 }
+                self.timers.cancel(Timer::SessionExpiry(key));
                 key
             }
             None => self.new_session(identity, heartbeat_interval, connection),
@@ -202,11 +202,12 @@ impl Hub {
         };
         self.send(now, connection, &frame);
         self.emit(event);
-        self.timers.push(
+        self.timers.cancel(Timer::FirstFrame(connection));
+        self.timers.set(
             now.saturating_add(heartbeat_interval),
             Timer::Heartbeat(connection),
         );
-        self.timers.push(
+        self.timers.set(
             now.saturating_add(heartbeat_interval + self.config.idle_grace),
             Timer::Idle(connection),
         );
@@ -260,7 +261,6 @@ impl Hub {
                 subscriptions: BTreeMap::new(),
                 heartbeat_interval,
                 detached_at: None,
-                token_generation: 0,
             },
         );
         key
@@ -318,7 +318,6 @@ impl Hub {
                 }
                 if let Some(session) = self.sessions.get_mut(&key) {
                     session.identity = identity;
-                    session.token_generation += 1;
                     for channel in session.subscriptions.keys() {
                         if let Some(state) = self.channels.get(channel) {
                             if !session

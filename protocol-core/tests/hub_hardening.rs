@@ -1,0 +1,161 @@
+//! Issue 13's defects in the hub, each kept as the regression test that failed on the old
+//! code: outbound memory bounded for every frame kind, closed connections counted against
+//! the cap until their transport ends, one token-expiry timer per session.
+
+mod support;
+
+use std::time::Duration;
+
+use support::hub::*;
+use tether_core::ErrorCode;
+use tether_core::wire::{ClientFrame, Direction, HistoryQuery, ServerFrame};
+
+fn history_request(request_id: u64) -> ClientFrame {
+    ClientFrame::HistoryRequest {
+        request_id,
+        channel: channel("hist"),
+        query: HistoryQuery {
+            start: None,
+            end: None,
+            direction: Direction::Backwards,
+            limit: 1,
+        },
+    }
+}
+
+/// Issue 13, defect 1: answers to a client's own requests queued without limit (20,000
+/// `history_request`s of a client that never reads grew the server to 1 GB). Every frame now
+/// counts toward the connection's pending bytes: past the limit it is a slow consumer.
+#[test]
+fn history_pages_for_a_client_that_never_reads_count_toward_its_pending_bytes() {
+    let mut h = HubHarness::new();
+    let (publisher, _) = h.connect_as("pub");
+    let payload = "h".repeat(60_000);
+    for serial in 0..20 {
+        h.publish(
+            publisher,
+            serial,
+            "hist",
+            vec![message(&format!("m{serial}"), &payload)],
+        );
+    }
+    let (attacker, _) = h.connect_as("attacker");
+    h.stalled.insert(attacker);
+    for request_id in 0..200 {
+        if h.closed.contains_key(&attacker) {
+            break;
+        }
+        h.send(attacker, &history_request(request_id));
+    }
+    assert_eq!(h.closed.get(&attacker), Some(&ErrorCode::SlowConsumer));
+    let pages = h
+        .take(attacker)
+        .iter()
+        .filter(|f| matches!(f, ServerFrame::HistoryPage { .. }))
+        .count();
+    // 1 MiB of pending bytes holds 17 pages of 60 KB; nothing past the limit was queued.
+    assert!(
+        pages <= 17,
+        "{pages} pages queued for a client that never reads"
+    );
+    assert!(!h.closed.contains_key(&publisher));
+}
+
+/// The same class for pongs: any answer counts, not only history pages and deliveries.
+#[test]
+fn pongs_for_a_client_that_never_reads_count_toward_its_pending_bytes() {
+    let mut config = config();
+    config.max_pending_bytes = 4 * 1024;
+    let mut h = HubHarness::with(config, 1);
+    let (attacker, _) = h.connect_as("attacker");
+    h.stalled.insert(attacker);
+    for id in 0..10_000 {
+        if h.closed.contains_key(&attacker) {
+            break;
+        }
+        h.send(attacker, &ClientFrame::Ping { id });
+    }
+    assert_eq!(h.closed.get(&attacker), Some(&ErrorCode::SlowConsumer));
+    assert!(
+        h.take(attacker).len() < 4 * 1024,
+        "pongs stopped at the limit"
+    );
+}
+
+/// Issue 13, defect 3 (the hub's part): a connection the hub closed stopped counting
+/// toward the cap at once, though its socket was still open, so the cap could be exceeded.
+#[test]
+fn a_connection_the_hub_closed_counts_against_the_cap_until_its_transport_ends() {
+    let mut config = config();
+    config.max_connections = 2;
+    let mut h = HubHarness::with(config, 1);
+    let (closed_by_hub, _) = h.connect_as("a");
+    h.connect_as("b");
+    // A second connect is a protocol error: the hub closes the connection.
+    h.send(closed_by_hub, &key_connect("app", "app-secret", None));
+    assert_eq!(
+        h.closed.get(&closed_by_hub),
+        Some(&ErrorCode::UnexpectedFrame)
+    );
+    assert_eq!(h.hub.stats().closing, 1);
+    let refused = h.accept();
+    assert_eq!(
+        h.closed.get(&refused),
+        Some(&ErrorCode::TooManyConnections),
+        "the closed connection's socket is still open"
+    );
+    h.drop_connection(closed_by_hub);
+    h.drop_connection(refused);
+    assert_eq!(h.hub.stats().closing, 0);
+    let (admitted, _) = h.connect_as("c");
+    assert!(!h.closed.contains_key(&admitted));
+}
+
+/// Issue 13, defect 6: every in-band `auth` added a timer living until that token's `exp`,
+/// even after the session was gone (1 M renewals with a one-year token: +40 MB).
+#[test]
+fn token_renewals_keep_one_expiry_timer_per_session_and_none_after_it_ends() {
+    let mut h = HubHarness::new();
+    let year = Duration::from_secs(365 * 24 * 3600);
+    let (id, frames) = h.open(&token_connect(token(&claims("alice", h.unix_ms, year))));
+    assert!(matches!(frames[0], ServerFrame::Connected { .. }));
+    let baseline = h.hub.stats().timers;
+    for _ in 0..1_000 {
+        h.unix_ms += 1_000;
+        let renewed = token(&claims("alice", h.unix_ms, year));
+        h.send(id, &ClientFrame::Auth { token: renewed });
+        assert!(matches!(
+            h.take(id).as_slice(),
+            [ServerFrame::Authed { error: None, .. }]
+        ));
+    }
+    assert_eq!(
+        h.hub.stats().timers,
+        baseline,
+        "one expiry timer, moved each time"
+    );
+    h.send(id, &ClientFrame::Close);
+    h.drop_connection(id);
+    assert_eq!(h.hub.stats().sessions, 0);
+    assert_eq!(h.hub.stats().timers, 0, "nothing outlives the session");
+}
+
+/// The same class for sessions that come and go: each drop and resume moves the session's
+/// one expiry timer instead of adding one that lives for the session TTL.
+#[test]
+fn resuming_again_and_again_keeps_one_session_timer() {
+    let mut h = HubHarness::new();
+    let (mut id, session) = h.connect_as("roamer");
+    for _ in 0..1_000 {
+        h.drop_connection(id);
+        h.advance(Duration::from_millis(10));
+        let (next, connected) = h.resume("roamer", session);
+        assert!(matches!(
+            connected,
+            ServerFrame::Connected { resumed: true, .. }
+        ));
+        id = next;
+    }
+    // Heartbeat and idle of the live connection: nothing left from the 1,000 drops.
+    assert_eq!(h.hub.stats().timers, 2);
+}
