@@ -44,6 +44,9 @@ enum Command {
         /// PEM private key, to serve wss:// (with --tls-cert).
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<std::path::PathBuf>,
+        /// Seconds a new socket has to finish its TLS and WebSocket handshake.
+        #[arg(long, default_value_t = 5)]
+        handshake_timeout: u64,
     },
     /// Mint a token (JWT, HS256) signed with an API key.
     Token {
@@ -146,6 +149,7 @@ async fn run(command: Command) -> Result<bool, String> {
             keys_file,
             tls_cert,
             tls_key,
+            handshake_timeout,
         } => {
             if let Some(path) = keys_file {
                 let text = std::fs::read_to_string(&path)
@@ -171,6 +175,8 @@ async fn run(command: Command) -> Result<bool, String> {
                 keys,
                 ..HubConfig::default()
             });
+            config.sockets.handshake_timeout = Duration::from_secs(handshake_timeout);
+            raise_file_limit(&config);
             if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
                 let cert = std::fs::read(cert).map_err(|e| format!("certificate: {e}"))?;
                 let key = std::fs::read(key).map_err(|e| format!("private key: {e}"))?;
@@ -318,6 +324,22 @@ async fn run(command: Command) -> Result<bool, String> {
             );
             Ok(report.ok())
         }
+    }
+}
+
+/// Raises the soft limit on open files toward the hard limit, so the connection cap — not
+/// the common default of 1,024 descriptors — bounds the server; warns when even the hard
+/// limit is below what the cap and the pending handshakes need.
+fn raise_file_limit(config: &ServerConfig) {
+    let needed = (config.hub.max_connections + config.sockets.max_pending_handshakes + 64) as u64;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < needed => tracing::warn!(
+            limit,
+            needed,
+            "the open-file limit is below the connection cap: raise the hard limit (ulimit -Hn)"
+        ),
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
     }
 }
 

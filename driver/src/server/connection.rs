@@ -2,6 +2,7 @@
 //! writing the hub's frames, until either side ends it.
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
@@ -12,45 +13,96 @@ use futures_lite::{AsyncRead, AsyncWrite, FutureExt, StreamExt};
 use futures_util::SinkExt;
 use tether_core::embed::{Outbound, WriteBatch, Writer, close_code};
 
-use super::Input;
+use super::{Handshaking, Input, within};
+use crate::runtime::Runtime;
 use crate::tls::websocket_config;
 
-/// The queue of one connection's writer. Unbounded here; what the hub queues for a
-/// connection is bounded by the hub's pending-bytes limit on deliveries.
-pub(crate) struct Queue(async_channel::Sender<Outbound>);
+/// The queue of one connection's writer. Unbounded as a channel, bounded in bytes by the
+/// hub: every frame it queues counts against the connection's pending-bytes limit until
+/// the writer reports it written, and past the limit the hub closes the connection instead
+/// of queueing more (its last frame only).
+pub(crate) struct Queue {
+    frames: async_channel::Sender<Outbound>,
+    /// Dropped with the queue, when the hub forgets the connection: the connection task
+    /// then has the close timeout to finish.
+    _hangup: oneshot::Sender<()>,
+}
 
 impl Writer for Queue {
     fn send(&self, outbound: Outbound) {
-        let _ = self.0.try_send(outbound);
+        let _ = self.frames.try_send(outbound);
     }
 }
 
-/// Serves one accepted stream (plain TCP or TLS) until the peer or the hub ends it.
-pub(crate) async fn serve<S>(
-    stream: S,
+/// A socket just accepted, with what serving it needs.
+pub(crate) struct Accepted<R> {
+    pub(crate) runtime: R,
+    pub(crate) peer: SocketAddr,
+    pub(crate) inputs: async_channel::Sender<Input>,
+    pub(crate) max_frame: usize,
+    /// The handshake must be done by then.
+    pub(crate) deadline: Instant,
+    pub(crate) close_timeout: Duration,
+    pub(crate) handshaking: Handshaking,
+}
+
+impl<R: Runtime> Accepted<R> {
+    /// Serves `stream` (plain TCP or TLS) until the peer or the hub ends it.
+    pub(crate) async fn serve<S>(self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Accepted {
+            runtime,
+            peer,
+            inputs,
+            max_frame,
+            deadline,
+            close_timeout,
+            handshaking,
+        } = self;
+        // Boxed: the handshake's state is large and needed only once; inline, it would size
+        // the connection task's allocation for the connection's whole life.
+        let handshake = Box::pin(async_tungstenite::accept_async_with_config(
+            stream,
+            Some(websocket_config(max_frame)),
+        ));
+        let ws = match within(&runtime, deadline, handshake).await {
+            Some(Ok(ws)) => ws,
+            Some(Err(error)) => {
+                tracing::debug!(%peer, %error, "websocket handshake failed");
+                return;
+            }
+            None => {
+                tracing::debug!(%peer, "websocket handshake timed out");
+                return;
+            }
+        };
+        drop(handshaking);
+        run(runtime, ws, peer, inputs, close_timeout).await;
+    }
+}
+
+/// Moves frames between an open WebSocket and the hub until either ends the connection.
+async fn run<R: Runtime, S>(
+    runtime: R,
+    ws: async_tungstenite::WebSocketStream<S>,
     peer: SocketAddr,
     inputs: async_channel::Sender<Input>,
-    max_frame: usize,
+    close_timeout: Duration,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // Boxed: the handshake's state is large and needed only once; inline, it would size the
-    // connection task's allocation for the connection's whole life.
-    let handshake =
-        async_tungstenite::accept_async_with_config(stream, Some(websocket_config(max_frame)));
-    let ws = match Box::pin(handshake).await {
-        Ok(ws) => ws,
-        Err(error) => {
-            tracing::debug!(%peer, %error, "websocket handshake failed");
-            return;
-        }
-    };
     let (mut sink, mut source) = futures_util::StreamExt::split(ws);
     let (writer, outbound) = async_channel::unbounded();
+    let (hangup, hung_up) = oneshot::channel::<()>();
     let (reply, id) = oneshot::channel();
     if inputs
         .send(Input::Accept {
-            writer: Queue(writer),
+            writer: Queue {
+                frames: writer,
+                _hangup: hangup,
+            },
             reply,
         })
         .await
@@ -107,7 +159,16 @@ pub(crate) async fn serve<S>(
             }
         }
     };
-    // Whichever ends first ends the connection: the peer went away, or the hub closed it.
-    writing.or(reading).await;
+    // Once the hub forgot the connection, the socket has the close timeout to send what
+    // was queued and its close: a peer that does not read cannot hold it longer.
+    let teardown = async {
+        let _ = hung_up.await;
+        let mut timer = runtime.timer(Instant::now() + close_timeout);
+        (&mut timer).await;
+        tracing::debug!(%peer, connection = connection.0, "close timed out: socket dropped");
+    };
+    // Whichever ends first ends the connection: the peer went away, the hub closed it, or
+    // the close timed out.
+    writing.or(reading).or(teardown).await;
     let _ = inputs.send(Input::Closed(connection)).await;
 }

@@ -7,13 +7,16 @@
 mod connection;
 mod hub;
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 use futures_lite::FutureExt;
-use tether_core::embed::{self, ServerInput};
+use tether_core::embed::{self, ServerInput, SocketLimits};
 use tether_core::server::Hub;
 
 use crate::client::Neutral;
@@ -32,6 +35,12 @@ type Input = ServerInput<Neutral, Queue>;
 /// [`INPUT_BATCH`](tether_core::embed::INPUT_BATCH). When the hub closes a connection, the
 /// WebSocket close code is 4000 plus the last three digits of the error code (42902
 /// `slow_consumer` → 4902) and the reason is the code's name.
+///
+/// Sockets are bounded outside the hub too ([`SocketLimits`]): a handshake (TLS, WebSocket
+/// upgrade) must finish within its deadline, only so many may be under way at once (beyond,
+/// a new socket is closed at once), and a connection the hub closed is dropped within the
+/// close timeout whether or not its peer reads. Accept errors (e.g. out of file
+/// descriptors) back off exponentially up to 1 s, logged once per episode.
 pub struct Server<R: Runtime> {
     local_addr: SocketAddr,
     inputs: async_channel::Sender<Input>,
@@ -73,6 +82,8 @@ impl<R: Runtime> Server<R> {
             max_frame,
             tls: tls.map(futures_rustls::TlsAcceptor::from),
             runtime: runtime.clone(),
+            limits: config.sockets,
+            handshakes: Arc::new(AtomicUsize::new(0)),
         };
         runtime.spawn(Box::pin(async move {
             accepting
@@ -112,36 +123,89 @@ struct Accepting<R> {
     max_frame: usize,
     tls: Option<futures_rustls::TlsAcceptor>,
     runtime: R,
+    limits: SocketLimits,
+    /// Sockets in their handshake now.
+    handshakes: Arc<AtomicUsize>,
 }
+
+/// One socket counted in [`Accepting::handshakes`] until its handshake ended either way.
+pub(crate) struct Handshaking(Arc<AtomicUsize>);
+
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The first accept error of an episode is logged at `warn`, then every this many.
+const ACCEPT_ERRORS_LOGGED_EVERY: u64 = 100;
 
 impl<R: Runtime> Accepting<R> {
     async fn run(self, listener: R::Listener) {
+        let mut errors: u64 = 0;
         loop {
             match R::accept(&listener).await {
                 Ok((stream, peer)) => {
-                    let (inputs, max_frame) = (self.inputs.clone(), self.max_frame);
+                    errors = 0;
+                    if self.handshakes.load(Ordering::Relaxed) >= self.limits.max_pending_handshakes
+                    {
+                        tracing::debug!(%peer, "too many handshakes under way: socket closed");
+                        continue;
+                    }
+                    self.handshakes.fetch_add(1, Ordering::Relaxed);
+                    let handshaking = Handshaking(self.handshakes.clone());
+                    let deadline = Instant::now() + self.limits.handshake_timeout;
+                    let connection = connection::Accepted {
+                        runtime: self.runtime.clone(),
+                        peer,
+                        inputs: self.inputs.clone(),
+                        max_frame: self.max_frame,
+                        deadline,
+                        close_timeout: self.limits.close_timeout,
+                        handshaking,
+                    };
                     match self.tls.clone() {
-                        None => self
-                            .runtime
-                            .spawn(Box::pin(connection::serve(stream, peer, inputs, max_frame))),
+                        None => self.runtime.spawn(Box::pin(connection.serve(stream))),
                         Some(acceptor) => self.runtime.spawn(Box::pin(async move {
-                            match acceptor.accept(stream).await {
-                                Ok(tls) => connection::serve(tls, peer, inputs, max_frame).await,
-                                Err(error) => {
+                            let runtime = connection.runtime.clone();
+                            match within(&runtime, deadline, acceptor.accept(stream)).await {
+                                Some(Ok(tls)) => connection.serve(tls).await,
+                                Some(Err(error)) => {
                                     tracing::debug!(%peer, %error, "TLS handshake failed")
                                 }
+                                None => tracing::debug!(%peer, "TLS handshake timed out"),
                             }
                         })),
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    let mut pause = self
-                        .runtime
-                        .timer(std::time::Instant::now() + Duration::from_millis(50));
-                    (&mut pause).await;
+                    // Out of file descriptors, typically: back off instead of spinning, and
+                    // say so once per episode rather than once per attempt.
+                    errors += 1;
+                    if errors % ACCEPT_ERRORS_LOGGED_EVERY == 1 {
+                        tracing::warn!(%error, consecutive = errors, "accept failed; backing off");
+                    }
+                    let shift = u32::try_from(errors.min(7)).unwrap_or(7);
+                    let pause = Duration::from_millis(10 << shift).min(Duration::from_secs(1));
+                    let mut timer = self.runtime.timer(Instant::now() + pause);
+                    (&mut timer).await;
                 }
             }
         }
     }
+}
+
+/// `future`'s output, or `None` if `deadline` passes first.
+pub(crate) async fn within<R: Runtime, F: Future>(
+    runtime: &R,
+    deadline: Instant,
+    future: F,
+) -> Option<F::Output> {
+    let timer = runtime.timer(deadline);
+    async { Some(future.await) }
+        .or(async {
+            timer.await;
+            None
+        })
+        .await
 }

@@ -29,7 +29,7 @@ pub use connections::{
 };
 pub use credentials::{Credentials, TokenFuture, TokenProvider};
 pub use dispatcher::{ChannelEvent, Command, ConnectionStats, Dispatcher, Error, Notice, Plumbing};
-pub use options::{ClientOptions, ServerOptions};
+pub use options::{ClientOptions, ServerOptions, SocketLimits};
 pub use origin::{Origin, unix_ms};
 
 /// WebSocket limits derived from the hub's or client's frame limit: one frame per message,

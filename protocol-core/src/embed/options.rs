@@ -2,6 +2,7 @@
 //! (TLS, executor, …).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::Seed;
 use crate::client::ClientConfig;
@@ -54,6 +55,8 @@ pub struct ServerOptions<T> {
     pub hub: HubConfig,
     /// A fixed seed (tests); `None` draws one from the operating system.
     pub seed: Option<Seed>,
+    /// Limits on sockets before the hub sees them and after it closed them.
+    pub sockets: SocketLimits,
     /// The adapter's part: TLS, executor, …
     pub transport: T,
 }
@@ -64,7 +67,36 @@ impl<T: Default> ServerOptions<T> {
         ServerOptions {
             hub,
             seed: None,
+            sockets: SocketLimits::default(),
             transport: T::default(),
+        }
+    }
+}
+
+/// What a server allows a socket outside the hub's life of a connection: before the
+/// transport handshake (TLS, WebSocket upgrade) is done, and after the hub closed the
+/// connection. The hub's own limits (connection cap, first-frame deadline, pending bytes)
+/// start where these end. `docs/security.md` lists every limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketLimits {
+    /// A socket that has not finished its handshake this long after it was accepted is
+    /// closed (default 5 s).
+    pub handshake_timeout: Duration,
+    /// Sockets accepted and still in their handshake at once; a socket accepted beyond it
+    /// is closed at once (default 512).
+    pub max_pending_handshakes: usize,
+    /// After the hub closed a connection, the most time its socket may take to send what
+    /// was queued and its close; then it is dropped, whether or not the peer reads
+    /// (default 5 s). Until it is gone it counts against the hub's connection cap.
+    pub close_timeout: Duration,
+}
+
+impl Default for SocketLimits {
+    fn default() -> SocketLimits {
+        SocketLimits {
+            handshake_timeout: Duration::from_secs(5),
+            max_pending_handshakes: 512,
+            close_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -1,0 +1,255 @@
+//! Sockets outside the hub's life of a connection, on every server (tokio, async-std,
+//! smol): a handshake has a deadline, only so many may be under way, and a connection the
+//! hub closed is torn down within the close timeout whether or not its peer reads (issue 13,
+//! defects 2 and 3). The clients are plain blocking sockets, so nothing here depends on a
+//! client runtime.
+
+mod support;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use support::hub_config;
+use tether_core::embed::{ServerOptions, SocketLimits};
+use tether_core::server::HubConfig;
+use tether_core::wire::{self, ClientFrame, Credentials, Limits, PROTOCOL_VERSION, ServerFrame};
+
+/// The server under test.
+#[derive(Clone, Copy, Debug)]
+enum Server {
+    Tokio,
+    AsyncStd,
+    Smol,
+}
+
+const SERVERS: [Server; 3] = [Server::Tokio, Server::AsyncStd, Server::Smol];
+
+impl Server {
+    /// Runs `test` (blocking code) against this server, bound on loopback.
+    fn with(self, hub: HubConfig, sockets: SocketLimits, test: impl FnOnce(SocketAddr)) {
+        match self {
+            Server::Tokio => {
+                let runtime = support::tokio_runtime();
+                let mut config = tether_tokio::ServerConfig::new(hub);
+                config.sockets = sockets;
+                let server = runtime
+                    .block_on(tether_tokio::Server::bind("127.0.0.1:0", config))
+                    .expect("binds");
+                test(server.local_addr());
+                runtime.block_on(server.shutdown());
+            }
+            Server::AsyncStd | Server::Smol => {
+                let spawner = match self {
+                    Server::Smol => {
+                        tether_async_std::Spawner::new(|task| smol::spawn(task).detach())
+                    }
+                    _ => tether_async_std::Spawner::async_std(),
+                };
+                let mut config: ServerOptions<tether_async_std::ServerTransport> =
+                    tether_async_std::ServerConfig::new(hub);
+                config.sockets = sockets;
+                config.transport.spawner = spawner;
+                let server = async_std::task::block_on(tether_async_std::Server::bind(
+                    "127.0.0.1:0",
+                    config,
+                ))
+                .expect("binds");
+                test(server.local_addr());
+                async_std::task::block_on(server.shutdown());
+            }
+        }
+    }
+}
+
+/// Waits up to `limit` for the server to end `socket` (EOF or reset); returns how long it
+/// took, or `None` if the socket is still open then.
+fn ended_within(socket: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    let mut buffer = [0u8; 4096];
+    while start.elapsed() < limit {
+        match socket.read(&mut buffer) {
+            Ok(0) => return Some(start.elapsed()),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return Some(start.elapsed()),
+        }
+    }
+    None
+}
+
+fn limits(handshake: Duration, pending: usize, close: Duration) -> SocketLimits {
+    SocketLimits {
+        handshake_timeout: handshake,
+        max_pending_handshakes: pending,
+        close_timeout: close,
+    }
+}
+
+/// Issue 13, defect 2: a socket that never finished the upgrade (silent, or one byte at a
+/// time) was held forever.
+#[test]
+fn a_socket_that_never_finishes_its_handshake_is_closed_after_the_deadline() {
+    for server in SERVERS {
+        let sockets = limits(Duration::from_millis(300), 512, Duration::from_secs(5));
+        server.with(hub_config(), sockets, |address| {
+            let mut silent = TcpStream::connect(address).expect("connects");
+            let mut slowloris = TcpStream::connect(address).expect("connects");
+            let start = Instant::now();
+            for byte in b"GET / HTTP/1.1\r\n" {
+                if start.elapsed() > Duration::from_millis(600) {
+                    break;
+                }
+                if slowloris.write_all(&[*byte]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let silent_end = ended_within(&mut silent, Duration::from_secs(5));
+            let slow_end = ended_within(&mut slowloris, Duration::from_secs(5));
+            assert!(
+                silent_end.is_some(),
+                "{server:?}: a silent socket stayed open"
+            );
+            assert!(
+                slow_end.is_some(),
+                "{server:?}: a slowloris socket stayed open"
+            );
+        });
+    }
+}
+
+/// Issue 13, defect 2: nothing capped the sockets waiting for their upgrade.
+#[test]
+fn handshakes_beyond_the_cap_are_closed_at_once() {
+    for server in SERVERS {
+        let sockets = limits(Duration::from_secs(30), 2, Duration::from_secs(5));
+        server.with(hub_config(), sockets, |address| {
+            let mut first = TcpStream::connect(address).expect("connects");
+            let mut second = TcpStream::connect(address).expect("connects");
+            std::thread::sleep(Duration::from_millis(200));
+            let mut third = TcpStream::connect(address).expect("connects");
+            let ended = ended_within(&mut third, Duration::from_secs(5));
+            assert!(
+                ended.is_some(),
+                "{server:?}: a third handshake was admitted"
+            );
+            for waiting in [&mut first, &mut second] {
+                assert!(
+                    ended_within(waiting, Duration::from_millis(200)).is_none(),
+                    "{server:?}: a handshake within the cap was closed early"
+                );
+            }
+        });
+    }
+}
+
+/// Server-side sockets on `port` still ESTABLISHED to the peer port `peer` (Linux).
+fn established(port: u16, peer: u16) -> usize {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .flat_map(|table| table.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let port_of = |field: &str| {
+                field
+                    .rsplit(':')
+                    .next()
+                    .and_then(|hex| u16::from_str_radix(hex, 16).ok())
+            };
+            fields.len() > 3
+                && port_of(fields[1]) == Some(port)
+                && port_of(fields[2]) == Some(peer)
+                && fields[3] == "01"
+        })
+        .count()
+}
+
+/// A raw WebSocket client: connects with the `app` key and attaches `channel`, then is
+/// left to the test (which never reads it again).
+fn raw_subscriber(address: SocketAddr, channel: &str) -> tungstenite::WebSocket<TcpStream> {
+    let stream = TcpStream::connect(address).expect("connects");
+    let (mut ws, _) = tungstenite::client(format!("ws://{address}/"), stream).expect("upgrades");
+    let send = |ws: &mut tungstenite::WebSocket<TcpStream>, frame: &ClientFrame| {
+        let bytes = wire::encode(frame, &Limits::DEFAULT).expect("encodes");
+        ws.send(tungstenite::Message::Binary(bytes)).expect("sends");
+    };
+    let receive = |ws: &mut tungstenite::WebSocket<TcpStream>| loop {
+        if let tungstenite::Message::Binary(bytes) = ws.read().expect("reads") {
+            return wire::decode::<ServerFrame>(&bytes, &Limits::PROTOCOL_MAX).expect("decodes");
+        }
+    };
+    send(
+        &mut ws,
+        &ClientFrame::Connect {
+            version: PROTOCOL_VERSION,
+            credentials: Credentials::ApiKey {
+                name: "app".into(),
+                secret: "app-secret".into(),
+            },
+            client_id: Some(tether_core::wire::ClientId::new("never-reads").expect("id")),
+            resume: None,
+            heartbeat_interval_ms: None,
+        },
+    );
+    assert!(matches!(receive(&mut ws), ServerFrame::Connected { .. }));
+    send(
+        &mut ws,
+        &ClientFrame::Attach {
+            channel: tether_core::wire::ChannelName::new(channel).expect("name"),
+            from: None,
+        },
+    );
+    assert!(matches!(receive(&mut ws), ServerFrame::Attached { .. }));
+    ws
+}
+
+/// Issue 13, defect 3: after `disconnect` `slow_consumer`, the server socket of a peer that
+/// stopped reading stayed ESTABLISHED (300 s and more): the writer blocked in flush and the
+/// connection task waited for it.
+#[test]
+fn a_closed_connection_whose_peer_never_reads_is_torn_down_within_the_close_timeout() {
+    for server in SERVERS {
+        let sockets = limits(Duration::from_secs(5), 512, Duration::from_millis(500));
+        server.with(hub_config(), sockets, |address| {
+            let subscriber = raw_subscriber(address, "flood");
+            let peer = subscriber.get_ref().local_addr().expect("address").port();
+            assert_eq!(established(address.port(), peer), 1);
+            // 12 MB for a subscriber that never reads: more than the kernel buffers hold,
+            // so the server's writer blocks and the hub's pending bytes pass the limit.
+            let publisher = std::thread::spawn(move || {
+                async_std::task::block_on(async move {
+                    let client = tether_async_std::Client::connect(
+                        &format!("ws://{address}/"),
+                        tether_async_std::ClientOptions::api_key("app", "app-secret"),
+                    )
+                    .expect("url");
+                    let channel = client.channel("flood").expect("name");
+                    let payload = vec![b'f'; 60_000];
+                    for _ in 0..200 {
+                        support::within("publish", channel.publish("f", payload.clone()))
+                            .await
+                            .expect("acknowledged");
+                    }
+                    client.close().await;
+                });
+            });
+            publisher.join().expect("publisher");
+            let start = Instant::now();
+            while established(address.port(), peer) > 0 && start.elapsed() < Duration::from_secs(10)
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            assert_eq!(
+                established(address.port(), peer),
+                0,
+                "{server:?}: the socket of a closed, non-reading peer is still open"
+            );
+            drop(subscriber);
+        });
+    }
+}
