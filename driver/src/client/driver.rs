@@ -2,7 +2,6 @@
 //! carried out, one timer for the core's deadline.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
@@ -10,6 +9,7 @@ use std::time::Instant;
 
 use async_tungstenite::tungstenite::{self, Message};
 use bytes::Bytes;
+use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use futures_lite::{FutureExt, StreamExt};
 use tether_core::client::{Client as Core, Output, TransportId};
 use tether_core::embed::{ConnectionStats, Credentials, Dispatcher, Notice, Origin};
@@ -45,26 +45,18 @@ pub(crate) struct Driver<R: Runtime> {
     /// core transmits only what its own limits allow (bounded publish queue, one frame per
     /// request), and a transport that stops draining is declared dead by the core's
     /// liveness timer and dropped.
-    transports: HashMap<TransportId, async_channel::Sender<Bytes>>,
+    transports: HashMap<TransportId, UnboundedSender<Bytes>>,
     /// The open transport's incoming frames.
     reading: Option<(TransportId, Source)>,
     /// From the transports' tasks: at most two events each.
-    transport_events: Pinned<TransportEvent>,
+    transport_events: Channel<TransportEvent>,
     /// Token providers' answers: the core keeps at most one request outstanding.
-    tokens: Pinned<Result<String, String>>,
+    tokens: Channel<Result<String, String>>,
 }
 
-/// A channel whose receiving half can be polled in place (async-channel's is `!Unpin`).
-type Pinned<T> = (
-    async_channel::Sender<T>,
-    Pin<Box<async_channel::Receiver<T>>>,
-);
-
-fn pinned<T>(
-    (sender, receiver): (async_channel::Sender<T>, async_channel::Receiver<T>),
-) -> Pinned<T> {
-    (sender, Box::pin(receiver))
-}
+/// Both halves of one of the driver's own channels (futures-channel's: polling an empty
+/// one costs an atomic waker registration, no lock).
+type Channel<T> = (UnboundedSender<T>, UnboundedReceiver<T>);
 
 impl<R: Runtime> Driver<R> {
     pub(crate) fn new(
@@ -83,8 +75,8 @@ impl<R: Runtime> Driver<R> {
             origin: Origin::new(Instant::now()),
             transports: HashMap::new(),
             reading: None,
-            transport_events: pinned(async_channel::unbounded()),
-            tokens: pinned(async_channel::unbounded()),
+            transport_events: unbounded(),
+            tokens: unbounded(),
         }
     }
 
@@ -92,8 +84,7 @@ impl<R: Runtime> Driver<R> {
         self.origin.time_at(Instant::now())
     }
 
-    pub(crate) async fn run(mut self, commands: async_channel::Receiver<Command>) {
-        let mut commands = Box::pin(commands);
+    pub(crate) async fn run(mut self, mut commands: UnboundedReceiver<Command>) {
         self.core.connect(self.now());
         // One timer for the driver's life, moved only when the deadline moves.
         let mut timer = self.connector.runtime.timer(Instant::now());
@@ -122,13 +113,13 @@ impl<R: Runtime> Driver<R> {
                         return Poll::Ready(Wake::Read(*id, read));
                     }
                 }
-                if let Poll::Ready(Some(event)) = self.transport_events.1.as_mut().poll_next(cx) {
+                if let Poll::Ready(Some(event)) = self.transport_events.1.poll_next(cx) {
                     return Poll::Ready(Wake::Transport(event));
                 }
-                if let Poll::Ready(Some(answer)) = self.tokens.1.as_mut().poll_next(cx) {
+                if let Poll::Ready(Some(answer)) = self.tokens.1.poll_next(cx) {
                     return Poll::Ready(Wake::Token(answer));
                 }
-                commands.as_mut().poll_next(cx).map(Wake::Command)
+                commands.poll_next(cx).map(Wake::Command)
             })
             .await;
             let now = self.now();
@@ -211,14 +202,14 @@ impl<R: Runtime> Driver<R> {
         while let Some(output) = self.core.poll_output() {
             match output {
                 Output::OpenTransport { transport } => {
-                    let (writer, outgoing) = async_channel::unbounded();
+                    let (writer, outgoing) = unbounded();
                     self.transports.insert(transport, writer);
                     self.connector
                         .open(transport, outgoing, self.transport_events.0.clone());
                 }
                 Output::Transmit { transport, bytes } => {
                     if let Some(writer) = self.transports.get(&transport) {
-                        let _ = writer.try_send(bytes);
+                        let _ = writer.unbounded_send(bytes);
                     }
                 }
                 Output::CloseTransport { transport, .. } => {
@@ -259,7 +250,7 @@ impl<R: Runtime> Driver<R> {
             Some(Notice::FetchToken(request)) => {
                 let answers = self.tokens.0.clone();
                 self.connector.runtime.spawn(Box::pin(async move {
-                    let _ = answers.send(request.await).await;
+                    let _ = answers.unbounded_send(request.await);
                 }));
             }
             None => {}

@@ -29,14 +29,14 @@ pub(crate) enum Neutral {}
 
 impl Plumbing for Neutral {
     type Reply<T: Send + 'static> = oneshot::Sender<T>;
-    type Sink = async_channel::Sender<ChannelEvent>;
+    type Sink = futures_channel::mpsc::UnboundedSender<ChannelEvent>;
 
     fn reply<T: Send + 'static>(reply: oneshot::Sender<T>, value: T) {
         let _ = reply.send(value);
     }
 
     fn deliver(sink: &Self::Sink, event: ChannelEvent) -> bool {
-        sink.try_send(event).is_ok()
+        sink.unbounded_send(event).is_ok()
     }
 }
 
@@ -47,7 +47,7 @@ pub(crate) type Command = embed::Command<Neutral>;
 pub struct Client<R: Runtime> {
     // Unbounded: the application's own calls; each waits for its answer, and publishes are
     // bounded by the core's queue (refused at its limit).
-    commands: async_channel::Sender<Command>,
+    commands: futures_channel::mpsc::UnboundedSender<Command>,
     watch: StateWatch,
     view: R::StateView,
     stats: Arc<ConnectionStats>,
@@ -84,7 +84,7 @@ impl<R: Runtime> Client<R> {
             None => crate::fresh_seed().map_err(internal)?,
         };
         let core = Core::new(options.config.clone(), seed);
-        let (commands, receiver) = async_channel::unbounded();
+        let (commands, receiver) = futures_channel::mpsc::unbounded();
         let watch = StateWatch::new(core.state());
         let view = R::state_view(&watch);
         let stats = Arc::new(ConnectionStats::default());
@@ -164,7 +164,7 @@ impl<R: Runtime> Client<R> {
     /// Tells the client the network is back (e.g. from the operating system): it retries at
     /// once instead of waiting for its backoff.
     pub fn network_is_back(&self) {
-        let _ = self.commands.try_send(Command::RetryNow);
+        let _ = self.commands.unbounded_send(Command::RetryNow);
     }
 
     /// Closes the connection in order; pending publishes fail with `connection_closed`.
@@ -187,7 +187,7 @@ impl<R: Runtime> Client<R> {
         command: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> impl Future<Output = Result<T, Error>> + Send + 'static {
         let (reply, answer) = oneshot::channel();
-        let queued = self.commands.try_send(command(reply));
+        let queued = self.commands.unbounded_send(command(reply));
         async move {
             queued.map_err(|_| Error::Closed)?;
             answer.await.map_err(|_| Error::Closed)
@@ -222,7 +222,7 @@ impl<R: Runtime> Channel<R> {
     pub async fn subscribe(&self) -> Result<Subscription, Error> {
         // Unbounded: buffered until the application reads, like any subscription; a
         // subscriber that never reads is the application's own memory, not the server's.
-        let (sink, events) = async_channel::unbounded();
+        let (sink, events) = futures_channel::mpsc::unbounded();
         let channel = self.name.clone();
         self.client
             .ask(|reply| Command::Subscribe {
@@ -231,9 +231,7 @@ impl<R: Runtime> Channel<R> {
                 reply,
             })
             .await??;
-        Ok(Subscription {
-            events: Box::pin(events),
-        })
+        Ok(Subscription { events })
     }
 
     /// Publishes one message; resolves `Ok` when the server acknowledged it, `Err` with the
@@ -279,13 +277,13 @@ impl<R: Runtime> Channel<R> {
 
 /// The events of an attached channel (a `futures::Stream`). Buffered until read.
 pub struct Subscription {
-    events: Pin<Box<async_channel::Receiver<ChannelEvent>>>,
+    events: futures_channel::mpsc::UnboundedReceiver<ChannelEvent>,
 }
 
 impl Stream for Subscription {
     type Item = ChannelEvent;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ChannelEvent>> {
-        self.events.as_mut().poll_next(cx)
+        Pin::new(&mut self.events).poll_next(cx)
     }
 }

@@ -8,7 +8,8 @@ use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use bytes::Bytes;
-use futures_lite::{AsyncRead, AsyncWrite, FutureExt};
+use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
+use futures_lite::{AsyncRead, AsyncWrite, FutureExt, StreamExt};
 use futures_util::SinkExt;
 use futures_util::stream::SplitStream;
 use tether_core::client::TransportId;
@@ -83,15 +84,15 @@ impl<R: Runtime> Connector<R> {
     pub(crate) fn open(
         self: &Arc<Self>,
         id: TransportId,
-        outgoing: async_channel::Receiver<Bytes>,
-        events: async_channel::Sender<TransportEvent>,
+        mut outgoing: UnboundedReceiver<Bytes>,
+        events: UnboundedSender<TransportEvent>,
     ) {
         let this = self.clone();
         self.runtime.spawn(Box::pin(async move {
             // Nothing is sent on `outgoing` before the transport is open, so this only
             // ever ends by the queue closing.
             let gave_up = async {
-                let _ = outgoing.recv().await;
+                let _ = outgoing.next().await;
                 Err("given up".to_owned())
             };
             // Boxed: the connect's state is large and needed once; inline, it would size
@@ -99,20 +100,19 @@ impl<R: Runtime> Connector<R> {
             let ws = match Box::pin(this.connect()).or(gave_up).await {
                 Ok(ws) => ws,
                 Err(reason) => {
-                    let _ = events.send(TransportEvent::Closed(id, reason)).await;
+                    let _ = events.unbounded_send(TransportEvent::Closed(id, reason));
                     return;
                 }
             };
             drop(this);
             let (mut sink, source) = futures_util::StreamExt::split(ws);
             if events
-                .send(TransportEvent::Opened(id, source))
-                .await
+                .unbounded_send(TransportEvent::Opened(id, source))
                 .is_err()
             {
                 return;
             }
-            while let Ok(first) = outgoing.recv().await {
+            while let Some(first) = outgoing.next().await {
                 let mut next = Some(first);
                 let mut taken = 0;
                 let mut written = true;
@@ -127,9 +127,8 @@ impl<R: Runtime> Connector<R> {
                     }
                 }
                 if !written || sink.flush().await.is_err() {
-                    let _ = events
-                        .send(TransportEvent::Closed(id, "write failed".into()))
-                        .await;
+                    let _ =
+                        events.unbounded_send(TransportEvent::Closed(id, "write failed".into()));
                     return;
                 }
             }

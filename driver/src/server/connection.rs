@@ -22,7 +22,7 @@ use crate::tls::websocket_config;
 /// the writer reports it written, and past the limit the hub closes the connection instead
 /// of queueing more (its last frame only).
 pub(crate) struct Queue {
-    frames: async_channel::Sender<Outbound>,
+    frames: futures_channel::mpsc::UnboundedSender<Outbound>,
     /// Dropped with the queue, when the hub forgets the connection: the connection task
     /// then has the close timeout to finish.
     _hangup: oneshot::Sender<()>,
@@ -30,7 +30,7 @@ pub(crate) struct Queue {
 
 impl Writer for Queue {
     fn send(&self, outbound: Outbound) {
-        let _ = self.frames.try_send(outbound);
+        let _ = self.frames.unbounded_send(outbound);
     }
 }
 
@@ -94,7 +94,7 @@ async fn run<R: Runtime, S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sink, mut source) = futures_util::StreamExt::split(ws);
-    let (writer, outbound) = async_channel::unbounded();
+    let (writer, mut outbound) = futures_channel::mpsc::unbounded();
     let (hangup, hung_up) = oneshot::channel::<()>();
     let (reply, id) = oneshot::channel();
     if inputs
@@ -117,7 +117,7 @@ async fn run<R: Runtime, S>(
     // Frames from the hub, in order: what is queued goes out with one flush and is reported
     // to the hub in one input, so it can pace replays and spot slow consumers.
     let writing = async {
-        while let Ok(first) = outbound.recv().await {
+        while let Some(first) = outbound.next().await {
             let batch = WriteBatch::take(first, || outbound.try_recv().ok());
             for frame in batch.frames {
                 if sink.feed(Message::Binary(frame)).await.is_err() {
