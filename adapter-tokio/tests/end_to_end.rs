@@ -426,7 +426,11 @@ async fn a_subscriber_that_never_reads_is_disconnected_while_others_keep_going()
     })
     .await
     .expect("ended in time");
-    assert_eq!(ended, Some(4902), "closed as a slow consumer (42902)");
+    assert_eq!(
+        ended,
+        Some(ErrorCode::SlowConsumer.close_code()),
+        "closed as a slow consumer (42902)"
+    );
     server.shutdown().await;
 }
 

@@ -159,3 +159,67 @@ fn resuming_again_and_again_keeps_one_session_timer() {
     // Heartbeat and idle of the live connection: nothing left from the 1,000 drops.
     assert_eq!(h.hub.stats().timers, 2);
 }
+
+/// A publish frame to `news` with serial 0 whose message count is `count`, followed by no
+/// message at all.
+fn publish_claiming(count: u64) -> bytes::Bytes {
+    let empty = tether_core::wire::encode(
+        &ClientFrame::Publish {
+            serial: 0,
+            channel: channel("news"),
+            messages: vec![],
+        },
+        &tether_core::wire::Limits::DEFAULT,
+    )
+    .expect("encodes");
+    // The empty publish ends with its count, 0: replace it with `count` as a varint.
+    let mut bytes = empty[..empty.len() - 1].to_vec();
+    let mut rest = count;
+    loop {
+        let byte = (rest & 0x7f) as u8;
+        rest >>= 7;
+        if rest == 0 {
+            bytes.push(byte);
+            break;
+        }
+        bytes.push(byte | 0x80);
+    }
+    bytes::Bytes::from(bytes)
+}
+
+/// Issue 13, defect 9: a claimed message count of 2^32 got 40002 (`truncated_frame`), though
+/// the spec checks the count before reading any message (41302 `too_many_messages`).
+#[test]
+fn a_publish_claiming_two_to_the_32_messages_is_too_many_messages() {
+    let mut h = HubHarness::new();
+    let (id, _) = h.connect_as("a");
+    h.send_bytes(id, publish_claiming(1 << 32));
+    assert_eq!(h.closed.get(&id), Some(&ErrorCode::TooManyMessages));
+}
+
+/// Issue 13, defect 9: a publish of no message was acknowledged. It is refused now; like
+/// every publish frame it uses its serial, so the client's numbering stays in step.
+#[test]
+fn a_publish_of_no_message_is_refused_with_a_code() {
+    let mut h = HubHarness::new();
+    let (id, _) = h.connect_as("a");
+    let answer = h.publish(id, 0, "news", vec![]);
+    assert!(
+        matches!(answer.as_slice(), [ServerFrame::Nack { serial: 0, count: 1, error }] if error.code == ErrorCode::InvalidMessage),
+        "{answer:?}"
+    );
+    let (subscriber, _) = h.connect_as("sub");
+    h.attach(subscriber, "news", None);
+    let answer = h.publish(id, 1, "news", vec![message("m", "first")]);
+    assert!(
+        matches!(
+            answer.as_slice(),
+            [ServerFrame::Ack {
+                serial: 1,
+                count: 1
+            }]
+        ),
+        "{answer:?}"
+    );
+    assert_eq!(delivered(&h.take(subscriber)), vec![1]);
+}

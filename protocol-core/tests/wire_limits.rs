@@ -124,9 +124,24 @@ fn publish_announcing_more_messages_than_allowed_is_refused_before_reading_them(
 }
 
 #[test]
-fn publish_announcing_more_messages_than_its_bytes_can_hold_is_truncated() {
-    // Count 1,000,000 in a 7-byte frame: nothing is reserved for the claim.
+fn publish_announcing_more_messages_than_allowed_is_refused_by_its_count_alone() {
+    // Count 1,000,000 in a 7-byte frame: the count is checked first (§2.4), whatever bytes
+    // follow, and nothing is reserved for the claim.
     let bytes = [4, 0, 1, b'a', 0xc0, 0x84, 0x3d];
+    let error = decode_client(&bytes, &Limits::DEFAULT).expect_err("too many");
+    assert_eq!(
+        error,
+        DecodeError::TooManyMessages {
+            count: 1_000_000,
+            max: 100
+        }
+    );
+}
+
+#[test]
+fn publish_announcing_more_messages_than_its_bytes_hold_is_truncated() {
+    // Count 5 (within the limit) and no message after it.
+    let bytes = [4, 0, 1, b'a', 5];
     let error = decode_client(&bytes, &Limits::DEFAULT).expect_err("truncated");
     assert_eq!(error.code(), ErrorCode::TruncatedFrame);
 }

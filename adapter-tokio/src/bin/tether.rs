@@ -47,6 +47,12 @@ enum Command {
         /// Seconds a new socket has to finish its TLS and WebSocket handshake.
         #[arg(long, default_value_t = 5)]
         handshake_timeout: u64,
+        /// Require tokens whose `aud` is (or contains) this audience.
+        #[arg(long)]
+        audience: Option<String>,
+        /// Require tokens whose `iss` is this issuer.
+        #[arg(long)]
+        issuer: Option<String>,
     },
     /// Mint a token (JWT, HS256) signed with an API key.
     Token {
@@ -150,6 +156,8 @@ async fn run(command: Command) -> Result<bool, String> {
             tls_cert,
             tls_key,
             handshake_timeout,
+            audience,
+            issuer,
         } => {
             if let Some(path) = keys_file {
                 let text = std::fs::read_to_string(&path)
@@ -176,6 +184,8 @@ async fn run(command: Command) -> Result<bool, String> {
                 ..HubConfig::default()
             });
             config.sockets.handshake_timeout = Duration::from_secs(handshake_timeout);
+            config.hub.tokens.audience = audience;
+            config.hub.tokens.issuer = issuer;
             raise_file_limit(&config);
             if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
                 let cert = std::fs::read(cert).map_err(|e| format!("certificate: {e}"))?;

@@ -33,8 +33,9 @@ type Input = ServerInput<Neutral, Queue>;
 /// with one flush and is reported back in one input, so the hub can pace replays and spot
 /// slow consumers). The hub task handles queued inputs in bursts of up to
 /// [`INPUT_BATCH`](tether_core::embed::INPUT_BATCH). When the hub closes a connection, the
-/// WebSocket close code is 4000 plus the last three digits of the error code (42902
-/// `slow_consumer` → 4902) and the reason is the code's name.
+/// WebSocket close code is the error code's own (one to one, in 4000–4999:
+/// [`ErrorCode::close_code`](tether_core::ErrorCode::close_code)) and the reason is the
+/// code's name.
 ///
 /// Sockets are bounded outside the hub too ([`SocketLimits`]): a handshake (TLS, WebSocket
 /// upgrade) must finish within its deadline, only so many may be under way at once (beyond,

@@ -62,8 +62,8 @@ impl TransportLimits {
     }
 }
 
-/// The WebSocket close code for a hub error: 4000 plus the code's last three digits, which
-/// keeps it in the private range and recognisable (42902 `slow_consumer` → 4902).
+/// The WebSocket close code for a hub error: the code's own, one to one, in the private
+/// range ([`ErrorCode::close_code`](crate::ErrorCode::close_code), `docs/protocol.md` §2.2).
 pub fn close_code(reason: &crate::ErrorInfo) -> u16 {
-    4000 + u16::try_from(reason.code.as_u32() % 1000).unwrap_or(0)
+    reason.code.close_code()
 }

@@ -246,7 +246,10 @@ pub fn verify_token(
     validation.validate_exp = false; // checked below against the given time
     validation.validate_nbf = false;
     validation.validate_aud = rules.audience.is_some();
-    validation.set_required_spec_claims(&["exp", "sub"]);
+    // `sub` and `exp` are checked below, so that their absence is `token_claims_rejected`;
+    // `aud` and `iss` are required only when configured. `aud` may be a string or an array
+    // (RFC 7519 §4.1.3); `iat` is optional.
+    validation.set_required_spec_claims::<&str>(&[]);
     if let Some(audience) = &rules.audience {
         validation.set_audience(&[audience]);
         validation.required_spec_claims.insert("aud".to_owned());
@@ -255,7 +258,7 @@ pub fn verify_token(
         validation.set_issuer(&[issuer]);
         validation.required_spec_claims.insert("iss".to_owned());
     }
-    let data = jsonwebtoken::decode::<Claims>(
+    let data = jsonwebtoken::decode::<ReceivedClaims>(
         token,
         &DecodingKey::from_secret(key.secret.as_bytes()),
         &validation,
@@ -271,8 +274,11 @@ pub fn verify_token(
         _ => invalid("malformed token"),
     })?;
     let claims = data.claims;
+    let rejected = |why: &str| ErrorInfo::new(ErrorCode::TokenClaimsRejected, why);
+    let sub = claims.sub.ok_or_else(|| rejected("the token has no sub"))?;
+    let exp = claims.exp.ok_or_else(|| rejected("the token has no exp"))?;
     let leeway_ms = rules.leeway.min(MAX_LEEWAY).as_millis() as u64;
-    let expires_at_ms = claims.exp.saturating_mul(1000);
+    let expires_at_ms = exp.saturating_mul(1000);
     if expires_at_ms.saturating_add(leeway_ms) <= now_ms {
         return Err(ErrorInfo::new(
             ErrorCode::TokenExpired,
@@ -288,7 +294,7 @@ pub fn verify_token(
             "the token is not valid yet",
         ));
     }
-    let client_id = ClientId::new(claims.sub).map_err(|_| {
+    let client_id = ClientId::new(sub).map_err(|_| {
         ErrorInfo::new(
             ErrorCode::TokenClaimsRejected,
             "sub is not a valid client id",
@@ -299,6 +305,19 @@ pub fn verify_token(
         capabilities: claims.cap,
         expires_at_ms: Some(expires_at_ms),
     })
+}
+
+/// The claims the hub reads from a token, each optional at this stage so that a missing one
+/// gets its own code; `aud`, `iss` and `iat` are left to the JWT library (`aud` as a string
+/// or an array) and unknown claims are ignored.
+#[derive(Deserialize)]
+struct ReceivedClaims {
+    sub: Option<String>,
+    exp: Option<u64>,
+    #[serde(default)]
+    nbf: Option<u64>,
+    #[serde(default)]
+    cap: Capabilities,
 }
 
 /// Mints a token signed with `key` (for tests, tools and application auth servers).

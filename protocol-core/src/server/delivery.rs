@@ -191,6 +191,18 @@ impl Hub {
         if serial == session.next_serial {
             session.next_serial += 1;
         }
+        if messages.is_empty() {
+            // Every publish frame uses its serial, so the client's numbering stays in step;
+            // one that carries nothing is refused, never acknowledged.
+            answers.push(Answer {
+                serial,
+                error: Some(ErrorInfo::new(
+                    ErrorCode::InvalidMessage,
+                    "a publish carries at least one message",
+                )),
+            });
+            return;
+        }
         let publisher = session.identity.client_id.clone();
         if !session
             .identity

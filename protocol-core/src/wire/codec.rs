@@ -323,12 +323,39 @@ pub fn decode<F: Frame>(input: &Bytes, limits: &Limits) -> Result<F, DecodeError
     let tag = check_header::<F>(input)?;
     let share = F::PAYLOAD_TAGS.contains(&tag).then_some(input);
     let (result, violation) = context::decode_scoped(input, share, *limits, |bytes| {
-        postcard::take_from_bytes::<F>(bytes).map(|(frame, rest)| (frame, rest.len()))
+        let mut deserializer =
+            postcard::Deserializer::from_flavor(Claimed(postcard::de_flavors::Slice::new(bytes)));
+        let frame = F::deserialize(&mut deserializer)?;
+        deserializer.finalize().map(|rest| (frame, rest.len()))
     });
     match result {
         Ok((frame, 0)) => Ok(frame),
         Ok((_, count)) => Err(DecodeError::TrailingBytes { count }),
         Err(error) => Err(violation.unwrap_or_else(|| map_postcard_error(error))),
+    }
+}
+
+/// Postcard's slice flavor, except that it gives no size hint: postcard then hands every
+/// sequence its claimed length as is (with a hint it hides a count larger than the bytes
+/// left), so the bounded lists of §2.4 check the count itself before reading any item —
+/// a publish claiming 2^32 messages is `too_many_messages`, not `truncated_frame`. Nothing
+/// allocates by the claim: bounded lists reserve at most 64 items up front.
+struct Claimed<'de>(postcard::de_flavors::Slice<'de>);
+
+impl<'de> postcard::de_flavors::Flavor<'de> for Claimed<'de> {
+    type Remainder = &'de [u8];
+    type Source = &'de [u8];
+
+    fn pop(&mut self) -> postcard::Result<u8> {
+        self.0.pop()
+    }
+
+    fn try_take_n(&mut self, count: usize) -> postcard::Result<&'de [u8]> {
+        self.0.try_take_n(count)
+    }
+
+    fn finalize(self) -> postcard::Result<&'de [u8]> {
+        self.0.finalize()
     }
 }
 
