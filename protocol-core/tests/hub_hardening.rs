@@ -223,3 +223,116 @@ fn a_publish_of_no_message_is_refused_with_a_code() {
     );
     assert_eq!(delivered(&h.take(subscriber)), vec![1]);
 }
+
+fn attach_frame(name: &str) -> ClientFrame {
+    ClientFrame::Attach {
+        channel: channel(name),
+        from: None,
+    }
+}
+
+fn detach_frame(name: &str) -> ClientFrame {
+    ClientFrame::Detach {
+        channel: channel(name),
+    }
+}
+
+/// Issue 13, defect 4: 100,000 × (attach `x:<i>`, detach `x:<i>`) from one connection
+/// filled the server-wide channel table for two minutes: every other client's attach or
+/// publish on a new channel failed with `limit_exceeded`. A channel nothing refers to is
+/// freed at once now (its position remembered).
+#[test]
+fn attaching_and_detaching_unique_channels_does_not_fill_the_channel_table() {
+    let mut config = config();
+    config.max_channels = 1_000;
+    let mut h = HubHarness::with(config, 1);
+    let (attacker, _) = h.connect_as("attacker");
+    for i in 0..5_000 {
+        let name = format!("x:{i}");
+        h.send(attacker, &attach_frame(&name));
+        h.send(attacker, &detach_frame(&name));
+        h.advance(Duration::from_millis(20)); // 50 a second: under the creation rate
+        if i % 500 == 0 {
+            h.send(attacker, &ClientFrame::Heartbeat);
+        }
+    }
+    assert!(h.hub.stats().channels <= 1, "{:?}", h.hub.stats());
+    let (other, _) = h.connect_as("other");
+    assert!(matches!(
+        h.attach(other, "fresh", None).as_slice(),
+        [ServerFrame::Attached { .. }]
+    ));
+    assert!(matches!(
+        h.publish(other, 0, "fresh:too", vec![message("m", "x")])
+            .as_slice(),
+        [ServerFrame::Ack { .. }]
+    ));
+}
+
+/// Issue 13, defect 4: the per-session bound on channel creation.
+#[test]
+fn a_session_creating_channels_too_fast_is_refused_and_others_are_not() {
+    let mut h = HubHarness::new();
+    let (attacker, _) = h.connect_as("attacker");
+    let mut refused = None;
+    for i in 0..101 {
+        let name = format!("y:{i}");
+        match h.attach(attacker, &name, None).as_slice() {
+            [ServerFrame::Attached { .. }] => {
+                h.send(attacker, &detach_frame(&name));
+                h.take(attacker);
+            }
+            [ServerFrame::Detached { error: Some(e), .. }] => {
+                refused = Some((i, e.code));
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(refused, Some((100, ErrorCode::LimitExceeded)));
+    let (other, _) = h.connect_as("other");
+    assert!(matches!(
+        h.attach(other, "elsewhere", None).as_slice(),
+        [ServerFrame::Attached { .. }]
+    ));
+    h.advance(Duration::from_secs(1));
+    assert!(
+        matches!(
+            h.attach(attacker, "y:later", None).as_slice(),
+            [ServerFrame::Attached { .. }]
+        ),
+        "the next second allows creations again"
+    );
+}
+
+/// Issue 20, defect 8: a subscriber away 130 s from a channel on which nothing was
+/// published got `epoch_changed`, and a message published just before its return was
+/// reported lost instead of replayed.
+#[test]
+fn a_channel_idle_longer_than_the_session_ttl_keeps_its_position() {
+    let mut h = HubHarness::new();
+    let (subscriber, _) = h.connect_as("sub");
+    let start = match h.attach(subscriber, "quiet", None).as_slice() {
+        [ServerFrame::Attached { position, .. }] => *position,
+        other => panic!("{other:?}"),
+    };
+    h.drop_connection(subscriber);
+    h.advance(Duration::from_secs(129));
+    let (publisher, _) = h.connect_as("pub");
+    h.publish(publisher, 0, "quiet", vec![message("late", "x")]);
+    h.advance(Duration::from_secs(1));
+    let (back, _) = h.connect_as("sub");
+    let frames = h.attach(back, "quiet", Some(start));
+    assert!(
+        matches!(
+            frames.first(),
+            Some(ServerFrame::Attached {
+                continuity: tether_core::wire::Continuity::Continuous,
+                error: None,
+                ..
+            })
+        ),
+        "{frames:?}"
+    );
+    assert_eq!(delivered(&frames), vec![1]);
+}

@@ -448,19 +448,21 @@ fn an_empty_channel_keeps_its_epoch_for_a_dropped_subscriber_to_resume() {
 }
 
 #[test]
-fn an_unused_channel_is_freed_after_the_session_ttl() {
+fn an_unused_channel_is_freed_at_once_and_its_position_remembered() {
     let mut h = HubHarness::new();
     let (id, _) = h.connect_as("sub");
-    h.attach(id, "news", None);
+    let (start, _, _) = attached(&h.attach(id, "news", None));
     h.send(
         id,
         &ClientFrame::Detach {
             channel: channel("news"),
         },
     );
-    assert_eq!(h.hub.stats().channels, 1);
-    h.advance_alive(&[id], Duration::from_secs(121));
+    h.take(id);
     assert_eq!(h.hub.stats().channels, 0);
+    assert_eq!(h.hub.stats().remembered_positions, 1);
+    let frames = h.attach(id, "news", Some(start));
+    assert_eq!(attached(&frames), (start, Continuity::Continuous, None));
 }
 
 #[test]

@@ -38,22 +38,19 @@ pub(crate) struct Channel {
     pub(crate) subscribers: BTreeSet<SessionKey>,
     dedupe: HashSet<MessageId>,
     dedupe_order: VecDeque<(Time, MessageId)>,
-    /// Last subscribe, unsubscribe or publish: an idle channel is kept for the session TTL
-    /// after it, so that a dropped subscriber resuming finds the same epoch.
-    pub(crate) last_used: Time,
 }
 
 impl Channel {
-    pub(crate) fn new(name: ChannelName, epoch: u64, now: Time) -> Channel {
+    /// A channel at `position`: a new one at serial 0, or one freed before, continuing.
+    pub(crate) fn new(name: ChannelName, position: Position) -> Channel {
         Channel {
             name,
-            epoch,
-            last: 0,
+            epoch: position.epoch,
+            last: position.serial,
             retained: VecDeque::new(),
             subscribers: BTreeSet::new(),
             dedupe: HashSet::new(),
             dedupe_order: VecDeque::new(),
-            last_used: now,
         }
     }
 
@@ -89,7 +86,6 @@ impl Channel {
     ) -> Result<(u64, Bytes), ErrorInfo> {
         let serial = self.last + 1;
         let id = message.id.clone();
-        self.last_used = now;
         let frame = ServerFrame::Message {
             channel: self.name.clone(),
             message: ChannelMessage {

@@ -39,6 +39,12 @@ pub struct HubConfig {
     pub max_sessions: usize,
     /// Most channels the hub holds (default 100,000); creating another is refused.
     pub max_channels: usize,
+    /// Positions `(epoch, last serial)` of freed channels the hub remembers, so a channel
+    /// used again continues where it was (default 100,000); the oldest are forgotten first.
+    pub remembered_positions: usize,
+    /// New channels one session may create per second (default 100); beyond, its attach or
+    /// publish is refused with `limit_exceeded`.
+    pub channel_creations_per_second: u32,
     /// Messages retained per channel for resume and history (default 1,000).
     pub retention_count: usize,
     /// How long messages are retained (default 120 s).
@@ -71,6 +77,8 @@ impl Default for HubConfig {
             max_connections: 10_000,
             max_sessions: 20_000,
             max_channels: 100_000,
+            remembered_positions: 100_000,
+            channel_creations_per_second: 100,
             retention_count: 1000,
             retention_age: Duration::from_secs(120),
             dedupe_window: Duration::from_secs(120),

@@ -79,7 +79,7 @@ impl Hub {
                     .and_then(|channel| channel.trim(now, retention, window));
                 match next {
                     Some(at) => self.schedule_trim(key, at),
-                    None => self.free_if_idle(now, key),
+                    None => self.free_if_idle(key),
                 }
             }
         }

@@ -3,49 +3,68 @@
 use super::*;
 
 impl Hub {
-    pub(super) fn unsubscribe(&mut self, now: Time, channel: ChannelKey, session: SessionKey) {
+    pub(super) fn unsubscribe(&mut self, channel: ChannelKey, session: SessionKey) {
         if let Some(state) = self.channels.get_mut(&channel) {
             state.subscribers.remove(&session);
-            state.last_used = now;
         }
-        self.free_if_idle(now, channel);
+        self.free_if_idle(channel);
     }
 
-    /// Frees a channel nothing refers to once it has been unused for the session TTL (a
-    /// dropped subscriber may still resume from one of its positions until then).
-    pub(super) fn free_if_idle(&mut self, now: Time, channel: ChannelKey) {
-        let Some(state) = self.channels.get(&channel) else {
-            return;
-        };
-        if !state.is_idle() {
+    /// Frees a channel nothing refers to any more (no subscriber, no retained message, no
+    /// remembered message id) at once, and remembers its position, so that using it again
+    /// continues at the same epoch and serial: a dropped subscriber resuming from that
+    /// position finds it continuous (§7.3).
+    pub(super) fn free_if_idle(&mut self, channel: ChannelKey) {
+        if !self.channels.get(&channel).is_some_and(|c| c.is_idle()) {
             return;
         }
-        let keep_until = state.last_used.saturating_add(self.config.session_ttl);
-        if keep_until <= now {
-            if let Some(state) = self.channels.remove(&channel) {
-                self.channel_keys.remove(&state.name);
-            }
-            self.timers.cancel(Timer::Trim(channel));
-        } else {
-            self.schedule_trim(channel, keep_until);
+        if let Some(state) = self.channels.remove(&channel) {
+            self.channel_keys.remove(&state.name);
+            let position = state.position();
+            self.positions.remember(state.name, position);
         }
+        self.timers.cancel(Timer::Trim(channel));
     }
 
-    /// The channel's key, creating the channel if there is room.
-    pub(super) fn channel_key(&mut self, now: Time, name: &ChannelName) -> Option<ChannelKey> {
+    /// The channel's key, creating it — at its remembered position, if any — when the table
+    /// has room and `creator` has not created too many channels this second.
+    pub(super) fn channel_key(
+        &mut self,
+        now: Time,
+        name: &ChannelName,
+        creator: SessionKey,
+    ) -> Result<ChannelKey, ErrorInfo> {
         if let Some(key) = self.channel_keys.get(name) {
-            return Some(*key);
+            return Ok(*key);
         }
         if self.channels.len() >= self.config.max_channels {
-            return None;
+            return Err(ErrorInfo::new(
+                ErrorCode::LimitExceeded,
+                "the server holds its maximum of channels",
+            ));
         }
+        let rate = self.config.channel_creations_per_second;
+        if let Some(session) = self.sessions.get_mut(&creator) {
+            if !session.creations.admit(now, rate) {
+                return Err(ErrorInfo::new(
+                    ErrorCode::LimitExceeded,
+                    "the session creates channels too fast",
+                ));
+            }
+        }
+        let position = match self.positions.recall(name) {
+            Some(position) => position,
+            None => Position {
+                epoch: self.rng.next_u64(),
+                serial: 0,
+            },
+        };
         let key = ChannelKey(self.next_channel);
         self.next_channel += 1;
-        let epoch = self.rng.next_u64();
         self.channels
-            .insert(key, Channel::new(name.clone(), epoch, now));
+            .insert(key, Channel::new(name.clone(), position));
         self.channel_keys.insert(name.clone(), key);
-        Some(key)
+        Ok(key)
     }
 
     pub(super) fn on_attach(
@@ -83,13 +102,16 @@ impl Hub {
             self.send(now, connection, &frame);
             return;
         }
-        let Some(channel_key) = self.channel_key(now, &name) else {
-            let frame = refuse(
-                ErrorCode::LimitExceeded,
-                "the server holds its maximum of channels",
-            );
-            self.send(now, connection, &frame);
-            return;
+        let channel_key = match self.channel_key(now, &name, key) {
+            Ok(channel_key) => channel_key,
+            Err(error) => {
+                let frame = ServerFrame::Detached {
+                    channel: name,
+                    error: Some(error),
+                };
+                self.send(now, connection, &frame);
+                return;
+            }
         };
         let Some(channel) = self.channels.get(&channel_key) else {
             return;
@@ -119,7 +141,6 @@ impl Hub {
         };
         if let Some(channel) = self.channels.get_mut(&channel_key) {
             channel.subscribers.insert(key);
-            channel.last_used = now;
         }
         if let Some(session) = self.sessions.get_mut(&key) {
             session.subscriptions.insert(
@@ -153,7 +174,7 @@ impl Hub {
             if let Some(session) = self.sessions.get_mut(&key) {
                 session.subscriptions.remove(&channel_key);
             }
-            self.unsubscribe(now, channel_key, key);
+            self.unsubscribe(channel_key, key);
         }
         self.send(
             now,
@@ -218,15 +239,15 @@ impl Hub {
             });
             return;
         }
-        let Some(channel_key) = self.channel_key(now, &name) else {
-            answers.push(Answer {
-                serial,
-                error: Some(ErrorInfo::new(
-                    ErrorCode::LimitExceeded,
-                    "the server holds its maximum of channels",
-                )),
-            });
-            return;
+        let channel_key = match self.channel_key(now, &name, key) {
+            Ok(channel_key) => channel_key,
+            Err(error) => {
+                answers.push(Answer {
+                    serial,
+                    error: Some(error),
+                });
+                return;
+            }
         };
         for message in messages {
             let Some(channel) = self.channels.get_mut(&channel_key) else {
@@ -261,6 +282,7 @@ impl Hub {
                         serial,
                         error: Some(error),
                     });
+                    self.free_if_idle(channel_key);
                     return;
                 }
             }

@@ -10,6 +10,7 @@ mod config;
 mod deadlines;
 mod delivery;
 mod event;
+mod positions;
 mod sessions;
 mod timers;
 
@@ -24,6 +25,7 @@ pub use self::auth::{
 use self::channel::Channel;
 pub use self::config::HubConfig;
 pub use self::event::{ConnectionId, HubEvent, HubOutput, Severity};
+use self::positions::RememberedPositions;
 use self::timers::TimerQueue;
 use crate::client::Framing;
 use crate::error::{ErrorCode, ErrorInfo};
@@ -82,6 +84,30 @@ struct Session {
     heartbeat_interval: Duration,
     /// When the session lost its transport.
     detached_at: Option<Time>,
+    /// Channels it created lately, against [`HubConfig::channel_creations_per_second`].
+    creations: CreationRate,
+}
+
+/// How many channels a session created in the current one-second window.
+#[derive(Clone, Copy, Debug, Default)]
+struct CreationRate {
+    window_start: Time,
+    count: u32,
+}
+
+impl CreationRate {
+    /// Counts one more creation at `now` if the window allows `per_second`.
+    fn admit(&mut self, now: Time, per_second: u32) -> bool {
+        if self.window_start.saturating_add(Duration::from_secs(1)) <= now {
+            self.window_start = now;
+            self.count = 0;
+        }
+        if self.count >= per_second {
+            return false;
+        }
+        self.count += 1;
+        true
+    }
 }
 
 /// An answer to a publish, coalesced into ranges before it is sent.
@@ -103,6 +129,8 @@ pub struct HubStats {
     pub sessions: usize,
     /// Channels held.
     pub channels: usize,
+    /// Positions of freed channels remembered.
+    pub remembered_positions: usize,
     /// Entries in the timer queue.
     pub timers: usize,
     /// Timer queue pushes and pops since the hub started.
@@ -177,6 +205,8 @@ pub struct Hub {
     next_session: u64,
     channels: BTreeMap<ChannelKey, Channel>,
     channel_keys: HashMap<ChannelName, ChannelKey>,
+    /// Positions of freed channels.
+    positions: RememberedPositions,
     next_channel: u64,
     timers: TimerQueue<Timer>,
     outputs: VecDeque<HubOutput>,
@@ -187,6 +217,7 @@ impl Hub {
     /// epochs: use fresh randomness in production (a restarted hub must not repeat epochs or
     /// secrets) and a fixed seed in tests.
     pub fn new(config: HubConfig, seed: Seed) -> Hub {
+        let positions = RememberedPositions::new(config.remembered_positions);
         Hub {
             config,
             rng: Rng::from_seed(seed),
@@ -201,6 +232,7 @@ impl Hub {
             next_session: 0,
             channels: BTreeMap::new(),
             channel_keys: HashMap::new(),
+            positions,
             next_channel: 0,
             timers: TimerQueue::default(),
             outputs: VecDeque::new(),
@@ -219,6 +251,7 @@ impl Hub {
             closing: self.closing.len(),
             sessions: self.sessions.len(),
             channels: self.channels.len(),
+            remembered_positions: self.positions.len(),
             timers: self.timers.len(),
             timer_operations: self.timers.operations(),
         }
@@ -494,7 +527,7 @@ impl Hub {
                         Timer::SessionExpiry(key),
                     );
                     for channel in subscriptions.keys() {
-                        self.unsubscribe(now, *channel, key);
+                        self.unsubscribe(*channel, key);
                     }
                 }
             }

@@ -261,6 +261,7 @@ impl Hub {
                 subscriptions: BTreeMap::new(),
                 heartbeat_interval,
                 detached_at: None,
+                creations: CreationRate::default(),
             },
         );
         key
@@ -343,7 +344,7 @@ impl Hub {
                 );
                 for channel in revoked {
                     let name = self.channels.get(&channel).map(|c| c.name.clone());
-                    self.unsubscribe(now, channel, key);
+                    self.unsubscribe(channel, key);
                     if let Some(name) = name {
                         let error = ErrorInfo::new(
                             ErrorCode::Forbidden,
