@@ -253,3 +253,96 @@ fn a_closed_connection_whose_peer_never_reads_is_torn_down_within_the_close_time
         });
     }
 }
+
+/// The `error` frame and the close code a raw client gets after `send`ing `message`.
+fn answer_to(
+    ws: &mut tungstenite::WebSocket<TcpStream>,
+    message: tungstenite::Message,
+) -> (Option<tether_core::ErrorCode>, Option<u16>) {
+    ws.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    ws.send(message).expect("sends");
+    let mut code = None;
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Binary(bytes)) => {
+                if let Ok(ServerFrame::Error { error }) =
+                    wire::decode::<ServerFrame>(&bytes, &Limits::PROTOCOL_MAX)
+                {
+                    code = Some(error.code);
+                }
+            }
+            Ok(tungstenite::Message::Close(frame)) => {
+                return (code, frame.map(|f| u16::from(f.code)));
+            }
+            Ok(_) => {}
+            Err(_) => return (code, None),
+        }
+    }
+}
+
+/// Issue 13, defect 7: a 65,537-byte message (hub limit 65,536) reset the TCP connection:
+/// the WebSocket layer refused it before the hub saw it. §2.2: `error` 41300, then a close.
+#[test]
+fn a_message_over_the_frame_limit_gets_frame_too_large_then_a_close() {
+    for server in SERVERS {
+        let sockets = SocketLimits::default();
+        server.with(hub_config(), sockets, |address| {
+            let mut ws = raw_subscriber(address, "big");
+            let message = tungstenite::Message::Binary(vec![0u8; 65_537].into());
+            let (error, close) = answer_to(&mut ws, message);
+            let code = tether_core::ErrorCode::FrameTooLarge;
+            assert_eq!(error, Some(code), "{server:?}");
+            assert_eq!(close, Some(code.close_code()), "{server:?}");
+        });
+    }
+}
+
+/// Issue 13, defect 7 (same class): a text message is refused with a stable code.
+#[test]
+fn a_text_message_is_refused_with_a_code_then_a_close() {
+    for server in SERVERS {
+        server.with(hub_config(), SocketLimits::default(), |address| {
+            let mut ws = raw_subscriber(address, "text");
+            let (error, close) = answer_to(&mut ws, tungstenite::Message::text("hello"));
+            let code = tether_core::ErrorCode::MalformedFrame;
+            assert_eq!(error, Some(code), "{server:?}");
+            assert_eq!(close, Some(code.close_code()), "{server:?}");
+        });
+    }
+}
+
+/// Issue 13, defect 7 (same class): a WebSocket protocol violation (here a frame with an
+/// RSV bit set) gets close 1002.
+#[test]
+fn a_websocket_protocol_violation_gets_close_1002() {
+    for server in SERVERS {
+        server.with(hub_config(), SocketLimits::default(), |address| {
+            let ws = raw_subscriber(address, "rsv");
+            let mut stream = ws.into_inner();
+            // FIN + RSV1 + binary opcode, masked, 1-byte payload.
+            stream
+                .write_all(&[0xC2, 0x81, 1, 2, 3, 4, 0xAA])
+                .expect("writes");
+            let mut ws = tungstenite::WebSocket::from_raw_socket(
+                stream,
+                tungstenite::protocol::Role::Client,
+                None,
+            );
+            ws.get_mut()
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            let close = loop {
+                match ws.read() {
+                    Ok(tungstenite::Message::Close(frame)) => {
+                        break frame.map(|f| u16::from(f.code));
+                    }
+                    Ok(_) => {}
+                    Err(_) => break None,
+                }
+            };
+            assert_eq!(close, Some(1002), "{server:?}");
+        });
+    }
+}

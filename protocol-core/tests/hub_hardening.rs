@@ -336,3 +336,24 @@ fn a_channel_idle_longer_than_the_session_ttl_keeps_its_position() {
     );
     assert_eq!(delivered(&frames), vec![1]);
 }
+
+/// Issue 13, defect 7, the hub's part: what the WebSocket layer refused is answered like
+/// the same fault in a frame.
+#[test]
+fn a_refused_transport_message_is_answered_with_its_code_then_closed() {
+    use tether_core::server::TransportViolation;
+    let mut h = HubHarness::new();
+    for (violation, code) in [
+        (
+            TransportViolation::MessageTooLarge { size: 65_537 },
+            ErrorCode::FrameTooLarge,
+        ),
+        (TransportViolation::TextMessage, ErrorCode::MalformedFrame),
+    ] {
+        let (id, _) = h.connect_as("sender");
+        h.hub.handle_violation(h.stamp(), id, violation);
+        h.drain();
+        assert_eq!(error_code(&h.take(id)), Some(code));
+        assert_eq!(h.closed.get(&id), Some(&code));
+    }
+}

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use bytes::Bytes;
 use futures_channel::oneshot;
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt, StreamExt};
 use futures_util::SinkExt;
 use tether_core::embed::{Outbound, WriteBatch, Writer, close_code};
+use tether_core::server::TransportViolation;
 
 use super::{Handshaking, Input, within};
 use crate::runtime::Runtime;
@@ -31,6 +31,30 @@ pub(crate) struct Queue {
 impl Writer for Queue {
     fn send(&self, outbound: Outbound) {
         let _ = self.frames.unbounded_send(outbound);
+    }
+}
+
+/// What to do about an error of the WebSocket layer while reading.
+enum Refusal {
+    /// The hub answers it (a message over the limit).
+    Hub(TransportViolation),
+    /// The WebSocket layer closes with this code.
+    Close(CloseCode),
+    /// The connection is gone (I/O error, already closed).
+    Gone,
+}
+
+fn refusal(error: async_tungstenite::tungstenite::Error) -> Refusal {
+    use async_tungstenite::tungstenite::Error;
+    use async_tungstenite::tungstenite::error::CapacityError;
+    match error {
+        Error::Capacity(CapacityError::MessageTooLong { size, .. }) => {
+            Refusal::Hub(TransportViolation::MessageTooLarge { size })
+        }
+        Error::Capacity(_) => Refusal::Close(CloseCode::Size),
+        Error::Protocol(_) => Refusal::Close(CloseCode::Protocol),
+        Error::Utf8(_) => Refusal::Close(CloseCode::Invalid),
+        _ => Refusal::Gone,
     }
 }
 
@@ -121,7 +145,7 @@ async fn run<R: Runtime, S>(
             let batch = WriteBatch::take(first, || outbound.try_recv().ok());
             for frame in batch.frames {
                 if sink.feed(Message::Binary(frame)).await.is_err() {
-                    return;
+                    return None;
                 }
             }
             if sink.flush().await.is_err()
@@ -131,7 +155,7 @@ async fn run<R: Runtime, S>(
                         .await
                         .is_err())
             {
-                return;
+                return None;
             }
             if let Some(reason) = batch.close {
                 let frame = CloseFrame {
@@ -143,19 +167,34 @@ async fn run<R: Runtime, S>(
             }
         }
         let _ = sink.close().await;
+        None
     };
-    // Every binary message is one frame for the hub; a text message is not a tether frame,
-    // and the hub answers it with its protocol error.
+    // Every binary message is one frame for the hub. What the WebSocket layer refuses is
+    // still answered: a message over the frame limit or a text message goes to the hub as a
+    // violation (it answers `error` and closes, §2.2); a WebSocket protocol violation or bad
+    // UTF-8 ends the connection with the WebSocket close code for it (1002, 1007).
     let reading = async {
-        while let Some(Ok(message)) = source.next().await {
-            let bytes = match message {
-                Message::Binary(bytes) => bytes,
-                Message::Text(text) => Bytes::copy_from_slice(text.as_bytes()),
-                Message::Close(_) => break,
-                _ => continue,
+        loop {
+            let input = match source.next().await {
+                Some(Ok(Message::Binary(bytes))) => Input::Bytes(connection, bytes),
+                Some(Ok(Message::Text(_))) => {
+                    Input::Violation(connection, TransportViolation::TextMessage)
+                }
+                Some(Ok(Message::Close(_))) | None => return None,
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => match refusal(error) {
+                    Refusal::Hub(violation) => Input::Violation(connection, violation),
+                    Refusal::Close(code) => return Some(code),
+                    Refusal::Gone => return None,
+                },
             };
-            if inputs.send(Input::Bytes(connection, bytes)).await.is_err() {
-                break;
+            let violation = matches!(input, Input::Violation(..));
+            if inputs.send(input).await.is_err() {
+                return None;
+            }
+            if violation {
+                // Nothing more is read: the hub's answer and close follow on the writer.
+                std::future::pending::<()>().await;
             }
         }
     };
@@ -166,9 +205,17 @@ async fn run<R: Runtime, S>(
         let mut timer = runtime.timer(Instant::now() + close_timeout);
         (&mut timer).await;
         tracing::debug!(%peer, connection = connection.0, "close timed out: socket dropped");
+        None
     };
-    // Whichever ends first ends the connection: the peer went away, the hub closed it, or
-    // the close timed out.
-    writing.or(reading).or(teardown).await;
+    // Whichever ends first ends the connection: the peer went away, the hub closed it, the
+    // close timed out, or the WebSocket layer refused what the peer sent.
+    if let Some(code) = writing.or(reading).or(teardown).await {
+        let close = Message::Close(Some(CloseFrame {
+            code,
+            reason: "".into(),
+        }));
+        let deadline = Instant::now() + close_timeout;
+        let _ = within(&runtime, deadline, sink.send(close)).await;
+    }
     let _ = inputs.send(Input::Closed(connection)).await;
 }

@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use crate::ErrorInfo;
 use crate::embed::Plumbing;
-use crate::server::{ConnectionId, Hub, HubEvent, HubOutput};
+use crate::server::{ConnectionId, Hub, HubEvent, HubOutput, TransportViolation};
 use crate::time::Timestamp;
 
 /// What a connection's writer is asked to do, in order.
@@ -108,6 +108,8 @@ pub enum ServerInput<P: Plumbing, W> {
     },
     /// One transport message from the connection.
     Bytes(ConnectionId, Bytes),
+    /// The transport refused what the connection sent (see [`Hub::handle_violation`]).
+    Violation(ConnectionId, TransportViolation),
     /// The writer wrote this many bytes of the connection's frames.
     Written(ConnectionId, usize),
     /// The connection's transport ended.
@@ -165,6 +167,7 @@ impl<W: Writer> Connections<W> {
                 P::reply(reply, id);
             }
             ServerInput::Bytes(id, bytes) => hub.handle_bytes(now, id, bytes),
+            ServerInput::Violation(id, violation) => hub.handle_violation(now, id, violation),
             ServerInput::Written(id, len) => hub.handle_written(now, id, len),
             ServerInput::Closed(id) => self.closed(hub, now, id),
             ServerInput::Shutdown(reply) => {

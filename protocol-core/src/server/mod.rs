@@ -117,6 +117,18 @@ struct Answer {
     error: Option<ErrorInfo>,
 }
 
+/// Something a transport refused on the hub's behalf (see [`Hub::handle_violation`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportViolation {
+    /// A message larger than the hub's frame limit (the transport did not read it whole).
+    MessageTooLarge {
+        /// Its size in bytes, as announced.
+        size: usize,
+    },
+    /// A WebSocket text message: tether frames travel in binary messages only.
+    TextMessage,
+}
+
 /// Counters for operators and tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HubStats {
@@ -328,6 +340,33 @@ impl Hub {
             }
         }
         self.send_answers(now, connection, answers);
+    }
+
+    /// The transport refused what the client sent before it became bytes for the hub (a
+    /// WebSocket message over the frame limit, a text message): the hub answers as §2.2
+    /// says — `error` with the violation's code, then close — exactly as it would for the
+    /// same fault in a frame.
+    pub fn handle_violation(
+        &mut self,
+        now: Timestamp,
+        connection: ConnectionId,
+        violation: TransportViolation,
+    ) {
+        let now = self.tick(now);
+        let error = match violation {
+            TransportViolation::MessageTooLarge { size } => ErrorInfo::new(
+                ErrorCode::FrameTooLarge,
+                format!(
+                    "a message of {size} bytes; the limit is {}",
+                    self.config.limits.max_frame_size
+                ),
+            ),
+            TransportViolation::TextMessage => ErrorInfo::new(
+                ErrorCode::MalformedFrame,
+                "a text message: tether frames are binary messages",
+            ),
+        };
+        self.close_with_error(now, connection, error);
     }
 
     /// `bytes` of what the hub sent on `connection` were written to the socket: they no
