@@ -33,6 +33,8 @@ async fn logs_at_trace_level_never_contain_tokens_or_secrets() {
         .with_writer(move || writer.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // tungstenite logs through `log`: forward those records too, as applications do.
+    let _ = tracing_log::LogTracer::init();
 
     let key = ApiKey {
         name: "app".into(),
@@ -93,7 +95,12 @@ async fn logs_at_trace_level_never_contain_tokens_or_secrets() {
         logs.contains("client connected"),
         "the logs were captured: {logs}"
     );
+    assert!(
+        logs.contains("tungstenite"),
+        "tungstenite's own records were captured: {logs}"
+    );
     let signature = token.rsplit('.').next().expect("a JWT has a signature");
+    let hex = |text: &str| text.bytes().map(|b| format!("{b:02x}")).collect::<String>();
     for secret in [
         token.as_str(),
         signature,
@@ -101,5 +108,9 @@ async fn logs_at_trace_level_never_contain_tokens_or_secrets() {
         "wrong-secret-attempt",
     ] {
         assert!(!logs.contains(secret), "a secret appeared in the logs");
+        assert!(
+            !logs.contains(&hex(secret)),
+            "a secret appeared in the logs, hex-encoded"
+        );
     }
 }

@@ -35,6 +35,15 @@
 //! - Sockets come from [`Runtime::connect`] and [`Runtime::accept`] only, already in
 //!   `futures-io` form; TLS (rustls) and WebSocket (async-tungstenite, with the limits of
 //!   [`websocket_config`]) are layered here.
+//!
+//! ## Logs never hold credentials
+//!
+//! The driver's own logs (`tracing`) carry no credential. tungstenite logs every WebSocket
+//! frame with its payload at `trace` through the `log` crate, and the first frame carries the
+//! key secret or token; so this crate enables `log`'s `max_level_debug` feature, which
+//! compiles every `log` record above `debug` out of the whole program. An application that
+//! links tether therefore gets no `log::trace!` output from any crate (`tracing`'s own
+//! `trace!` is unaffected).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
