@@ -346,3 +346,42 @@ fn a_websocket_protocol_violation_gets_close_1002() {
         });
     }
 }
+
+/// The HTTP status line the server answers `request` with, or `None` for a silent close.
+fn http_answer(address: SocketAddr, request: &[u8]) -> Option<String> {
+    let mut socket = TcpStream::connect(address).expect("connects");
+    socket.write_all(request).expect("writes");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut answer = Vec::new();
+    let _ = socket.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    answer
+        .lines()
+        .next()
+        .map(str::to_owned)
+        .filter(|l| !l.is_empty())
+}
+
+/// Issue 13, defect 7 (same class): a plain HTTP request, or garbage, was closed without a
+/// word; it gets an HTTP status now.
+#[test]
+fn a_request_that_is_not_an_upgrade_gets_an_http_status() {
+    for server in SERVERS {
+        server.with(hub_config(), SocketLimits::default(), |address| {
+            let plain = http_answer(address, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+            assert_eq!(
+                plain.as_deref(),
+                Some("HTTP/1.1 426 Upgrade Required"),
+                "{server:?}"
+            );
+            let garbage = http_answer(address, b"\x16\x03\x01 not http at all\r\n\r\n");
+            assert_eq!(
+                garbage.as_deref(),
+                Some("HTTP/1.1 400 Bad Request"),
+                "{server:?}"
+            );
+        });
+    }
+}

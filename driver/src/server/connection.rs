@@ -13,7 +13,7 @@ use futures_util::SinkExt;
 use tether_core::embed::{Outbound, WriteBatch, Writer, close_code};
 use tether_core::server::TransportViolation;
 
-use super::{Handshaking, Input, within};
+use super::{Handshaking, Input, http, within};
 use crate::runtime::Runtime;
 use crate::tls::websocket_config;
 
@@ -87,10 +87,19 @@ impl<R: Runtime> Accepted<R> {
         } = self;
         // Boxed: the handshake's state is large and needed only once; inline, it would size
         // the connection task's allocation for the connection's whole life.
-        let handshake = Box::pin(async_tungstenite::accept_async_with_config(
-            stream,
-            Some(websocket_config(max_frame)),
-        ));
+        // A request that is not a WebSocket upgrade is answered over HTTP (400, 426, …).
+        let handshake = Box::pin(async move {
+            let (request, mut stream) = http::read_request(stream)
+                .await
+                .map_err(|e| e.to_string())?;
+            if let http::Request::Refused(status) = request {
+                http::refuse(&mut stream, status).await;
+                return Err(format!("not a WebSocket upgrade: answered {status}"));
+            }
+            async_tungstenite::accept_async_with_config(stream, Some(websocket_config(max_frame)))
+                .await
+                .map_err(|e| e.to_string())
+        });
         let ws = match within(&runtime, deadline, handshake).await {
             Some(Ok(ws)) => ws,
             Some(Err(error)) => {

@@ -5,6 +5,7 @@
 //! routing of its outputs is [`tether_core::embed::Connections`]'.
 
 mod connection;
+mod http;
 mod hub;
 
 use std::future::Future;
