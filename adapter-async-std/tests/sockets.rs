@@ -385,3 +385,42 @@ fn a_request_that_is_not_an_upgrade_gets_an_http_status() {
         });
     }
 }
+
+/// A client's close is answered with the server's (RFC 6455 §5.5.1), not a dropped socket.
+#[test]
+fn a_clients_close_is_answered() {
+    for server in SERVERS {
+        server.with(hub_config(), SocketLimits::default(), |address| {
+            let mut ws = raw_subscriber(address, "closer");
+            ws.get_mut()
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            ws.close(None).expect("sends the close");
+            let ended = loop {
+                match ws.read() {
+                    Ok(_) => {}
+                    Err(error) => break error,
+                }
+            };
+            assert!(
+                matches!(ended, tungstenite::Error::ConnectionClosed),
+                "{server:?}: {ended:?}"
+            );
+        });
+    }
+}
+
+/// Found by a helper: `--handshake-timeout 18446744073709551615` overflowed the instant in
+/// the accept loop, which panicked and never accepted again.
+#[test]
+fn a_huge_timeout_neither_panics_nor_stops_the_accept_loop() {
+    for server in SERVERS {
+        let sockets = limits(Duration::MAX, 512, Duration::MAX);
+        server.with(hub_config(), sockets, |address| {
+            for round in 0..2 {
+                let mut ws = raw_subscriber(address, &format!("huge-{round}"));
+                let _ = ws.close(None);
+            }
+        });
+    }
+}

@@ -44,8 +44,8 @@ enum Command {
         /// PEM private key, to serve wss:// (with --tls-cert).
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<std::path::PathBuf>,
-        /// Seconds a new socket has to finish its TLS and WebSocket handshake.
-        #[arg(long, default_value_t = 5)]
+        /// Seconds a new socket has to finish its TLS and WebSocket handshake (1 to 3600).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
         handshake_timeout: u64,
         /// Require tokens whose `aud` is (or contains) this audience.
         #[arg(long)]

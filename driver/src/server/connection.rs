@@ -13,7 +13,7 @@ use futures_util::SinkExt;
 use tether_core::embed::{Outbound, WriteBatch, Writer, close_code};
 use tether_core::server::TransportViolation;
 
-use super::{Handshaking, Input, http, within};
+use super::{Handshaking, Input, after, http, within};
 use crate::runtime::Runtime;
 use crate::tls::websocket_config;
 
@@ -32,6 +32,14 @@ impl Writer for Queue {
     fn send(&self, outbound: Outbound) {
         let _ = self.frames.unbounded_send(outbound);
     }
+}
+
+/// How the reading side ended, when something is left to send.
+enum Ending {
+    /// The peer sent its close: answer it.
+    PeerClosed,
+    /// The WebSocket layer refused what the peer sent: close with this code.
+    Refused(CloseCode),
 }
 
 /// What to do about an error of the WebSocket layer while reading.
@@ -189,11 +197,13 @@ async fn run<R: Runtime, S>(
                 Some(Ok(Message::Text(_))) => {
                     Input::Violation(connection, TransportViolation::TextMessage)
                 }
-                Some(Ok(Message::Close(_))) | None => return None,
+                // The WebSocket layer queued its reply; it is sent below.
+                Some(Ok(Message::Close(_))) => return Some(Ending::PeerClosed),
+                None => return None,
                 Some(Ok(_)) => continue,
                 Some(Err(error)) => match refusal(error) {
                     Refusal::Hub(violation) => Input::Violation(connection, violation),
-                    Refusal::Close(code) => return Some(code),
+                    Refusal::Close(code) => return Some(Ending::Refused(code)),
                     Refusal::Gone => return None,
                 },
             };
@@ -211,20 +221,31 @@ async fn run<R: Runtime, S>(
     // was queued and its close: a peer that does not read cannot hold it longer.
     let teardown = async {
         let _ = hung_up.await;
-        let mut timer = runtime.timer(Instant::now() + close_timeout);
+        let mut timer = runtime.timer(after(close_timeout));
         (&mut timer).await;
         tracing::debug!(%peer, connection = connection.0, "close timed out: socket dropped");
         None
     };
     // Whichever ends first ends the connection: the peer went away, the hub closed it, the
     // close timed out, or the WebSocket layer refused what the peer sent.
-    if let Some(code) = writing.or(reading).or(teardown).await {
-        let close = Message::Close(Some(CloseFrame {
-            code,
-            reason: "".into(),
-        }));
-        let deadline = Instant::now() + close_timeout;
-        let _ = within(&runtime, deadline, sink.send(close)).await;
-    }
+    let ending = writing.or(reading).or(teardown).await;
+    // Within the close timeout: answer the peer's close (RFC 6455 §5.5.1), or close with the
+    // code for what the WebSocket layer refused.
+    let close = async {
+        match ending {
+            Some(Ending::PeerClosed) => {
+                let _ = sink.close().await;
+            }
+            Some(Ending::Refused(code)) => {
+                let frame = CloseFrame {
+                    code,
+                    reason: "".into(),
+                };
+                let _ = sink.send(Message::Close(Some(frame))).await;
+            }
+            None => {}
+        }
+    };
+    let _ = within(&runtime, after(close_timeout), close).await;
     let _ = inputs.send(Input::Closed(connection)).await;
 }

@@ -156,7 +156,7 @@ impl<R: Runtime> Accepting<R> {
                     }
                     self.handshakes.fetch_add(1, Ordering::Relaxed);
                     let handshaking = Handshaking(self.handshakes.clone());
-                    let deadline = Instant::now() + self.limits.handshake_timeout;
+                    let deadline = after(self.limits.handshake_timeout);
                     let connection = connection::Accepted {
                         runtime: self.runtime.clone(),
                         peer,
@@ -195,6 +195,15 @@ impl<R: Runtime> Accepting<R> {
             }
         }
     }
+}
+
+/// The longest wait any socket limit stands for: a larger one is read as this.
+const LONGEST_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+/// The instant `wait` from now; a wait beyond a day (e.g. `Duration::MAX`) counts as a
+/// day, so no setting can overflow the clock.
+pub(crate) fn after(wait: Duration) -> Instant {
+    Instant::now() + wait.min(LONGEST_WAIT)
 }
 
 /// `future`'s output, or `None` if `deadline` passes first.

@@ -76,7 +76,8 @@ impl<T: Default> ServerOptions<T> {
 /// What a server allows a socket outside the hub's life of a connection: before the
 /// transport handshake (TLS, WebSocket upgrade) is done, and after the hub closed the
 /// connection. The hub's own limits (connection cap, first-frame deadline, pending bytes)
-/// start where these end. `docs/security.md` lists every limit.
+/// start where these end. `docs/security.md` lists every limit. A timeout above one day is
+/// read as one day.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SocketLimits {
     /// A socket that has not finished its handshake this long after it was accepted is
