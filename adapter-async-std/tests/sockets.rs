@@ -424,3 +424,35 @@ fn a_huge_timeout_neither_panics_nor_stops_the_accept_loop() {
         });
     }
 }
+
+/// Found by a helper: upgraded connections that never sent `connect` were outside the
+/// handshake cap, each holding up to a frame's worth of partial message (500 of them:
+/// +40 MB). They count as handshakes until the hub accepts their `connect`.
+#[test]
+fn upgraded_connections_count_as_handshakes_until_their_connect_is_accepted() {
+    for server in SERVERS {
+        let sockets = limits(Duration::from_secs(30), 2, Duration::from_secs(5));
+        server.with(hub_config(), sockets, |address| {
+            let upgrade = || {
+                let stream = TcpStream::connect(address).expect("connects");
+                tungstenite::client(format!("ws://{address}/"), stream)
+                    .expect("upgrades")
+                    .0
+            };
+            let silent = [upgrade(), upgrade()];
+            std::thread::sleep(Duration::from_millis(200));
+            let mut third = TcpStream::connect(address).expect("connects");
+            assert!(
+                ended_within(&mut third, Duration::from_secs(5)).is_some(),
+                "{server:?}: a third unauthenticated connection was admitted"
+            );
+            drop(silent);
+            std::thread::sleep(Duration::from_millis(200));
+            // Authenticated connections do not count: two sessions, then a third.
+            let sessions: Vec<_> = (0..3)
+                .map(|n| raw_subscriber(address, &format!("ok-{n}")))
+                .collect();
+            assert_eq!(sessions.len(), 3);
+        });
+    }
+}

@@ -26,11 +26,19 @@ pub(crate) struct Queue {
     /// Dropped with the queue, when the hub forgets the connection: the connection task
     /// then has the close timeout to finish.
     _hangup: oneshot::Sender<()>,
+    /// The connection counts as a handshake under way until the hub accepted its
+    /// `connect`: what an unauthenticated client can make the server hold (a partial frame
+    /// of up to the frame limit each) is bounded by the cap on handshakes.
+    handshaking: Option<Handshaking>,
 }
 
 impl Writer for Queue {
     fn send(&self, outbound: Outbound) {
         let _ = self.frames.unbounded_send(outbound);
+    }
+
+    fn established(&mut self) {
+        self.handshaking = None;
     }
 }
 
@@ -119,8 +127,7 @@ impl<R: Runtime> Accepted<R> {
                 return;
             }
         };
-        drop(handshaking);
-        run(runtime, ws, peer, inputs, close_timeout).await;
+        run(runtime, ws, peer, inputs, close_timeout, handshaking).await;
     }
 }
 
@@ -131,6 +138,7 @@ async fn run<R: Runtime, S>(
     peer: SocketAddr,
     inputs: async_channel::Sender<Input>,
     close_timeout: Duration,
+    handshaking: Handshaking,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -143,6 +151,7 @@ async fn run<R: Runtime, S>(
             writer: Queue {
                 frames: writer,
                 _hangup: hangup,
+                handshaking: Some(handshaking),
             },
             reply,
         })

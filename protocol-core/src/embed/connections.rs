@@ -94,6 +94,11 @@ pub fn handle_batch<T>(
 pub trait Writer {
     /// Queues `outbound`; a writer that has gone away ignores it.
     fn send(&self, outbound: Outbound);
+
+    /// The hub accepted the connection's `connect`: from here it is an established session,
+    /// no longer a client in its handshake (an adapter that bounds handshakes under way
+    /// stops counting it). Called once at most.
+    fn established(&mut self) {}
 }
 
 /// An input for the task that owns the hub, from the adapter's accept loop and connection
@@ -206,7 +211,14 @@ impl<W: Writer> Connections<W> {
                         writer.send(Outbound::Close(reason));
                     }
                 }
-                HubOutput::Event(event) => log(event),
+                HubOutput::Event(event) => {
+                    if let HubEvent::Connected { connection, .. } = &event {
+                        if let Some(writer) = self.writers.get_mut(connection) {
+                            writer.established();
+                        }
+                    }
+                    log(event)
+                }
             }
         }
     }

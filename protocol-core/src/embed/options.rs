@@ -83,8 +83,10 @@ pub struct SocketLimits {
     /// A socket that has not finished its handshake this long after it was accepted is
     /// closed (default 5 s).
     pub handshake_timeout: Duration,
-    /// Sockets accepted and still in their handshake at once; a socket accepted beyond it
-    /// is closed at once (default 512).
+    /// Sockets accepted and still in their handshake at once — TLS, the WebSocket upgrade,
+    /// and until the hub accepted their `connect`; a socket accepted beyond it is closed at
+    /// once (default 512). This bounds what unauthenticated clients can make the server
+    /// hold: a partial frame of up to the frame limit each.
     pub max_pending_handshakes: usize,
     /// After the hub closed a connection, the most time its socket may take to send what
     /// was queued and its close; then it is dropped, whether or not the peer reads
