@@ -19,6 +19,8 @@ on_both_runtimes!(
     a_token_is_renewed_in_band_without_reconnecting,
     a_cut_connection_resumes_without_loss_or_duplicate,
     publish_floods_from_several_clients_are_all_acknowledged_and_delivered,
+    subscribing_with_a_wrong_key_fails_instead_of_hanging,
+    a_subscription_ends_when_the_client_closes,
 );
 
 fn options(spawner: &Spawner, mut options: ClientOptions) -> ClientOptions {
@@ -276,4 +278,55 @@ async fn publish_floods_from_several_clients_are_all_acknowledged_and_delivered(
             .any(|e| matches!(e, ChannelEvent::Discontinuity { .. })),
         "continuity lost: {others:?}"
     );
+}
+
+/// Issue 14, defect 2: `subscribe()` while the connection was failing (wrong key) never
+/// resolved (`tether sub --key app:wrong` hung).
+async fn subscribing_with_a_wrong_key_fails_instead_of_hanging(spawner: Spawner) {
+    let server = server(&spawner).await;
+    let client = Client::connect(
+        &url(server.local_addr()),
+        options(&spawner, ClientOptions::api_key("app", "wrong-secret")),
+    )
+    .expect("url");
+    let refused = within(
+        "subscribe",
+        client.channel("news").expect("name").subscribe(),
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert_eq!(refused.code(), ErrorCode::ConnectionFailed);
+    // And again once Failed: an answer at once, not a hang.
+    let again = within(
+        "subscribe",
+        client.channel("news").expect("name").subscribe(),
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert_eq!(again.code(), ErrorCode::ConnectionFailed);
+    server.shutdown().await;
+}
+
+/// Issue 14, defect 3: a live subscription stayed silent forever after the client closed.
+async fn a_subscription_ends_when_the_client_closes(spawner: Spawner) {
+    let server = server(&spawner).await;
+    let client = Client::connect(&url(server.local_addr()), api_key(&spawner)).expect("url");
+    let mut events = within(
+        "subscribe",
+        client.channel("news").expect("name").subscribe(),
+    )
+    .await
+    .expect("attached");
+    within("close", client.close()).await;
+    let mut last = None;
+    while let Some(event) = within("the stream's end", events.next()).await {
+        last = Some(event);
+    }
+    assert!(
+        matches!(&last, Some(ChannelEvent::Failed(e)) if e.code == ErrorCode::ConnectionClosed),
+        "{last:?}"
+    );
+    server.shutdown().await;
 }

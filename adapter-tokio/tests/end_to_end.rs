@@ -587,3 +587,37 @@ fn connecting_outside_a_tokio_runtime_is_an_error_not_a_panic() {
     assert_eq!(error.code(), ErrorCode::Internal);
     assert!(error.to_string().contains("tokio runtime"), "{error}");
 }
+
+/// Issue 14, defects 2 and 3, on tokio: `subscribe()` with a wrong key fails instead of
+/// hanging, and a live subscription ends when the client closes.
+#[tokio::test]
+async fn a_wrong_key_fails_subscribe_and_close_ends_subscriptions() {
+    let server = server(|_| {}).await;
+    let wrong =
+        Client::connect(&url(&server), ClientOptions::api_key("app", "wrong")).expect("url");
+    let refused = timeout(LIMIT, wrong.channel("news").expect("name").subscribe())
+        .await
+        .expect("answered in time")
+        .err()
+        .expect("refused");
+    assert_eq!(refused.code(), ErrorCode::ConnectionFailed);
+    let client =
+        Client::connect(&url(&server), ClientOptions::api_key("app", "app-secret")).expect("url");
+    let mut events = timeout(LIMIT, client.channel("news").expect("name").subscribe())
+        .await
+        .expect("in time")
+        .expect("attached");
+    client.close().await;
+    let mut last = None;
+    while let Some(event) = timeout(LIMIT, events.next())
+        .await
+        .expect("the stream ends")
+    {
+        last = Some(event);
+    }
+    assert!(
+        matches!(&last, Some(ChannelEvent::Failed(e)) if e.code == ErrorCode::ConnectionClosed),
+        "{last:?}"
+    );
+    server.shutdown().await;
+}

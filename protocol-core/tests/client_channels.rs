@@ -314,3 +314,57 @@ fn a_detach_in_flight_when_the_transport_drops_completes_on_reconnect_without_sp
         "the detached channel is not attached again"
     );
 }
+
+fn detached_with(events: &[Event]) -> Vec<(String, ErrorCode)> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Detached {
+                channel,
+                error: Some(error),
+            } => Some((channel.as_str().to_owned(), error.code)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Issue 14, defects 2 and 3: an attach issued while the connection was failing (wrong
+/// key) never got an answer, and a live subscription stayed silent after Failed. Every
+/// channel is now reported detached with the failure.
+#[test]
+fn failing_ends_every_channel_attached_or_attaching() {
+    let mut s = Scripted::new(key_auth());
+    s.connect();
+    s.client.attach(s.now, channel("early")).expect("usable");
+    s.take();
+    s.reply(ServerFrame::Error {
+        error: error(ErrorCode::InvalidCredentials),
+    });
+    assert_eq!(s.state(), ConnectionState::Failed);
+    assert_eq!(
+        detached_with(&s.take_events()),
+        vec![("early".to_owned(), ErrorCode::ConnectionFailed)]
+    );
+    let refused = s.client.attach(s.now, channel("late"));
+    assert_eq!(
+        refused.map_err(|e| e.code),
+        Err(ErrorCode::ConnectionFailed)
+    );
+}
+
+/// Issue 14, defect 3: after close, a live subscription stayed silent forever.
+#[test]
+fn closing_ends_every_channel() {
+    let mut s = Scripted::new(key_auth());
+    s.connect_new();
+    attach(&mut s, "news");
+    s.reply(attached("news", 7, 0, Continuity::Fresh));
+    s.take();
+    s.client.close(s.now);
+    s.reply(ServerFrame::Closed);
+    assert_eq!(s.state(), ConnectionState::Closed);
+    assert_eq!(
+        detached_with(&s.take_events()),
+        vec![("news".to_owned(), ErrorCode::ConnectionClosed)]
+    );
+}

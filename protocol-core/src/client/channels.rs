@@ -150,9 +150,10 @@ impl Channels {
         }
     }
 
-    /// Forgets every channel (the session ended).
-    pub(crate) fn clear(&mut self) {
-        self.map.clear();
+    /// Forgets every channel (the connection ended for good) and returns their names, so
+    /// each can be reported detached.
+    pub(crate) fn drain(&mut self) -> Vec<ChannelName> {
+        std::mem::take(&mut self.map).into_keys().collect()
     }
 
     /// The earliest attach or detach deadline.

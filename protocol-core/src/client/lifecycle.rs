@@ -320,11 +320,9 @@ impl Client {
                 "the connection was closed",
             )),
         );
-        self.fail_requests(ErrorInfo::new(
-            ErrorCode::ConnectionClosed,
-            "the connection was closed",
-        ));
-        self.channels.clear();
+        let closed = ErrorInfo::new(ErrorCode::ConnectionClosed, "the connection was closed");
+        self.fail_requests(closed.clone());
+        self.detach_all(&closed);
         self.session = None;
         let reason = (reason.code != ErrorCode::ConnectionClosed).then_some(reason);
         self.set_state(ConnectionState::Closed, reason);
@@ -350,9 +348,21 @@ impl Client {
         );
         let failed = self.publishes.drain_all();
         self.resolve(failed, &Err(failure.clone()));
-        self.fail_requests(failure);
-        self.channels.on_transport_lost();
+        self.fail_requests(failure.clone());
+        self.detach_all(&failure);
         self.set_state(ConnectionState::Failed, Some(error));
+    }
+
+    /// Ends every channel with `reason` (Failed or Closed): each, attached or still
+    /// attaching, is reported [`Event::Detached`] with it, so no attach waits and no
+    /// subscription stays open on a connection that will not come back by itself.
+    fn detach_all(&mut self, reason: &ErrorInfo) {
+        for channel in self.channels.drain() {
+            self.emit(Event::Detached {
+                channel,
+                error: Some(reason.clone()),
+            });
+        }
     }
 
     pub(super) fn fail_requests(&mut self, error: ErrorInfo) {

@@ -195,16 +195,16 @@ impl<P: Plumbing> Dispatcher<P> {
                 channel,
                 sink,
                 reply,
-            } => {
-                self.subscribers
-                    .entry(channel.clone())
-                    .or_default()
-                    .push(sink);
-                match core.attach(now, channel.clone()) {
-                    Ok(()) => self.pending_attach.entry(channel).or_default().push(reply),
-                    Err(error) => P::reply(reply, Err(Error::Protocol(error))),
+            } => match core.attach(now, channel.clone()) {
+                Ok(()) => {
+                    self.subscribers
+                        .entry(channel.clone())
+                        .or_default()
+                        .push(sink);
+                    self.pending_attach.entry(channel).or_default().push(reply);
                 }
-            }
+                Err(error) => P::reply(reply, Err(Error::Protocol(error))),
+            },
             Command::Publish {
                 channel,
                 messages,
