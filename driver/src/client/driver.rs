@@ -55,7 +55,9 @@ pub(crate) struct Driver<R: Runtime> {
 }
 
 /// Both halves of one of the driver's own channels (futures-channel's: polling an empty
-/// one costs an atomic waker registration, no lock).
+/// one costs an atomic waker registration, no lock). Unbounded as channels; each is bounded
+/// by what feeds it: two events per transport (the core opens one at a time), one token
+/// answer per request (the core keeps one outstanding).
 type Channel<T> = (UnboundedSender<T>, UnboundedReceiver<T>);
 
 impl<R: Runtime> Driver<R> {
@@ -75,6 +77,7 @@ impl<R: Runtime> Driver<R> {
             origin: Origin::new(Instant::now()),
             transports: HashMap::new(),
             reading: None,
+            // Bounded by their senders (see `Channel`).
             transport_events: unbounded(),
             tokens: unbounded(),
         }
