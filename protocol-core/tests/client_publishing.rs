@@ -304,3 +304,31 @@ fn close_fails_pending_publishes() {
         vec![(id, Err(ErrorCode::ConnectionClosed))]
     );
 }
+
+/// Issue 14, defect 4: a publish to a channel name over the hub's announced limit (300
+/// bytes against 256) was sent, and the hub's error sent the whole client to Failed. It is
+/// refused as a value now, and the connection stays; history likewise.
+#[test]
+fn a_channel_name_over_the_hubs_limit_is_refused_locally() {
+    let mut s = Scripted::new(key_auth());
+    s.connect_new();
+    let long = tether_core::wire::ChannelName::new("n".repeat(300)).expect("within 1024");
+    let refused = s.client.publish(
+        s.now,
+        long.clone(),
+        vec![NewMessage::new("n", bytes::Bytes::from_static(b"x"))],
+    );
+    assert_eq!(
+        refused.map_err(|e| e.code),
+        Err(ErrorCode::ChannelNameTooLong)
+    );
+    let refused = s
+        .client
+        .history(s.now, long, tether_core::wire::HistoryQuery::default());
+    assert_eq!(
+        refused.map_err(|e| e.code),
+        Err(ErrorCode::ChannelNameTooLong)
+    );
+    assert!(s.take_sent().is_empty(), "nothing was sent");
+    assert_eq!(s.state(), ConnectionState::Connected);
+}

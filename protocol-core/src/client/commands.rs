@@ -55,12 +55,7 @@ impl Client {
     pub fn attach(&mut self, now: Time, channel: ChannelName) -> Result<(), ErrorInfo> {
         let now = self.clock.advance(now);
         self.check_usable()?;
-        if channel.as_str().len() > self.outgoing_limits().max_channel_name_len {
-            return Err(ErrorInfo::new(
-                ErrorCode::ChannelNameTooLong,
-                "channel name over the hub's limit",
-            ));
-        }
+        super::check_channel_name(&channel, &self.outgoing_limits())?;
         let deadline = now.saturating_add(self.config.request_timeout);
         if let Some(frame) = self.channels.attach(channel, self.is_connected(), deadline) {
             self.send(now, &frame);
@@ -141,6 +136,7 @@ impl Client {
                 "history needs a connection",
             ));
         }
+        super::check_channel_name(&channel, &self.outgoing_limits())?;
         if query.limit == 0 || query.limit > MAX_HISTORY_LIMIT {
             return Err(ErrorInfo::new(
                 ErrorCode::InvalidHistoryQuery,

@@ -488,12 +488,29 @@ impl Client {
     }
 }
 
+/// Refuses a channel name longer than the hub accepts (its announced limit, or the
+/// protocol's default before it announced one): sent, it would end the connection.
+fn check_channel_name(channel: &ChannelName, limits: &Limits) -> Result<(), ErrorInfo> {
+    if channel.as_str().len() > limits.max_channel_name_len {
+        return Err(ErrorInfo::new(
+            ErrorCode::ChannelNameTooLong,
+            format!(
+                "the channel name takes {} bytes; the hub accepts {}",
+                channel.as_str().len(),
+                limits.max_channel_name_len
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses a publish that could never be sent within `limits`.
 fn check_publish_fits(
     channel: &ChannelName,
     messages: &[Message],
     limits: &Limits,
 ) -> Result<(), ErrorInfo> {
+    check_channel_name(channel, limits)?;
     if messages.is_empty() {
         return Err(ErrorInfo::new(
             ErrorCode::InvalidMessage,
