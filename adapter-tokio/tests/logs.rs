@@ -86,6 +86,37 @@ async fn logs_at_trace_level_never_contain_tokens_or_secrets() {
     let wrong =
         Client::connect(&url, ClientOptions::api_key("app", "wrong-secret-attempt")).expect("url");
     let _ = tokio::time::timeout(Duration::from_secs(10), wrong.connected()).await;
+    // A raw client, to learn a resume secret the hub hands out (the adapters never show it):
+    // the server side of this connection is logged here too.
+    let raw_url = url.clone();
+    let resume_secret = tokio::task::spawn_blocking(move || {
+        use tether_core::wire::{self, ClientFrame, Credentials, Limits, ServerFrame};
+        let (mut ws, _) = tungstenite::connect(raw_url.as_str()).expect("upgrades");
+        let connect = ClientFrame::Connect {
+            version: wire::PROTOCOL_VERSION,
+            credentials: Credentials::ApiKey {
+                name: "app".into(),
+                secret: "very-secret-key-material".into(),
+            },
+            client_id: None,
+            resume: None,
+            heartbeat_interval_ms: None,
+        };
+        let bytes = wire::encode(&connect, &Limits::DEFAULT).expect("encodes");
+        ws.send(tungstenite::Message::Binary(bytes)).expect("sends");
+        loop {
+            if let tungstenite::Message::Binary(bytes) = ws.read().expect("reads") {
+                if let Ok(ServerFrame::Connected { session, .. }) =
+                    wire::decode::<ServerFrame>(&bytes, &Limits::PROTOCOL_MAX)
+                {
+                    let _ = ws.close(None);
+                    return session.secret.0;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the raw client ran");
     good.close().await;
     keyed.close().await;
     server.shutdown().await;
@@ -101,6 +132,18 @@ async fn logs_at_trace_level_never_contain_tokens_or_secrets() {
     );
     let signature = token.rsplit('.').next().expect("a JWT has a signature");
     let hex = |text: &str| text.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+    let secret_hex: String = resume_secret.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(
+        !logs.contains(&secret_hex),
+        "a resume secret appeared in the logs, hex-encoded"
+    );
+    // As a byte string's Debug shows it (tungstenite's "Sending frame: {frame:?}").
+    let escaped = format!("{:?}", bytes::Bytes::copy_from_slice(&resume_secret));
+    let escaped = escaped.trim_start_matches("b\"").trim_end_matches('"');
+    assert!(
+        !logs.contains(escaped),
+        "a resume secret appeared in the logs, escaped"
+    );
     for secret in [
         token.as_str(),
         signature,
