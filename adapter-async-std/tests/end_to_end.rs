@@ -21,6 +21,7 @@ on_both_runtimes!(
     publish_floods_from_several_clients_are_all_acknowledged_and_delivered,
     subscribing_with_a_wrong_key_fails_instead_of_hanging,
     a_subscription_ends_when_the_client_closes,
+    several_subscribers_of_one_channel_each_get_every_message,
 );
 
 fn options(spawner: &Spawner, mut options: ClientOptions) -> ClientOptions {
@@ -328,5 +329,33 @@ async fn a_subscription_ends_when_the_client_closes(spawner: Spawner) {
         matches!(&last, Some(ChannelEvent::Failed(e)) if e.code == ErrorCode::ConnectionClosed),
         "{last:?}"
     );
+    server.shutdown().await;
+}
+
+/// Issue 14, defect 1: a second `subscribe()` on an attached channel — two subscribers at
+/// once, or again after dropping the first — never resolved.
+async fn several_subscribers_of_one_channel_each_get_every_message(spawner: Spawner) {
+    let server = server(&spawner).await;
+    let client = Client::connect(&url(server.local_addr()), api_key(&spawner)).expect("url");
+    let news = client.channel("news").expect("name");
+    let first = within("subscribe", news.subscribe())
+        .await
+        .expect("attached");
+    drop(first);
+    let mut second = within("subscribe again", news.subscribe())
+        .await
+        .expect("attached again");
+    let mut third = within("a second subscriber", news.subscribe())
+        .await
+        .expect("attached too");
+    for n in 0..3 {
+        within("publish", news.publish("n", format!("m{n}")))
+            .await
+            .expect("acknowledged");
+    }
+    for events in [&mut second, &mut third] {
+        let (payloads, _) = messages(events, 3).await;
+        assert_eq!(payloads, vec!["m0", "m1", "m2"]);
+    }
     server.shutdown().await;
 }

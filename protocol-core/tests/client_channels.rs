@@ -368,3 +368,30 @@ fn closing_ends_every_channel() {
         vec![("news".to_owned(), ErrorCode::ConnectionClosed)]
     );
 }
+
+/// Issue 14, defect 1: an attach of an attached channel (a second subscriber, or a
+/// subscribe after dropping the first) got no answer at all, so its caller waited forever.
+/// It is answered at once, from the client's own position, and nothing is sent.
+#[test]
+fn attaching_an_attached_channel_is_answered_at_once() {
+    let mut s = Scripted::new(key_auth());
+    s.connect_new();
+    attach(&mut s, "news");
+    s.reply(attached("news", 7, 3, Continuity::Fresh));
+    s.reply(delivery("news", 7, 4));
+    s.take();
+    s.client.attach(s.now, channel("news")).expect("usable");
+    let seen = s.take();
+    assert!(
+        seen.iter().all(|seen| !matches!(seen, Seen::Sent(..))),
+        "nothing sent: {seen:?}"
+    );
+    let answered = seen.iter().any(|seen| {
+        matches!(
+            seen,
+            Seen::Event(Event::Attached { channel, position, continuity: Continuity::Continuous })
+                if channel.as_str() == "news" && *position == Position { epoch: 7, serial: 4 }
+        )
+    });
+    assert!(answered, "{seen:?}");
+}

@@ -26,6 +26,17 @@ struct Channel {
     last: Option<Position>,
 }
 
+/// What an attach asks of the client.
+#[derive(Debug)]
+pub(crate) enum Attach {
+    /// Send this frame.
+    Send(ClientFrame),
+    /// An answer will come (an attach is under way, or will be sent once connected).
+    Underway,
+    /// Already attached: deliveries continue after this position.
+    Already(Position),
+}
+
 /// What a detach request needs.
 #[derive(Debug)]
 pub(crate) enum Detach {
@@ -64,30 +75,29 @@ impl Channels {
         );
     }
 
-    /// Records the wish to attach. Returns the frame to send when `connected`, `None` if
-    /// the channel is already attached or attaching.
-    pub(crate) fn attach(
-        &mut self,
-        name: ChannelName,
-        connected: bool,
-        deadline: Time,
-    ) -> Option<ClientFrame> {
+    /// Records the wish to attach: the frame to send (when connected), nothing to do yet
+    /// (attaching, or waiting for a connection), or already attached at a position.
+    pub(crate) fn attach(&mut self, name: ChannelName, connected: bool, deadline: Time) -> Attach {
         let channel = self.map.entry(name.clone()).or_insert(Channel {
             phase: Phase::Pending,
             last: None,
         });
         match channel.phase {
-            Phase::Attaching { .. } | Phase::Attached => None,
+            Phase::Attaching { .. } => Attach::Underway,
+            Phase::Attached => match channel.last {
+                Some(position) => Attach::Already(position),
+                None => Attach::Underway,
+            },
             Phase::Pending | Phase::Detaching { .. } => {
                 if connected {
                     channel.phase = Phase::Attaching { deadline };
-                    Some(ClientFrame::Attach {
+                    Attach::Send(ClientFrame::Attach {
                         channel: name,
                         from: channel.last,
                     })
                 } else {
                     channel.phase = Phase::Pending;
-                    None
+                    Attach::Underway
                 }
             }
         }

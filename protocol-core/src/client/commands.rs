@@ -57,8 +57,18 @@ impl Client {
         self.check_usable()?;
         super::check_channel_name(&channel, &self.outgoing_limits())?;
         let deadline = now.saturating_add(self.config.request_timeout);
-        if let Some(frame) = self.channels.attach(channel, self.is_connected(), deadline) {
-            self.send(now, &frame);
+        match self
+            .channels
+            .attach(channel.clone(), self.is_connected(), deadline)
+        {
+            Attach::Send(frame) => self.send(now, &frame),
+            Attach::Underway => {}
+            // Answered at once, so no caller waits for an answer that will not come (§6.6).
+            Attach::Already(position) => self.emit(Event::Attached {
+                channel,
+                position,
+                continuity: crate::wire::Continuity::Continuous,
+            }),
         }
         Ok(())
     }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use self::backoff::Backoff;
-use self::channels::{Channels, Detach};
+use self::channels::{Attach, Channels, Detach};
 pub use self::config::{Auth, ClientConfig, Framing};
 pub use self::event::{
     ConnectionState, Event, HistoryPage, Output, PingId, PublishId, RequestId, TokenReason,
