@@ -8,7 +8,7 @@
 //! `cargo run --release -p tether-async-std --example abuse` (about a minute; every loop is
 //! bounded in count and time; loopback only).
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,6 +26,10 @@ use tether_core::wire::{
     PROTOCOL_VERSION, ServerFrame,
 };
 use tungstenite::Message as Ws;
+
+#[path = "../tests/support/sockets.rs"]
+mod sockets_seen;
+use sockets_seen::{ended_within, gone_within};
 
 /// The RSS a server may grow by under attack.
 const RSS_BOUND: u64 = 64 * 1024 * 1024;
@@ -331,22 +335,6 @@ fn channel(name: &str) -> ChannelName {
     ChannelName::new(name).expect("name")
 }
 
-/// Waits until the server ends `socket` (EOF or reset), up to `limit`.
-fn ended_within(socket: &mut TcpStream, limit: Duration) -> bool {
-    let start = Instant::now();
-    let _ = socket.set_read_timeout(Some(Duration::from_millis(50)));
-    let mut buffer = [0u8; 4096];
-    while start.elapsed() < limit {
-        match socket.read(&mut buffer) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(_) => return true,
-        }
-    }
-    false
-}
-
 /// What an attack saw, and whether that is what the spec says.
 struct Seen {
     what: String,
@@ -460,18 +448,12 @@ fn ping_flood(address: SocketAddr) -> Seen {
 /// closed by the server within the close timeout.
 fn torn_down(address: SocketAddr, attacker: &Raw) -> Seen {
     let peer = attacker.0.get_ref().local_addr().expect("address").port();
-    let start = Instant::now();
-    while established(address.port(), peer) > 0 && start.elapsed() < WAIT {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let left = established(address.port(), peer);
+    let gone = gone_within(address.port(), peer, WAIT);
     Seen {
-        what: format!(
-            "socket {} after {:.1} s",
-            if left == 0 { "gone" } else { "still open" },
-            start.elapsed().as_secs_f32()
-        ),
-        ok: left == 0,
+        what: gone.map_or("socket still open".into(), |after| {
+            format!("socket gone after {:.1} s", after.as_secs_f32())
+        }),
+        ok: gone.is_some(),
     }
 }
 
@@ -485,7 +467,7 @@ fn silent_sockets(address: SocketAddr) -> Seen {
         .iter_mut()
         .map(|s| {
             let left = deadline.saturating_sub(start.elapsed());
-            ended_within(s, left.max(Duration::from_millis(100)))
+            ended_within(s, left.max(Duration::from_millis(100))).is_some()
         })
         .filter(|ended| *ended)
         .count();
@@ -504,7 +486,7 @@ fn slowloris(address: SocketAddr) -> Seen {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let closed = ended_within(&mut socket, Duration::from_secs(2));
+    let closed = ended_within(&mut socket, Duration::from_secs(2)).is_some();
     Seen {
         what: format!(
             "{} after {:.1} s",
@@ -542,33 +524,6 @@ fn plain_http(address: SocketAddr) -> Seen {
         ok: status.contains(" 426 "),
         what: status,
     }
-}
-
-/// Server-side sockets on `port` still ESTABLISHED to the peer port `peer` (Linux).
-fn established(port: u16, peer: u16) -> usize {
-    let port_of = |field: &str| {
-        field
-            .rsplit(':')
-            .next()
-            .and_then(|hex| u16::from_str_radix(hex, 16).ok())
-    };
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|path| std::fs::read_to_string(path).ok())
-        .map(|table| {
-            table
-                .lines()
-                .skip(1)
-                .filter(|line| {
-                    let f: Vec<&str> = line.split_whitespace().collect();
-                    f.len() > 3
-                        && port_of(f[1]) == Some(port)
-                        && port_of(f[2]) == Some(peer)
-                        && f[3] == "01"
-                })
-                .count()
-        })
-        .sum()
 }
 
 fn non_reading_subscriber(address: SocketAddr) -> Seen {

@@ -6,11 +6,12 @@
 
 mod support;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use support::hub_config;
+use support::sockets::{ended_within, established, gone_within};
 use tether_core::embed::{ServerOptions, SocketLimits};
 use tether_core::server::HubConfig;
 use tether_core::wire::{self, ClientFrame, Credentials, Limits, PROTOCOL_VERSION, ServerFrame};
@@ -60,25 +61,6 @@ impl Server {
             }
         }
     }
-}
-
-/// Waits up to `limit` for the server to end `socket` (EOF or reset); returns how long it
-/// took, or `None` if the socket is still open then.
-fn ended_within(socket: &mut TcpStream, limit: Duration) -> Option<Duration> {
-    let start = Instant::now();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .expect("timeout");
-    let mut buffer = [0u8; 4096];
-    while start.elapsed() < limit {
-        match socket.read(&mut buffer) {
-            Ok(0) => return Some(start.elapsed()),
-            Ok(_) => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(_) => return Some(start.elapsed()),
-        }
-    }
-    None
 }
 
 fn limits(handshake: Duration, pending: usize, close: Duration) -> SocketLimits {
@@ -145,28 +127,6 @@ fn handshakes_beyond_the_cap_are_closed_at_once() {
             }
         });
     }
-}
-
-/// Server-side sockets on `port` still ESTABLISHED to the peer port `peer` (Linux).
-fn established(port: u16, peer: u16) -> usize {
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|path| std::fs::read_to_string(path).ok())
-        .flat_map(|table| table.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
-        .filter(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let port_of = |field: &str| {
-                field
-                    .rsplit(':')
-                    .next()
-                    .and_then(|hex| u16::from_str_radix(hex, 16).ok())
-            };
-            fields.len() > 3
-                && port_of(fields[1]) == Some(port)
-                && port_of(fields[2]) == Some(peer)
-                && fields[3] == "01"
-        })
-        .count()
 }
 
 /// A raw WebSocket client: connects with the `app` key and attaches `channel`, then is
@@ -239,14 +199,8 @@ fn a_closed_connection_whose_peer_never_reads_is_torn_down_within_the_close_time
                 });
             });
             publisher.join().expect("publisher");
-            let start = Instant::now();
-            while established(address.port(), peer) > 0 && start.elapsed() < Duration::from_secs(10)
-            {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            assert_eq!(
-                established(address.port(), peer),
-                0,
+            assert!(
+                gone_within(address.port(), peer, Duration::from_secs(10)).is_some(),
                 "{server:?}: the socket of a closed, non-reading peer is still open"
             );
             drop(subscriber);

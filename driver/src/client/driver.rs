@@ -9,6 +9,8 @@ use std::time::Instant;
 
 use async_tungstenite::tungstenite::{self, Message};
 use bytes::Bytes;
+// Unbounded channels here are each bounded by what feeds them: see `Channel` and the
+// `transports` field.
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use futures_lite::{FutureExt, StreamExt};
 use tether_core::client::{Client as Core, Output, TransportId};
