@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use async_net::{AsyncToSocketAddrs, TcpListener, TcpStream};
-use tether_driver::{Bind, Runtime, StateWatch, Task};
+use tether_driver::{Bind, Runtime, StateWatch};
 
 use crate::spawner::Spawner;
 
@@ -65,7 +65,7 @@ impl Runtime for Spawner {
         Ok((transport.spawner.clone(), transport.tls.clone()))
     }
 
-    fn spawn(&self, task: Task) {
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         Spawner::spawn(self, task);
     }
 

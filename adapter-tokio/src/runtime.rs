@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use tether_core::client::ConnectionState;
-use tether_driver::{Bind, Runtime, StateWatch, Task};
+use tether_driver::{Bind, Runtime, StateWatch};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::runtime::Handle;
 use tokio::sync::watch;
@@ -78,7 +78,7 @@ impl Runtime for Tokio {
         Ok((Tokio::current()?, transport.tls.clone()))
     }
 
-    fn spawn(&self, task: Task) {
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         self.0.spawn(task);
     }
 

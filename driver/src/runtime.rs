@@ -41,8 +41,9 @@ pub trait Runtime: Clone + Send + Sync + 'static {
         transport: &Self::ServerTransport,
     ) -> io::Result<(Self, Option<Arc<rustls::ServerConfig>>)>;
 
-    /// Runs `task` in the background, to completion.
-    fn spawn(&self, task: Task);
+    /// Runs `task` in the background, to completion. (Generic, so a runtime that can keep
+    /// the future inline in its task, as tokio does, need not box it.)
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static);
 
     /// A timer that fires at `at`.
     fn timer(&self, at: Instant) -> Self::Timer;

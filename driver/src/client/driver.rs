@@ -254,9 +254,9 @@ impl<R: Runtime> Driver<R> {
             }
             Some(Notice::FetchToken(request)) => {
                 let answers = self.tokens.0.clone();
-                self.connector.runtime.spawn(Box::pin(async move {
+                self.connector.runtime.spawn(async move {
                     let _ = answers.unbounded_send(request.await);
-                }));
+                });
             }
             None => {}
         }

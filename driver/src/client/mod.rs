@@ -102,7 +102,7 @@ impl<R: Runtime> Client<R> {
             stats.clone(),
         )
         .run(receiver);
-        runtime.spawn(Box::pin(task));
+        runtime.spawn(task);
         Ok(Client {
             commands,
             watch,

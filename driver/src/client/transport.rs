@@ -88,7 +88,7 @@ impl<R: Runtime> Connector<R> {
         events: UnboundedSender<TransportEvent>,
     ) {
         let this = self.clone();
-        self.runtime.spawn(Box::pin(async move {
+        self.runtime.spawn(async move {
             // Nothing is sent on `outgoing` before the transport is open, so this only
             // ever ends by the queue closing.
             let gave_up = async {
@@ -134,7 +134,7 @@ impl<R: Runtime> Connector<R> {
             }
             // The core gave the transport up: close it in order.
             let _ = sink.close().await;
-        }));
+        });
     }
 
     async fn connect(&self) -> Result<WebSocketStream<Box<dyn Io>>, String> {

@@ -74,11 +74,11 @@ impl<R: Runtime> Server<R> {
         let max_frame = config.hub.limits.max_frame_size;
         let (inputs, receiver) = async_channel::bounded(1024);
         let (stop_accepting, stopped) = async_channel::bounded(1);
-        runtime.spawn(Box::pin(hub::drive(
+        runtime.spawn(hub::drive(
             runtime.clone(),
             Hub::new(config.hub, seed),
             receiver,
-        )));
+        ));
         let accepting = Accepting {
             inputs: inputs.clone(),
             max_frame,
@@ -87,14 +87,14 @@ impl<R: Runtime> Server<R> {
             limits: config.sockets,
             handshakes: Arc::new(AtomicUsize::new(0)),
         };
-        runtime.spawn(Box::pin(async move {
+        runtime.spawn(async move {
             accepting
                 .run(listener)
                 .or(async {
                     let _ = stopped.recv().await;
                 })
                 .await;
-        }));
+        });
         tracing::info!(%local_addr, "tether server listening");
         Ok(Server {
             local_addr,
@@ -167,8 +167,8 @@ impl<R: Runtime> Accepting<R> {
                         handshaking,
                     };
                     match self.tls.clone() {
-                        None => self.runtime.spawn(Box::pin(connection.serve(stream))),
-                        Some(acceptor) => self.runtime.spawn(Box::pin(async move {
+                        None => self.runtime.spawn(connection.serve(stream)),
+                        Some(acceptor) => self.runtime.spawn(async move {
                             let runtime = connection.runtime.clone();
                             match within(&runtime, deadline, acceptor.accept(stream)).await {
                                 Some(Ok(tls)) => connection.serve(tls).await,
@@ -177,7 +177,7 @@ impl<R: Runtime> Accepting<R> {
                                 }
                                 None => tracing::debug!(%peer, "TLS handshake timed out"),
                             }
-                        })),
+                        }),
                     }
                 }
                 Err(error) => {
