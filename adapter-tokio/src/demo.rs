@@ -80,6 +80,9 @@ pub struct DemoReport {
     pub renewals: u64,
     /// Wall time of the run.
     pub elapsed: Duration,
+    /// Subscribers still short of the acknowledged messages when the run gave up waiting, or
+    /// whose stream ended early: what their client said (state, last error, counters).
+    pub stalled: Vec<String>,
 }
 
 impl DemoReport {
@@ -93,11 +96,14 @@ impl DemoReport {
             && self.reordered == 0
             && self.discontinuities == 0
             && self.failed.is_empty()
+            && self.stalled.is_empty()
     }
 }
 
 const KEY: &str = "demo";
 const SECRET: &str = "demo-secret";
+/// Time for a subscriber to catch up once connected, on top of its longest backoff delay.
+const CATCH_UP: Duration = Duration::from_secs(15);
 
 /// Runs the demo on loopback and reports.
 pub async fn run(options: DemoOptions) -> std::io::Result<DemoReport> {
@@ -157,6 +163,7 @@ pub async fn run(options: DemoOptions) -> std::io::Result<DemoReport> {
             tokio::spawn(async move {
                 let mut seen = Vec::new();
                 let mut discontinuities = 0u64;
+                let mut ended = None;
                 while let Some(event) = subscription.next().await {
                     match event {
                         ChannelEvent::Message(message) => {
@@ -164,11 +171,14 @@ pub async fn run(options: DemoOptions) -> std::io::Result<DemoReport> {
                             count.fetch_add(1, Ordering::Relaxed);
                         }
                         ChannelEvent::Discontinuity { .. } => discontinuities += 1,
-                        ChannelEvent::Failed(_) => break,
+                        ChannelEvent::Failed(error) => {
+                            ended = Some(error);
+                            break;
+                        }
                         ChannelEvent::Attached { .. } => {}
                     }
                 }
-                (seen, discontinuities)
+                (seen, discontinuities, ended)
             })
         })
         .collect();
@@ -216,14 +226,38 @@ pub async fn run(options: DemoOptions) -> std::io::Result<DemoReport> {
             }
         }
     }
-    // Let subscribers catch up (bounded), then stop the faults and close everything.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // Every publish resolved: stop the faults and let subscribers catch up. A subscriber whose
+    // connections kept being cut is backing off (§6.4: the delay grows while no connection
+    // stays up for `stable_after`), so it may wait up to the backoff cap before its next
+    // attempt; the wait is bounded by that cap plus time to catch up.
+    proxy.stop_faults();
+    let mut config = ClientOptions::api_key(KEY, SECRET).config;
+    (options.tune)(&mut config);
+    let catch_up = config.backoff_cap + CATCH_UP;
+    let deadline = Instant::now() + catch_up;
     while Instant::now() < deadline
         && received_counts
             .iter()
             .any(|c| (c.load(Ordering::Relaxed) as usize) < report.acked.min(expected_total))
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (index, count) in received_counts.iter().enumerate() {
+        let received = count.load(Ordering::Relaxed) as usize;
+        if received < report.acked.min(expected_total) {
+            let client = &clients[index];
+            let stats = client.stats();
+            report.stalled.push(format!(
+                "subscriber {index}: {received} of {} received after waiting {} s; state {:?}, last error {:?}, connects {}, resumes {}, renewals {}",
+                report.acked,
+                catch_up.as_secs(),
+                *client.state().borrow(),
+                client.last_error(),
+                stats.connects.load(Ordering::Relaxed),
+                stats.resumes.load(Ordering::Relaxed),
+                stats.renewals.load(Ordering::Relaxed),
+            ));
+        }
     }
     report.cuts = proxy.stats().cuts.load(Ordering::Relaxed);
     for client in &clients {
@@ -239,8 +273,14 @@ pub async fn run(options: DemoOptions) -> std::io::Result<DemoReport> {
     for client in &clients {
         client.close().await;
     }
-    for collector in collectors {
-        let (seen, discontinuities) = collector.await.map_err(std::io::Error::other)?;
+    for (index, collector) in collectors.into_iter().enumerate() {
+        let (seen, discontinuities, ended) = collector.await.map_err(std::io::Error::other)?;
+        // Closing the client ends each stream with `closed`; anything else ended it early.
+        if let Some(error) = ended.filter(|e| e.code != tether_core::ErrorCode::ConnectionClosed) {
+            report
+                .stalled
+                .push(format!("subscriber {index}: stream ended with {error}"));
+        }
         report.discontinuities += discontinuities;
         audit.subscriber(seen);
     }

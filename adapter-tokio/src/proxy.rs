@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -69,6 +69,8 @@ pub struct Proxy {
     stats: Arc<ProxyStats>,
     task: JoinHandle<()>,
     chaos: Option<JoinHandle<()>>,
+    /// Set by [`Proxy::stop_faults`]: no fault from then on.
+    calm: Arc<AtomicBool>,
 }
 
 impl Proxy {
@@ -85,6 +87,7 @@ impl Proxy {
         let stats = Arc::new(ProxyStats::default());
         let rng = Arc::new(Mutex::new(Rng::from_u64(config.seed)));
         let live: Live = Arc::default();
+        let calm = Arc::new(AtomicBool::new(false));
         let chaos = config.cut_every.map(|range| {
             tokio::spawn(cut_randomly(
                 range,
@@ -93,12 +96,20 @@ impl Proxy {
                 rng.clone(),
             ))
         });
-        let task = tokio::spawn(accept(listener, config, stats.clone(), rng, live));
+        let task = tokio::spawn(accept(
+            listener,
+            config,
+            stats.clone(),
+            rng,
+            live,
+            calm.clone(),
+        ));
         Ok(Proxy {
             local_addr,
             stats,
             task,
             chaos,
+            calm,
         })
     }
 
@@ -118,6 +129,14 @@ impl Proxy {
         if let Some(chaos) = &self.chaos {
             chaos.abort();
         }
+    }
+
+    /// Stops every fault and keeps forwarding: no more periodic cuts, connections accepted
+    /// from now on are never cut, and no stall or delay is added to any connection.
+    /// Connections already scheduled for a `cut_after` cut still get it.
+    pub fn stop_faults(&self) {
+        self.calm.store(true, Ordering::Relaxed);
+        self.stop_cutting();
     }
 
     /// Stops accepting and injecting faults (connections in progress carry on).
@@ -187,6 +206,7 @@ async fn accept(
     stats: Arc<ProxyStats>,
     rng: Arc<Mutex<Rng>>,
     live: Live,
+    calm: Arc<AtomicBool>,
 ) {
     let mut next_id = 0u64;
     while let Ok((inbound, _)) = listener.accept().await {
@@ -198,15 +218,24 @@ async fn accept(
         live.lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(id, cut_tx);
-        let cut_after = config.cut_after.map(|range| uniform(&rng, range));
-        let (config, stats, rng, live) = (config.clone(), stats.clone(), rng.clone(), live.clone());
+        let cut_after = config
+            .cut_after
+            .filter(|_| !calm.load(Ordering::Relaxed))
+            .map(|range| uniform(&rng, range));
+        let (config, stats, rng, live, calm) = (
+            config.clone(),
+            stats.clone(),
+            rng.clone(),
+            live.clone(),
+            calm.clone(),
+        );
         tokio::spawn(async move {
             if let Ok(outbound) = TcpStream::connect(config.target).await {
                 let _ = outbound.set_nodelay(true);
                 let (client_read, client_write) = inbound.into_split();
                 let (server_read, server_write) = outbound.into_split();
-                let up = pump(client_read, server_write, &config, &stats, &rng);
-                let down = pump(server_read, client_write, &config, &stats, &rng);
+                let up = pump(client_read, server_write, &config, &stats, &rng, &calm);
+                let down = pump(server_read, client_write, &config, &stats, &rng, &calm);
                 let both = async { tokio::join!(up, down) };
                 let timer = async {
                     match cut_after {
@@ -236,6 +265,7 @@ async fn pump(
     config: &ProxyConfig,
     stats: &ProxyStats,
     rng: &Mutex<Rng>,
+    calm: &AtomicBool,
 ) {
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
@@ -243,12 +273,14 @@ async fn pump(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if chance(rng, config.stall_percent) {
-            stats.stalls.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(uniform(rng, config.stall)).await;
-        }
-        if let Some(delay) = config.delay {
-            tokio::time::sleep(uniform(rng, delay)).await;
+        if !calm.load(Ordering::Relaxed) {
+            if chance(rng, config.stall_percent) {
+                stats.stalls.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(uniform(rng, config.stall)).await;
+            }
+            if let Some(delay) = config.delay {
+                tokio::time::sleep(uniform(rng, delay)).await;
+            }
         }
         if to.write_all(&buffer[..read]).await.is_err() {
             break;

@@ -324,6 +324,9 @@ async fn run(command: Command) -> Result<bool, String> {
             for failure in report.failed.iter().take(5) {
                 println!("  failure: {failure}");
             }
+            for stalled in &report.stalled {
+                println!("  stalled: {stalled}");
+            }
             println!(
                 "{}",
                 if report.ok() {
