@@ -332,6 +332,11 @@ fn client_scenarios() -> Vec<(String, BehaviourVector)> {
         s("detach", "detach sends detach; the answer is a detached event")
             .connected().attach("news").recv(0, attached("news", 0, Continuity::Fresh, None))
             .input(ClientInput::Detach { channel: "news".into() }).recv(0, ServerFrame::Detached { channel: channel("news"), error: None }).done(),
+        s("attach-during-detach", "an attach made while a detach awaits its answer starts fresh; the detach's answer does not end it")
+            .connected().attach("news").recv(0, attached("news", 0, Continuity::Fresh, None)).recv(0, delivery("news", 5, 1))
+            .input(ClientInput::Detach { channel: "news".into() }).attach("news")
+            .recv(0, ServerFrame::Detached { channel: channel("news"), error: None })
+            .recv(0, attached("news", 2, Continuity::Fresh, None)).recv(0, delivery("news", 5, 3)).done(),
         s("attach-timeout-reconnects", "an unanswered attach means the transport is broken: close and reconnect")
             .connected().attach("news").fire().done(),
         s("history-page", "a history query and its page")

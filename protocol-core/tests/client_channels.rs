@@ -395,3 +395,61 @@ fn attaching_an_attached_channel_is_answered_at_once() {
     });
     assert!(answered, "{seen:?}");
 }
+
+/// Issue 14, defect 5 (unsubscribe, then subscribe again at once): the `detached` answering
+/// the detach arrived after the new attach was sent and ended the new attachment, so the
+/// second subscribe failed and the hub's `attached` that followed was ignored.
+#[test]
+fn an_attach_overtaking_a_detach_is_not_ended_by_the_detachs_answer() {
+    let mut s = Scripted::new(key_auth());
+    s.connect_new();
+    attach(&mut s, "news");
+    s.reply(attached("news", 7, 3, Continuity::Fresh));
+    s.reply(delivery("news", 7, 4));
+    s.take();
+    s.client.detach(s.now, &channel("news"));
+    assert_eq!(
+        s.take_sent(),
+        vec![ClientFrame::Detach {
+            channel: channel("news")
+        }]
+    );
+    // Attached again before the answer: a fresh attach, sent at once.
+    assert_eq!(
+        attach(&mut s, "news"),
+        ClientFrame::Attach {
+            channel: channel("news"),
+            from: None
+        }
+    );
+    s.reply(ServerFrame::Detached {
+        channel: channel("news"),
+        error: None,
+    });
+    s.reply(attached("news", 7, 6, Continuity::Fresh));
+    s.reply(delivery("news", 7, 7));
+    let events = s.take_events();
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Detached { .. })),
+        "{events:?}"
+    );
+    assert!(events.contains(&Event::Attached {
+        channel: channel("news"),
+        position: Position {
+            epoch: 7,
+            serial: 6
+        },
+        continuity: Continuity::Fresh,
+    }));
+    assert_eq!(delivered(&events), vec![7]);
+    // A later `detached` (a revocation) still ends it.
+    s.reply(ServerFrame::Detached {
+        channel: channel("news"),
+        error: None,
+    });
+    assert!(
+        s.take_events()
+            .iter()
+            .any(|e| matches!(e, Event::Detached { .. }))
+    );
+}

@@ -24,6 +24,9 @@ struct Channel {
     phase: Phase,
     /// The last position delivered to the application (or set by `attached`).
     last: Option<Position>,
+    /// `detached` answers still to come on this transport for detaches that an attach
+    /// overtook: the hub answers in order, so the next ones are theirs, not this attach's.
+    stale_detached: u32,
 }
 
 /// What an attach asks of the client.
@@ -71,6 +74,7 @@ impl Channels {
             Channel {
                 phase: Phase::Pending,
                 last,
+                stale_detached: 0,
             },
         );
     }
@@ -81,6 +85,7 @@ impl Channels {
         let channel = self.map.entry(name.clone()).or_insert(Channel {
             phase: Phase::Pending,
             last: None,
+            stale_detached: 0,
         });
         match channel.phase {
             Phase::Attaching { .. } => Attach::Underway,
@@ -89,6 +94,15 @@ impl Channels {
                 None => Attach::Underway,
             },
             Phase::Pending | Phase::Detaching { .. } => {
+                if let Phase::Detaching { .. } = channel.phase {
+                    // Attached again while detaching: a new attachment, from the channel's
+                    // current position like any first attach (§6.6); the detach's answer,
+                    // if this transport still brings it, belongs to the detach.
+                    channel.last = None;
+                    if connected {
+                        channel.stale_detached += 1;
+                    }
+                }
                 if connected {
                     channel.phase = Phase::Attaching { deadline };
                     Attach::Send(ClientFrame::Attach {
@@ -141,6 +155,7 @@ impl Channels {
             }
             _ => {
                 channel.phase = Phase::Attaching { deadline };
+                channel.stale_detached = 0;
                 frames.push(ClientFrame::Attach {
                     channel: name.clone(),
                     from: channel.last,
@@ -157,6 +172,8 @@ impl Channels {
             if !matches!(channel.phase, Phase::Detaching { .. }) {
                 channel.phase = Phase::Pending;
             }
+            // Answers of the old transport never come.
+            channel.stale_detached = 0;
         }
     }
 
@@ -226,6 +243,12 @@ impl Channels {
         error: Option<ErrorInfo>,
         events: &mut Vec<Event>,
     ) {
+        if let Some(channel) = self.map.get_mut(&name) {
+            if channel.stale_detached > 0 {
+                channel.stale_detached -= 1;
+                return; // the answer to a detach this channel's new attach overtook
+            }
+        }
         if self.map.remove(&name).is_some() {
             events.push(Event::Detached {
                 channel: name,
