@@ -22,6 +22,7 @@ on_both_runtimes!(
     subscribing_with_a_wrong_key_fails_instead_of_hanging,
     a_subscription_ends_when_the_client_closes,
     several_subscribers_of_one_channel_each_get_every_message,
+    unsubscribing_the_last_subscription_detaches_the_channel,
 );
 
 fn options(spawner: &Spawner, mut options: ClientOptions) -> ClientOptions {
@@ -357,5 +358,63 @@ async fn several_subscribers_of_one_channel_each_get_every_message(spawner: Spaw
         let (payloads, _) = messages(events, 3).await;
         assert_eq!(payloads, vec!["m0", "m1", "m2"]);
     }
+    server.shutdown().await;
+}
+
+/// The first event of a new subscription: how the channel was attached for it.
+async fn attached_continuity(events: &mut Subscription) -> tether_core::wire::Continuity {
+    match within("attached event", events.next()).await {
+        Some(ChannelEvent::Attached { continuity, .. }) => continuity,
+        other => panic!("expected attached first, got {other:?}"),
+    }
+}
+
+/// Issue 14, defect 5: the adapters had no unsubscribe. Unsubscribing one of two
+/// subscriptions keeps the channel attached for the other; unsubscribing (or dropping) the
+/// last detaches it, so a later subscribe attaches again `fresh` — without the detach it
+/// would be answered from the client's own position (`continuous`).
+async fn unsubscribing_the_last_subscription_detaches_the_channel(spawner: Spawner) {
+    use tether_core::wire::Continuity;
+    let server = server(&spawner).await;
+    let client = Client::connect(&url(server.local_addr()), api_key(&spawner)).expect("url");
+    let news = client.channel("news").expect("name");
+    let first = within("subscribe", news.subscribe())
+        .await
+        .expect("attached");
+    let mut second = within("subscribe", news.subscribe())
+        .await
+        .expect("attached");
+    within("unsubscribe one of two", first.unsubscribe()).await;
+    within("publish", news.publish("n", "m0"))
+        .await
+        .expect("ack");
+    let (payloads, _) = messages(&mut second, 1).await;
+    assert_eq!(
+        payloads,
+        vec!["m0"],
+        "the other subscription still gets messages"
+    );
+
+    within("unsubscribe the last", second.unsubscribe()).await;
+    let mut third = within("subscribe again", news.subscribe())
+        .await
+        .expect("attached");
+    assert_eq!(attached_continuity(&mut third).await, Continuity::Fresh);
+    within("publish", news.publish("n", "m1"))
+        .await
+        .expect("ack");
+    let (payloads, _) = messages(&mut third, 1).await;
+    assert_eq!(payloads, vec!["m1"]);
+
+    drop(third);
+    let mut fourth = within("subscribe after a drop", news.subscribe())
+        .await
+        .expect("attached");
+    assert_eq!(attached_continuity(&mut fourth).await, Continuity::Fresh);
+    within("publish", news.publish("n", "m2"))
+        .await
+        .expect("ack");
+    let (payloads, _) = messages(&mut fourth, 1).await;
+    assert_eq!(payloads, vec!["m2"]);
     server.shutdown().await;
 }

@@ -7,6 +7,7 @@ use futures_util::{SinkExt, StreamExt};
 use tether_core::ErrorCode;
 use tether_core::embed::DeliveryAudit;
 use tether_core::server::{ApiKey, Capabilities, Claims, HubConfig, Operation, mint_token};
+use tether_core::wire::Continuity;
 use tether_tokio::demo::{self, DemoOptions};
 use tether_tokio::{ChannelEvent, Client, ClientOptions, Credentials, Server, ServerConfig};
 use tokio::time::timeout;
@@ -619,5 +620,83 @@ async fn a_wrong_key_fails_subscribe_and_close_ends_subscriptions() {
         matches!(&last, Some(ChannelEvent::Failed(e)) if e.code == ErrorCode::ConnectionClosed),
         "{last:?}"
     );
+    server.shutdown().await;
+}
+
+/// The first event of a new subscription: how the channel was attached for it.
+async fn attached_continuity(events: &mut tether_tokio::Subscription) -> Continuity {
+    match timeout(LIMIT, events.next()).await.expect("in time") {
+        Some(ChannelEvent::Attached { continuity, .. }) => continuity,
+        other => panic!("expected attached first, got {other:?}"),
+    }
+}
+
+/// The payload of the next message of `events`, skipping other events.
+async fn next_payload(events: &mut tether_tokio::Subscription) -> String {
+    loop {
+        match timeout(LIMIT, events.next()).await.expect("in time") {
+            Some(ChannelEvent::Message(m)) => {
+                return String::from_utf8_lossy(&m.message.data).into_owned();
+            }
+            Some(_) => {}
+            None => panic!("the subscription ended"),
+        }
+    }
+}
+
+/// Issue 14, defect 5, on tokio: two subscriptions on one channel each get every message;
+/// unsubscribing one keeps the channel for the other; unsubscribing or dropping the last
+/// detaches it, so a later subscribe attaches again `fresh` (not `continuous` from the
+/// client's own position, as an attach of a still-attached channel is answered).
+#[tokio::test]
+async fn unsubscribe_and_drop_detach_the_last_subscription_and_subscribing_again_works() {
+    let server = server(|_| {}).await;
+    let client =
+        Client::connect(&url(&server), ClientOptions::api_key("app", "app-secret")).expect("url");
+    let news = client.channel("news").expect("name");
+    let mut first = timeout(LIMIT, news.subscribe())
+        .await
+        .expect("in time")
+        .expect("attached");
+    let mut second = timeout(LIMIT, news.subscribe())
+        .await
+        .expect("in time")
+        .expect("attached");
+    timeout(LIMIT, news.publish("n", "m0"))
+        .await
+        .expect("in time")
+        .expect("ack");
+    assert_eq!(next_payload(&mut first).await, "m0");
+    assert_eq!(next_payload(&mut second).await, "m0");
+    timeout(LIMIT, first.unsubscribe()).await.expect("in time");
+    timeout(LIMIT, news.publish("n", "m1"))
+        .await
+        .expect("in time")
+        .expect("ack");
+    assert_eq!(next_payload(&mut second).await, "m1");
+
+    timeout(LIMIT, second.unsubscribe()).await.expect("in time");
+    let mut third = timeout(LIMIT, news.subscribe())
+        .await
+        .expect("in time")
+        .expect("attached");
+    assert_eq!(attached_continuity(&mut third).await, Continuity::Fresh);
+    timeout(LIMIT, news.publish("n", "m2"))
+        .await
+        .expect("in time")
+        .expect("ack");
+    assert_eq!(next_payload(&mut third).await, "m2");
+
+    drop(third);
+    let mut fourth = timeout(LIMIT, news.subscribe())
+        .await
+        .expect("in time")
+        .expect("attached");
+    assert_eq!(attached_continuity(&mut fourth).await, Continuity::Fresh);
+    timeout(LIMIT, news.publish("n", "m3"))
+        .await
+        .expect("in time")
+        .expect("ack");
+    assert_eq!(next_payload(&mut fourth).await, "m3");
     server.shutdown().await;
 }

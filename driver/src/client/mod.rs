@@ -219,19 +219,35 @@ impl<R: Runtime> Channel<R> {
     /// Attaches the channel and returns its stream of events, once the hub confirmed the
     /// attach (or refused it, with its code). Messages arrive exactly once and in order,
     /// across reconnects; a lost continuity arrives as [`ChannelEvent::Discontinuity`].
+    ///
+    /// Any number of subscriptions may share a channel; each gets every event. The channel
+    /// stays attached until the last one is [unsubscribed](Subscription::unsubscribe) or
+    /// dropped; a later subscribe attaches it again, fresh (§6.6).
+    ///
+    /// # Errors
+    /// The hub's refusal (`forbidden`, `channel_name_too_long`, …); `connection_failed` or
+    /// `connection_closed` when the client fails or closes before the answer.
     pub async fn subscribe(&self) -> Result<Subscription, Error> {
         // Unbounded: buffered until the application reads, like any subscription; a
         // subscriber that never reads is the application's own memory, not the server's.
         let (sink, events) = futures_channel::mpsc::unbounded();
         let channel = self.name.clone();
-        self.client
+        let id = self
+            .client
             .ask(|reply| Command::Subscribe {
                 channel,
                 sink,
                 reply,
             })
             .await??;
-        Ok(Subscription { events })
+        Ok(Subscription {
+            events,
+            leave: Some(Leave {
+                commands: self.client.commands.clone(),
+                channel: self.name.clone(),
+                id,
+            }),
+        })
     }
 
     /// Publishes one message; resolves `Ok` when the server acknowledged it, `Err` with the
@@ -276,8 +292,53 @@ impl<R: Runtime> Channel<R> {
 }
 
 /// The events of an attached channel (a `futures::Stream`). Buffered until read.
+///
+/// The stream ends after [`ChannelEvent::Failed`] (the hub detached the channel, or the
+/// client reached Failed or Closed). Dropping it unsubscribes, like
+/// [`unsubscribe`](Subscription::unsubscribe) without waiting.
 pub struct Subscription {
     events: futures_channel::mpsc::UnboundedReceiver<ChannelEvent>,
+    /// How to leave the channel; taken when done.
+    leave: Option<Leave>,
+}
+
+/// What a subscription needs to unsubscribe.
+struct Leave {
+    commands: futures_channel::mpsc::UnboundedSender<Command>,
+    channel: ChannelName,
+    id: embed::SubscriberId,
+}
+
+impl Subscription {
+    /// Stops this subscription; when it was the channel's last, the client detaches the
+    /// channel. Resolves once the client took it into account (it does not wait for the
+    /// hub), at once when the client is gone. Events not yet read are discarded.
+    pub async fn unsubscribe(mut self) {
+        let Some(leave) = self.leave.take() else {
+            return;
+        };
+        let (reply, done) = oneshot::channel();
+        let sent = leave.commands.unbounded_send(Command::Unsubscribe {
+            channel: leave.channel,
+            id: leave.id,
+            reply: Some(reply),
+        });
+        if sent.is_ok() {
+            let _ = done.await;
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(leave) = self.leave.take() {
+            let _ = leave.commands.unbounded_send(Command::Unsubscribe {
+                channel: leave.channel,
+                id: leave.id,
+                reply: None,
+            });
+        }
+    }
 }
 
 impl Stream for Subscription {

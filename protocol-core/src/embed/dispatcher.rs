@@ -78,16 +78,33 @@ pub trait Plumbing {
     fn deliver(sink: &Self::Sink, event: ChannelEvent) -> bool;
 }
 
+/// Identifies one subscriber of a client (unique for the client's life).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SubscriberId(u64);
+
 /// An application's request, sent from its handles to the task that owns the state machine.
 pub enum Command<P: Plumbing> {
-    /// Attach a channel and stream its events to `sink`; `reply` once attached or refused.
+    /// Attach a channel and stream its events to `sink`; `reply` once attached (with the
+    /// subscriber's id) or refused. Any number of subscribers may share a channel: each gets
+    /// every event.
     Subscribe {
         /// The channel.
         channel: ChannelName,
         /// Where its events go.
         sink: P::Sink,
         /// Answered on `attached` or refusal.
-        reply: P::Reply<Result<(), Error>>,
+        reply: P::Reply<Result<SubscriberId, Error>>,
+    },
+    /// Remove one subscriber; when it was the channel's last, the channel is detached
+    /// (§6.6). `reply`, if any, once done (at once: the hub's answer is not awaited). An
+    /// unknown id (its stream already ended) does nothing.
+    Unsubscribe {
+        /// The channel.
+        channel: ChannelName,
+        /// The subscriber.
+        id: SubscriberId,
+        /// Answered once removed.
+        reply: Option<P::Reply<()>>,
     },
     /// Publish; `reply` on ACK or NACK.
     Publish {
@@ -157,8 +174,11 @@ impl ConnectionStats {
     }
 }
 
-/// The reply of a subscribe or publish.
+/// The reply of a publish.
 type Done<P> = <P as Plumbing>::Reply<Result<(), Error>>;
+
+/// The reply of a subscribe.
+type Subscribed<P> = <P as Plumbing>::Reply<Result<SubscriberId, Error>>;
 
 /// Routes application commands to the [`Client`] and its events back to whoever waits.
 ///
@@ -166,8 +186,11 @@ type Done<P> = <P as Plumbing>::Reply<Result<(), Error>>;
 /// the adapter's handles read as [`Error::Closed`].
 pub struct Dispatcher<P: Plumbing> {
     credentials: Credentials,
-    subscribers: HashMap<ChannelName, Vec<P::Sink>>,
-    pending_attach: HashMap<ChannelName, Vec<Done<P>>>,
+    /// Each channel's subscribers, in the order they subscribed (bounded by the
+    /// application's own subscriptions).
+    subscribers: HashMap<ChannelName, Vec<(SubscriberId, P::Sink)>>,
+    next_subscriber: u64,
+    pending_attach: HashMap<ChannelName, Vec<(SubscriberId, Subscribed<P>)>>,
     publishes: HashMap<PublishId, Done<P>>,
     histories: HashMap<RequestId, P::Reply<Result<HistoryPage, Error>>>,
     pings: HashMap<PingId, P::Reply<Result<Duration, Error>>>,
@@ -180,6 +203,7 @@ impl<P: Plumbing> Dispatcher<P> {
         Dispatcher {
             credentials,
             subscribers: HashMap::new(),
+            next_subscriber: 0,
             pending_attach: HashMap::new(),
             publishes: HashMap::new(),
             histories: HashMap::new(),
@@ -195,16 +219,34 @@ impl<P: Plumbing> Dispatcher<P> {
                 channel,
                 sink,
                 reply,
-            } => match core.attach(now, channel.clone()) {
-                Ok(()) => {
-                    self.subscribers
-                        .entry(channel.clone())
-                        .or_default()
-                        .push(sink);
-                    self.pending_attach.entry(channel).or_default().push(reply);
+            } => {
+                // Registered before the attach, which may be answered at once (already
+                // attached) and must reach this subscriber too.
+                let id = SubscriberId(self.next_subscriber);
+                self.next_subscriber += 1;
+                self.subscribers
+                    .entry(channel.clone())
+                    .or_default()
+                    .push((id, sink));
+                self.pending_attach
+                    .entry(channel.clone())
+                    .or_default()
+                    .push((id, reply));
+                if let Err(error) = core.attach(now, channel.clone()) {
+                    self.remove_subscriber(&channel, id);
+                    if let Some(reply) = self.take_pending(&channel, id) {
+                        P::reply(reply, Err(Error::Protocol(error)));
+                    }
                 }
-                Err(error) => P::reply(reply, Err(Error::Protocol(error))),
-            },
+            }
+            Command::Unsubscribe { channel, id, reply } => {
+                if self.remove_subscriber(&channel, id) {
+                    self.detach_if_unwanted(core, now, &channel);
+                }
+                if let Some(reply) = reply {
+                    P::reply(reply, ());
+                }
+            }
             Command::Publish {
                 channel,
                 messages,
@@ -301,10 +343,12 @@ impl<P: Plumbing> Dispatcher<P> {
                 position,
                 continuity,
             } => {
-                for reply in self.pending_attach.remove(&channel).into_iter().flatten() {
-                    P::reply(reply, Ok(()));
+                for (id, reply) in self.pending_attach.remove(&channel).into_iter().flatten() {
+                    P::reply(reply, Ok(id));
                 }
                 self.notify(
+                    core,
+                    now,
                     &channel,
                     ChannelEvent::Attached {
                         position,
@@ -315,14 +359,17 @@ impl<P: Plumbing> Dispatcher<P> {
             Event::Detached { channel, error } => {
                 let error = error
                     .unwrap_or_else(|| ErrorInfo::new(ErrorCode::ConnectionClosed, "detached"));
-                for reply in self.pending_attach.remove(&channel).into_iter().flatten() {
+                for (_, reply) in self.pending_attach.remove(&channel).into_iter().flatten() {
                     P::reply(reply, Err(Error::Protocol(error.clone())));
                 }
-                self.notify(&channel, ChannelEvent::Failed(error));
-                self.subscribers.remove(&channel);
+                if let Some(sinks) = self.subscribers.remove(&channel) {
+                    for (_, sink) in sinks {
+                        P::deliver(&sink, ChannelEvent::Failed(error.clone()));
+                    }
+                }
             }
             Event::Message { channel, message } => {
-                self.notify(&channel, ChannelEvent::Message(message));
+                self.notify(core, now, &channel, ChannelEvent::Message(message));
             }
             Event::Discontinuity {
                 channel,
@@ -332,6 +379,8 @@ impl<P: Plumbing> Dispatcher<P> {
             } => {
                 ConnectionStats::bump(&stats.discontinuities);
                 self.notify(
+                    core,
+                    now,
                     &channel,
                     ChannelEvent::Discontinuity {
                         last,
@@ -354,16 +403,49 @@ impl<P: Plumbing> Dispatcher<P> {
         None
     }
 
+    /// Forgets subscriber `id` of `channel`; whether it was there.
+    fn remove_subscriber(&mut self, channel: &ChannelName, id: SubscriberId) -> bool {
+        let Some(sinks) = self.subscribers.get_mut(channel) else {
+            return false;
+        };
+        let before = sinks.len();
+        sinks.retain(|(each, _)| *each != id);
+        let removed = sinks.len() != before;
+        if sinks.is_empty() {
+            self.subscribers.remove(channel);
+        }
+        removed
+    }
+
+    /// Takes the reply of subscriber `id`'s subscribe, if it still waits.
+    fn take_pending(&mut self, channel: &ChannelName, id: SubscriberId) -> Option<Subscribed<P>> {
+        let waiting = self.pending_attach.get_mut(channel)?;
+        let index = waiting.iter().position(|(each, _)| *each == id)?;
+        let (_, reply) = waiting.remove(index);
+        if waiting.is_empty() {
+            self.pending_attach.remove(channel);
+        }
+        Some(reply)
+    }
+
+    /// Detaches `channel` once its last subscriber left (unsubscribed, or gone away, such as
+    /// a subscribe whose caller stopped waiting) and none waits for an attach.
+    fn detach_if_unwanted(&mut self, core: &mut Client, now: Time, channel: &ChannelName) {
+        if !self.subscribers.contains_key(channel) && !self.pending_attach.contains_key(channel) {
+            core.detach(now, channel);
+        }
+    }
+
     /// Gives `event` to every subscriber of `channel` (the last one gets it without a copy)
-    /// and forgets those that went away.
-    fn notify(&mut self, channel: &ChannelName, event: ChannelEvent) {
+    /// and forgets those that went away; detaches the channel when the last one did.
+    fn notify(&mut self, core: &mut Client, now: Time, channel: &ChannelName, event: ChannelEvent) {
         let Some(sinks) = self.subscribers.get_mut(channel) else {
             return;
         };
         let mut event = Some(event);
         let last = sinks.len().saturating_sub(1);
         let mut index = 0;
-        sinks.retain(|sink| {
+        sinks.retain(|(_, sink)| {
             let this = if index == last {
                 event.take()
             } else {
@@ -372,5 +454,9 @@ impl<P: Plumbing> Dispatcher<P> {
             index += 1;
             this.is_some_and(|event| P::deliver(sink, event))
         });
+        if sinks.is_empty() {
+            self.subscribers.remove(channel);
+            self.detach_if_unwanted(core, now, channel);
+        }
     }
 }

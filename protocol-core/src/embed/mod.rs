@@ -28,7 +28,9 @@ pub use connections::{
     handle_batch,
 };
 pub use credentials::{Credentials, TokenFuture, TokenProvider};
-pub use dispatcher::{ChannelEvent, Command, ConnectionStats, Dispatcher, Error, Notice, Plumbing};
+pub use dispatcher::{
+    ChannelEvent, Command, ConnectionStats, Dispatcher, Error, Notice, Plumbing, SubscriberId,
+};
 pub use options::{ClientOptions, ServerOptions, SocketLimits};
 pub use origin::{Origin, unix_ms};
 
