@@ -39,10 +39,18 @@ mod spawner;
 pub use runtime::{ClientTransport, ServerTransport};
 pub use spawner::Spawner;
 pub use tether_core;
+// The types applications name, so they need not depend on tether-core themselves.
+pub use tether_core::client::{ClientConfig, ConnectionState, HistoryPage, NewMessage};
 pub use tether_core::embed::{
-    ChannelEvent, ConnectionStats, Credentials, Error, TokenFuture, TokenProvider,
+    ChannelEvent, ConnectionStateChange, ConnectionStats, Credentials, Error, TokenFuture,
+    TokenProvider,
 };
-pub use tether_driver::{StateWatch, Subscription, Task, tls_from_pem};
+pub use tether_core::server::{ApiKey, Capabilities, Claims, HubConfig, Operation, mint_token};
+pub use tether_core::wire::{
+    ChannelMessage, Continuity, Direction, HistoryBound, HistoryQuery, Message, Position,
+};
+pub use tether_core::{ErrorCode, ErrorInfo};
+pub use tether_driver::{StateChanges, StateWatch, Subscription, Task, tls_from_pem};
 
 /// A tether client on async-std or smol (see [`tether_driver::Client`]). Cheap to clone;
 /// the connection lives until `close` or until every clone is dropped; `state()` is a

@@ -23,6 +23,7 @@ on_both_runtimes!(
     a_subscription_ends_when_the_client_closes,
     several_subscribers_of_one_channel_each_get_every_message,
     unsubscribing_the_last_subscription_detaches_the_channel,
+    state_changes_stream_with_reasons_and_last_error_clears_on_connected,
 );
 
 fn options(spawner: &Spawner, mut options: ClientOptions) -> ClientOptions {
@@ -416,5 +417,48 @@ async fn unsubscribing_the_last_subscription_detaches_the_channel(spawner: Spawn
         .expect("ack");
     let (payloads, _) = messages(&mut fourth, 1).await;
     assert_eq!(payloads, vec!["m2"]);
+    server.shutdown().await;
+}
+
+/// Issue 14: a stream of state changes with the previous state and the reason;
+/// `last_error` cleared once Connected again; the stream ends after Closed.
+async fn state_changes_stream_with_reasons_and_last_error_clears_on_connected(spawner: Spawner) {
+    use tether_async_std::ConnectionState::*;
+    let server = server(&spawner).await;
+    let tokio = support::tokio_runtime();
+    let proxy = tokio
+        .block_on(Proxy::start(ProxyConfig::new(server.local_addr())))
+        .expect("proxy");
+    let client = Client::connect(&url(proxy.local_addr()), api_key(&spawner)).expect("url");
+    within("connect", client.connected())
+        .await
+        .expect("connected");
+    let mut changes = client.state_changes();
+    assert_eq!(proxy.cut_all(), 1);
+    let mut next = async || within("a change", changes.next()).await.expect("goes on");
+    let lost = next().await;
+    assert_eq!((lost.previous, lost.current), (Connected, Disconnected));
+    assert_eq!(
+        lost.reason.expect("a reason").code,
+        ErrorCode::TransportClosed
+    );
+    let again = next().await;
+    assert_eq!((again.previous, again.current), (Disconnected, Connecting));
+    let back = next().await;
+    assert_eq!(
+        (back.previous, back.current, back.reason),
+        (Connecting, Connected, None)
+    );
+    assert_eq!(client.last_error(), None, "cleared on Connected");
+    client.close().await;
+    let closing = next().await;
+    assert_eq!((closing.previous, closing.current), (Connected, Closing));
+    let closed = next().await;
+    assert_eq!((closed.previous, closed.current), (Closing, Closed));
+    drop(next);
+    assert!(
+        within("end", changes.next()).await.is_none(),
+        "ends after Closed"
+    );
     server.shutdown().await;
 }

@@ -32,10 +32,18 @@ mod runtime;
 
 pub use runtime::{ClientTransport, ServerTransport, Tokio};
 pub use tether_core;
+// The types applications name, so they need not depend on tether-core themselves.
+pub use tether_core::client::{ClientConfig, ConnectionState, HistoryPage, NewMessage};
 pub use tether_core::embed::{
-    ChannelEvent, ConnectionStats, Credentials, Error, TokenFuture, TokenProvider,
+    ChannelEvent, ConnectionStateChange, ConnectionStats, Credentials, Error, TokenFuture,
+    TokenProvider,
 };
-pub use tether_driver::{Subscription, tls_from_pem, websocket_config};
+pub use tether_core::server::{ApiKey, Capabilities, Claims, HubConfig, Operation, mint_token};
+pub use tether_core::wire::{
+    ChannelMessage, Continuity, Direction, HistoryBound, HistoryQuery, Message, Position,
+};
+pub use tether_core::{ErrorCode, ErrorInfo};
+pub use tether_driver::{StateChanges, Subscription, tls_from_pem, websocket_config};
 
 /// A tether client on tokio (see [`tether_driver::Client`]). Cheap to clone; the
 /// connection lives until `close` or until every clone is dropped; `state()` is a tokio

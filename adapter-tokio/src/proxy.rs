@@ -71,6 +71,7 @@ pub struct Proxy {
     chaos: Option<JoinHandle<()>>,
     /// Set by [`Proxy::stop_faults`]: no fault from then on.
     calm: Arc<AtomicBool>,
+    live: Live,
 }
 
 impl Proxy {
@@ -101,7 +102,7 @@ impl Proxy {
             config,
             stats.clone(),
             rng,
-            live,
+            live.clone(),
             calm.clone(),
         ));
         Ok(Proxy {
@@ -110,6 +111,7 @@ impl Proxy {
             task,
             chaos,
             calm,
+            live,
         })
     }
 
@@ -129,6 +131,26 @@ impl Proxy {
         if let Some(chaos) = &self.chaos {
             chaos.abort();
         }
+    }
+
+    /// Cuts every live connection now; returns how many.
+    pub fn cut_all(&self) -> usize {
+        let cut: Vec<_> = std::mem::take(
+            &mut *self
+                .live
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+        .into_values()
+        .collect();
+        let mut count = 0;
+        for each in cut {
+            if each.send(()).is_ok() {
+                self.stats.cuts.fetch_add(1, Ordering::Relaxed);
+                count += 1;
+            }
+        }
+        count
     }
 
     /// Stops every fault and keeps forwarding: no more periodic cuts, connections accepted

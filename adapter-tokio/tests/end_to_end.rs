@@ -700,3 +700,63 @@ async fn unsubscribe_and_drop_detach_the_last_subscription_and_subscribing_again
     assert_eq!(next_payload(&mut fourth).await, "m3");
     server.shutdown().await;
 }
+
+/// The next state change, within the limit.
+async fn next_change(
+    changes: &mut tether_tokio::StateChanges,
+) -> tether_tokio::ConnectionStateChange {
+    timeout(LIMIT, changes.next())
+        .await
+        .expect("a change in time")
+        .expect("the stream goes on")
+}
+
+/// Issue 14: connection state as Ably or centrifuge users expect — a stream of changes with
+/// the previous state and the reason; `last_error` cleared once Connected again; the stream
+/// ends after Closed.
+#[tokio::test]
+async fn state_changes_stream_with_reasons_and_last_error_clears_on_connected() {
+    use tether_tokio::ConnectionState::*;
+    let server = server(|_| {}).await;
+    let proxy = tether_tokio::proxy::Proxy::start(tether_tokio::proxy::ProxyConfig::new(
+        server.local_addr(),
+    ))
+    .await
+    .expect("proxy");
+    let client = Client::connect(
+        &format!("ws://{}/", proxy.local_addr()),
+        ClientOptions::api_key("app", "app-secret"),
+    )
+    .expect("url");
+    timeout(LIMIT, client.connected())
+        .await
+        .expect("in time")
+        .expect("connected");
+    let mut changes = client.state_changes();
+    assert_eq!(proxy.cut_all(), 1);
+    let lost = next_change(&mut changes).await;
+    assert_eq!((lost.previous, lost.current), (Connected, Disconnected));
+    let reason = lost.reason.expect("a reason");
+    assert_eq!(reason.code, ErrorCode::TransportClosed, "{reason:?}");
+    let again = next_change(&mut changes).await;
+    assert_eq!((again.previous, again.current), (Disconnected, Connecting));
+    let back = next_change(&mut changes).await;
+    assert_eq!(
+        (back.previous, back.current, back.reason),
+        (Connecting, Connected, None)
+    );
+    assert_eq!(client.last_error(), None, "cleared on Connected");
+    client.close().await;
+    let closing = next_change(&mut changes).await;
+    assert_eq!((closing.previous, closing.current), (Connected, Closing));
+    let closed = next_change(&mut changes).await;
+    assert_eq!((closed.previous, closed.current), (Closing, Closed));
+    assert!(
+        timeout(LIMIT, changes.next())
+            .await
+            .expect("ends in time")
+            .is_none(),
+        "the stream ends after Closed"
+    );
+    server.shutdown().await;
+}

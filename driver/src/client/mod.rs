@@ -121,7 +121,14 @@ impl<R: Runtime> Client<R> {
         self.view.clone()
     }
 
-    /// Why the connection last changed state because of an error, if it did.
+    /// Every connection state change from now on, each with the previous state and its
+    /// reason; the stream ends after Failed or Closed. See [`StateChanges`](crate::state::StateChanges).
+    pub fn state_changes(&self) -> crate::state::StateChanges {
+        self.watch.changes()
+    }
+
+    /// Why the connection last changed state because of an error, if it did since it was
+    /// last Connected (cleared on Connected).
     pub fn last_error(&self) -> Option<ErrorInfo> {
         self.watch.last_error()
     }

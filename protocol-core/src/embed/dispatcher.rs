@@ -38,6 +38,18 @@ impl Error {
     }
 }
 
+/// A change of the connection state, as applications watch it: the state before, the
+/// state after, and the error that caused the change, if one did (§6.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionStateChange {
+    /// The state before.
+    pub previous: ConnectionState,
+    /// The state now.
+    pub current: ConnectionState,
+    /// Why, when an error caused it (a lost transport, a refusal, …).
+    pub reason: Option<ErrorInfo>,
+}
+
 /// What a subscription yields.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChannelEvent {

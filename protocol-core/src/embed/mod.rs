@@ -29,7 +29,8 @@ pub use connections::{
 };
 pub use credentials::{Credentials, TokenFuture, TokenProvider};
 pub use dispatcher::{
-    ChannelEvent, Command, ConnectionStats, Dispatcher, Error, Notice, Plumbing, SubscriberId,
+    ChannelEvent, Command, ConnectionStateChange, ConnectionStats, Dispatcher, Error, Notice,
+    Plumbing, SubscriberId,
 };
 pub use options::{ClientOptions, ServerOptions, SocketLimits};
 pub use origin::{Origin, unix_ms};
