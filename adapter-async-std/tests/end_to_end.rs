@@ -455,7 +455,6 @@ async fn state_changes_stream_with_reasons_and_last_error_clears_on_connected(sp
     assert_eq!((closing.previous, closing.current), (Connected, Closing));
     let closed = next().await;
     assert_eq!((closed.previous, closed.current), (Closing, Closed));
-    drop(next);
     assert!(
         within("end", changes.next()).await.is_none(),
         "ends after Closed"
