@@ -1,0 +1,265 @@
+//! `tether`: run a server, mint tokens, subscribe, publish, or watch the demo.
+//!
+//! Exit codes: 0 when the command did what it was asked; 1 when it failed at run time (the
+//! server refused, could not be reached, a guarantee broke in the demo); 2 for bad
+//! arguments (clap's usage errors, and values this tool refuses before doing anything).
+
+mod client;
+mod demo;
+mod serve;
+mod token;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tether",
+    version,
+    about = "tether realtime pub/sub: server, tools and demo",
+    after_help = "Exit codes: 0 done, 1 failed at run time, 2 bad arguments."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options of `sub` and `pub` for reaching a server.
+#[derive(clap::Args)]
+struct Connection {
+    /// Server URL (ws:// or wss://).
+    #[arg(long, default_value = "ws://127.0.0.1:7400/")]
+    url: String,
+    /// API key as name:secret (or use --token); also from TETHER_KEY.
+    #[arg(long, env = "TETHER_KEY", hide_env_values = true)]
+    key: Option<String>,
+    /// A token instead of a key; also from TETHER_TOKEN.
+    #[arg(long, env = "TETHER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// For wss://: trust the CA certificates of this PEM file instead of the operating
+    /// system's trust store.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Seconds to wait for the first connection before giving up (1 to 3600).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    connect_timeout: u64,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a server.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7400")]
+        listen: String,
+        /// API keys as name:secret (repeatable); also from TETHER_KEYS, comma-separated.
+        #[arg(
+            long = "key",
+            env = "TETHER_KEYS",
+            hide_env_values = true,
+            value_delimiter = ',',
+            required_unless_present = "keys_file"
+        )]
+        keys: Vec<String>,
+        /// A file of API keys, one name:secret per line (blank lines and # comments ignored).
+        #[arg(long)]
+        keys_file: Option<PathBuf>,
+        /// PEM certificate chain, to serve wss:// (with --tls-key).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key, to serve wss:// (with --tls-cert).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Seconds a new socket has to finish its TLS and WebSocket handshake (1 to 3600).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        handshake_timeout: u64,
+        /// Require tokens whose `aud` is (or contains) this audience.
+        #[arg(long)]
+        audience: Option<String>,
+        /// Require tokens whose `iss` is this issuer.
+        #[arg(long)]
+        issuer: Option<String>,
+    },
+    /// Mint a token (JWT, HS256) signed with an API key.
+    Token {
+        /// The key as name:secret; also from TETHER_KEY.
+        #[arg(long, env = "TETHER_KEY", hide_env_values = true)]
+        key: String,
+        /// The client id (`sub`): 1 to 128 bytes.
+        #[arg(long)]
+        client_id: String,
+        /// Lifetime in seconds (at least 1).
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+        ttl: u64,
+        /// Capabilities as pattern=op+op (e.g. `chat:*=subscribe+publish`; operations:
+        /// subscribe, publish, history); repeatable; default: every operation on every
+        /// channel.
+        #[arg(long = "cap")]
+        capabilities: Vec<String>,
+    },
+    /// Subscribe to a channel and print its messages, one line each on stdout (state
+    /// changes and discontinuities go to stderr).
+    Sub {
+        /// The channel.
+        channel: String,
+        /// Print each message as a JSON object on one line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Publish a message and wait for its acknowledgement.
+    Pub {
+        /// The channel.
+        channel: String,
+        /// The payload; `-` reads it from stdin (bytes, as they are).
+        data: String,
+        /// The message's name.
+        #[arg(long, default_value = "message")]
+        name: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// An embedded server and clients streaming through a proxy that cuts connections.
+    Demo {
+        /// Messages per publisher.
+        #[arg(long, default_value_t = 1000)]
+        messages: usize,
+    },
+}
+
+/// Why a command failed: bad arguments (exit 2) or a failure at run time (exit 1).
+#[derive(Debug)]
+enum Failure {
+    Usage(String),
+    Run(String),
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Failure {
+        Failure::Usage(message.into())
+    }
+
+    fn run(message: impl Into<String>) -> Failure {
+        Failure::Run(message.into())
+    }
+}
+
+/// `name:secret`, both non-empty.
+fn parse_key(text: &str) -> Result<(String, String), String> {
+    match text.split_once(':') {
+        Some(("", _)) => Err("a key's name is empty (name:secret)".into()),
+        Some((_, "")) => Err("a key's secret is empty (name:secret)".into()),
+        Some((name, secret)) => Ok((name.to_owned(), secret.to_owned())),
+        None => Err("a key is name:secret".into()),
+    }
+}
+
+async fn run(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Serve {
+            listen,
+            keys,
+            keys_file,
+            tls_cert,
+            tls_key,
+            handshake_timeout,
+            audience,
+            issuer,
+        } => {
+            serve::run(serve::ServeOptions {
+                listen,
+                keys,
+                keys_file,
+                tls: tls_cert.zip(tls_key),
+                handshake_timeout,
+                audience,
+                issuer,
+            })
+            .await
+        }
+        Command::Token {
+            key,
+            client_id,
+            ttl,
+            capabilities,
+        } => token::run(&key, client_id, ttl, &capabilities),
+        Command::Sub {
+            channel,
+            json,
+            connection,
+        } => client::subscribe(&channel, json, connection).await,
+        Command::Pub {
+            channel,
+            data,
+            name,
+            connection,
+        } => client::publish(&channel, &name, &data, connection).await,
+        Command::Demo { messages } => demo::run(messages).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `serve` logs each connection's life at info; the other commands only warnings.
+    let default = match cli.command {
+        Command::Serve { .. } => "warn,tether_driver=info,tether_tokio=info",
+        _ => "warn",
+    };
+    // tungstenite traces whole frames (tokens included) at `trace`: cap it at `info`, whatever
+    // RUST_LOG says, so credentials never reach the logs.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default.into())
+        .add_directive("tungstenite=info".parse().expect("a valid directive"))
+        .add_directive("async_tungstenite=info".parse().expect("a valid directive"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Run(error)) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+        Err(Failure::Usage(error)) => {
+            eprintln!("error: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM; returns the signal's name.
+async fn stop_signal() -> Result<&'static str, Failure> {
+    let failed = |e: std::io::Error| Failure::run(format!("cannot watch signals: {e}"));
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(failed)?;
+        tokio::select! {
+            interrupted = tokio::signal::ctrl_c() => interrupted.map(|()| "SIGINT").map_err(failed),
+            _ = term.recv() => Ok("SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c()
+            .await
+            .map(|()| "Ctrl-C")
+            .map_err(failed)
+    }
+}
