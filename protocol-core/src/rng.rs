@@ -7,18 +7,19 @@
 
 use std::time::Duration;
 
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+
 use crate::time::millis;
 
 /// A 256-bit seed.
 pub type Seed = [u8; 32];
 
-/// Deterministic random numbers from a seed.
+/// Deterministic random numbers from a seed: the keystream of ChaCha20 (RFC 8439 block
+/// function, 64-bit counter from 0, stream 0), read as bytes in order.
 #[derive(Clone)]
 pub struct Rng {
-    key: [u32; 8],
-    counter: u64,
-    block: [u8; 64],
-    used: usize,
+    inner: ChaCha20Rng,
 }
 
 impl std::fmt::Debug for Rng {
@@ -27,59 +28,11 @@ impl std::fmt::Debug for Rng {
     }
 }
 
-const CONSTANTS: [u32; 4] = [0x6170_7865, 0x3320_646e, 0x7962_2d32, 0x6b20_6574];
-
-fn quarter(state: &mut [u32; 16], a: usize, b: usize, c: usize, d: usize) {
-    state[a] = state[a].wrapping_add(state[b]);
-    state[d] = (state[d] ^ state[a]).rotate_left(16);
-    state[c] = state[c].wrapping_add(state[d]);
-    state[b] = (state[b] ^ state[c]).rotate_left(12);
-    state[a] = state[a].wrapping_add(state[b]);
-    state[d] = (state[d] ^ state[a]).rotate_left(8);
-    state[c] = state[c].wrapping_add(state[d]);
-    state[b] = (state[b] ^ state[c]).rotate_left(7);
-}
-
-/// The ChaCha20 block function (RFC 8439 §2.3) with a 64-bit counter and 64-bit nonce.
-fn chacha20_block(key: &[u32; 8], counter: u64, nonce: u64) -> [u8; 64] {
-    let mut input = [0u32; 16];
-    input[..4].copy_from_slice(&CONSTANTS);
-    input[4..12].copy_from_slice(key);
-    input[12] = counter as u32;
-    input[13] = (counter >> 32) as u32;
-    input[14] = nonce as u32;
-    input[15] = (nonce >> 32) as u32;
-    let mut state = input;
-    for _ in 0..10 {
-        quarter(&mut state, 0, 4, 8, 12);
-        quarter(&mut state, 1, 5, 9, 13);
-        quarter(&mut state, 2, 6, 10, 14);
-        quarter(&mut state, 3, 7, 11, 15);
-        quarter(&mut state, 0, 5, 10, 15);
-        quarter(&mut state, 1, 6, 11, 12);
-        quarter(&mut state, 2, 7, 8, 13);
-        quarter(&mut state, 3, 4, 9, 14);
-    }
-    let mut out = [0u8; 64];
-    for (index, word) in state.iter().enumerate() {
-        let value = word.wrapping_add(input[index]);
-        out[index * 4..index * 4 + 4].copy_from_slice(&value.to_le_bytes());
-    }
-    out
-}
-
 impl Rng {
-    /// A generator from a 256-bit seed.
+    /// A generator from a 256-bit seed (the ChaCha20 key).
     pub fn from_seed(seed: Seed) -> Rng {
-        let mut key = [0u32; 8];
-        for (word, bytes) in key.iter_mut().zip(seed.chunks_exact(4)) {
-            *word = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-        }
         Rng {
-            key,
-            counter: 0,
-            block: [0; 64],
-            used: 64,
+            inner: ChaCha20Rng::from_seed(seed),
         }
     }
 
@@ -97,17 +50,11 @@ impl Rng {
         Rng::from_seed(seed)
     }
 
-    /// Fills `out` with random bytes.
+    /// Fills `out` with the next bytes of the keystream. (The keystream is consumed in
+    /// whole 32-bit words: a length that is not a multiple of 4 skips the rest of its last
+    /// word. The core only draws multiples of 4.)
     pub fn fill(&mut self, out: &mut [u8]) {
-        for byte in out {
-            if self.used == self.block.len() {
-                self.block = chacha20_block(&self.key, self.counter, 0);
-                self.counter = self.counter.wrapping_add(1);
-                self.used = 0;
-            }
-            *byte = self.block[self.used];
-            self.used += 1;
-        }
+        self.inner.fill_bytes(out);
     }
 
     /// A random `u64`.
@@ -148,19 +95,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn block_function_matches_rfc_8439_test_vector() {
+    fn keystream_matches_rfc_8439_test_vector() {
         // RFC 8439 §2.3.2: key 00..1f, block counter 1, nonce 000000090000004a00000000.
-        // Our layout puts a 64-bit counter in words 12-13 and a 64-bit nonce in 14-15, so the
-        // RFC's (counter 1, nonce word 0x09000000) is counter 0x0900000000000001 here.
-        let mut key = [0u32; 8];
-        for (index, word) in key.iter_mut().enumerate() {
-            let base = (index * 4) as u8;
-            *word = u32::from_le_bytes([base, base + 1, base + 2, base + 3]);
+        // rand_chacha puts a 64-bit counter in words 12-13 and the stream in 14-15, so the
+        // RFC's (counter 1, nonce word 0x09000000) is block 0x0900000000000001 of stream
+        // 0x4a000000 there. The generator itself uses block 0 on of stream 0.
+        let mut key = [0u8; 32];
+        for (index, byte) in key.iter_mut().enumerate() {
+            *byte = index as u8;
         }
-        let block = chacha20_block(&key, 0x0900_0000_0000_0001, 0x0000_0000_4a00_0000);
+        let mut chacha = ChaCha20Rng::from_seed(key);
+        chacha.set_stream(0x4a00_0000);
+        chacha.set_word_pos(0x0900_0000_0000_0001u128 * 16);
+        let mut block = [0u8; 64];
+        chacha.fill_bytes(&mut block);
         let expected = "10f1e7e4d13b5915500fdd1fa32071c4c7d1f4c733c068030422aa9ac3d46c4e\
                         d2826446079faa0914c2d705d98b02a2b5129cd1de164eb9cbd083e8a2503c4e";
         assert_eq!(crate::wire::hex::encode(&block), expected);
+    }
+
+    const PINNED_SEED_7: &str = "f19ee3b965429844e496af300ed6cb0ddf11e75412e4252c";
+
+    /// The stream the committed vectors were recorded with (the keystream of seed 7 from
+    /// block 0), so swapping the ChaCha20 implementation cannot change them unnoticed.
+    #[test]
+    fn the_keystream_of_a_seed_is_pinned() {
+        let mut rng = Rng::from_u64(7);
+        let mut bytes = [0u8; 24];
+        rng.fill(&mut bytes[..8]);
+        rng.fill(&mut bytes[8..]);
+        assert_eq!(crate::wire::hex::encode(&bytes), PINNED_SEED_7);
     }
 
     #[test]
