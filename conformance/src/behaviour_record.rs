@@ -300,6 +300,15 @@ fn client_scenarios() -> Vec<(String, BehaviourVector)> {
             .fire()
             .publish("news", &["refused"])
             .done(),
+        (1..=16)
+            .fold(
+                s("attach-refused-while-suspended", "Suspended: a new attach is refused at once with connection_suspended, like a publish")
+                    .connected().lost(0),
+                |script, t| script.fire().lost(t),
+            )
+            .fire()
+            .attach("news")
+            .done(),
         s("resume-success-resends-same-serials", "resumed: unacknowledged publishes are sent again with the same serials")
             .connected().publish("news", &["a"]).publish("news", &["b"]).recv(0, ServerFrame::Ack { serial: 0, count: 1 })
             .reconnect(0, true).done(),

@@ -51,10 +51,17 @@ impl Client {
     }
 
     /// Attaches a channel: continues from its last position if it had one. The outcome is
-    /// an [`Event::Attached`] or [`Event::Detached`].
+    /// an [`Event::Attached`] or [`Event::Detached`]. Refused at once (with the code) when
+    /// the client is Closed, Failed or Suspended, or the name breaks the hub's limits.
     pub fn attach(&mut self, now: Time, channel: ChannelName) -> Result<(), ErrorInfo> {
         let now = self.clock.advance(now);
         self.check_usable()?;
+        if self.suspended {
+            return Err(ErrorInfo::new(
+                ErrorCode::ConnectionSuspended,
+                "the connection is suspended: attach again once connected",
+            ));
+        }
         super::check_channel_name(&channel, &self.outgoing_limits())?;
         let deadline = now.saturating_add(self.config.request_timeout);
         match self
@@ -64,6 +71,8 @@ impl Client {
             Attach::Send(frame) => self.send(now, &frame),
             Attach::Underway => {}
             // Answered at once, so no caller waits for an answer that will not come (§6.6).
+            #[cfg(feature = "sabotage")]
+            Attach::Already(_) if self.sabotage_ignores_attach_of_attached() => {}
             Attach::Already(position) => self.emit(Event::Attached {
                 channel,
                 position,

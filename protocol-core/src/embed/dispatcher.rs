@@ -320,6 +320,9 @@ impl<P: Plumbing> Dispatcher<P> {
             Event::StateChanged {
                 current, reason, ..
             } => {
+                if current == ConnectionState::Suspended {
+                    self.suspended(core, now);
+                }
                 if current == ConnectionState::Connected {
                     ConnectionStats::bump(&stats.connects);
                     if core.resume_token().is_some() && stats.connects.load(Ordering::Relaxed) > 1 {
@@ -413,6 +416,23 @@ impl<P: Plumbing> Dispatcher<P> {
             }
         }
         None
+    }
+
+    /// The connection is Suspended: subscribes still waiting for an attach fail with
+    /// `connection_suspended` instead of waiting for a connection that may not come back
+    /// soon (channels already attached stay, and continue when it does).
+    fn suspended(&mut self, core: &mut Client, now: Time) {
+        let error = ErrorInfo::new(
+            ErrorCode::ConnectionSuspended,
+            "the connection is suspended: subscribe again once connected",
+        );
+        for (channel, waiting) in std::mem::take(&mut self.pending_attach) {
+            for (id, reply) in waiting {
+                self.remove_subscriber(&channel, id);
+                P::reply(reply, Err(Error::Protocol(error.clone())));
+            }
+            self.detach_if_unwanted(core, now, &channel);
+        }
     }
 
     /// Forgets subscriber `id` of `channel`; whether it was there.
