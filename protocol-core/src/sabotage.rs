@@ -20,4 +20,7 @@ pub enum Sabotage {
     ClientAcceptsStaleTransports,
     /// G6: the client never retries after its second transport loss.
     ClientStopsRetrying,
+    /// G4 for the application API: an attach of an already attached channel is never
+    /// answered (issue 14, defect 1), so a second subscribe waits forever.
+    ClientIgnoresAttachOfAttached,
 }

@@ -51,6 +51,11 @@ impl Client {
         self.sabotage() == Sabotage::ClientAcceptsStaleTransports
     }
 
+    /// True when the sabotage says an attach of an attached channel gets no answer.
+    pub(super) fn sabotage_ignores_attach_of_attached(&self) -> bool {
+        self.sabotage() == Sabotage::ClientIgnoresAttachOfAttached
+    }
+
     /// True when the sabotage says not to schedule this retry.
     pub(super) fn sabotage_stops_retrying(&mut self) -> bool {
         self.sabotage_state.losses += 1;
