@@ -328,6 +328,7 @@ fn connect(credentials: Credentials, client_id: &str) -> ClientFrame {
         client_id: Some(ClientId::new(client_id).expect("id")),
         resume: None,
         heartbeat_interval_ms: None,
+        options: None,
     }
 }
 
@@ -619,6 +620,7 @@ fn renewals(address: SocketAddr) -> Seen {
         client_id: None,
         resume: None,
         heartbeat_interval_ms: None,
+        options: None,
     });
     client.next();
     let renewed = token(&claims, &key());
@@ -726,6 +728,7 @@ fn token_outcome(token: String) -> impl FnOnce(SocketAddr) -> (Option<ErrorCode>
             client_id: None,
             resume: None,
             heartbeat_interval_ms: None,
+            options: None,
         });
         attacker.outcome()
     }

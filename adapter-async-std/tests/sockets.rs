@@ -154,6 +154,7 @@ fn raw_subscriber(address: SocketAddr, channel: &str) -> tungstenite::WebSocket<
             client_id: Some(tether_core::wire::ClientId::new("never-reads").expect("id")),
             resume: None,
             heartbeat_interval_ms: None,
+            options: None,
         },
     );
     assert!(matches!(receive(&mut ws), ServerFrame::Connected { .. }));

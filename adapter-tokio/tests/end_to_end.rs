@@ -377,6 +377,7 @@ async fn a_subscriber_that_never_reads_is_disconnected_while_others_keep_going()
             client_id: None,
             resume: None,
             heartbeat_interval_ms: None,
+            options: None,
         },
         tether_core::wire::ClientFrame::Attach {
             channel: tether_core::wire::ChannelName::new("bulk").expect("name"),
@@ -758,5 +759,58 @@ async fn state_changes_stream_with_reasons_and_last_error_clears_on_connected() 
             .is_none(),
         "the stream ends after Closed"
     );
+    server.shutdown().await;
+}
+
+/// Issue 14, echo control: a client configured with `echo = false` gets the messages of
+/// others on a channel it publishes to, never its own, and no discontinuity for the
+/// positions its own messages took (the hub sends `own_message`). A default client on the
+/// same channel gets everything.
+#[tokio::test]
+async fn a_client_without_echo_gets_others_messages_but_not_its_own() {
+    let server = server(|_| {}).await;
+    let mut options = ClientOptions::api_key("app", "app-secret");
+    options.config.echo = false;
+    let quiet = Client::connect(&url(&server), options).expect("url");
+    let other =
+        Client::connect(&url(&server), ClientOptions::api_key("app", "app-secret")).expect("url");
+    let quiet_news = quiet.channel("news").expect("name");
+    let other_news = other.channel("news").expect("name");
+    let mut quiet_events = timeout(LIMIT, quiet_news.subscribe())
+        .await
+        .expect("in time")
+        .expect("attached");
+    let mut other_events = timeout(LIMIT, other_news.subscribe())
+        .await
+        .expect("in time")
+        .expect("attached");
+    for n in 0..3 {
+        let mine = quiet_news.publish("n", format!("mine {n}"));
+        timeout(LIMIT, mine).await.expect("in time").expect("ack");
+        let theirs = other_news.publish("n", format!("theirs {n}"));
+        timeout(LIMIT, theirs).await.expect("in time").expect("ack");
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        match timeout(LIMIT, quiet_events.next()).await.expect("in time") {
+            Some(ChannelEvent::Message(m)) => {
+                seen.push(String::from_utf8_lossy(&m.message.data).into_owned())
+            }
+            Some(ChannelEvent::Discontinuity { .. }) => panic!("a discontinuity for own messages"),
+            Some(_) => {}
+            None => panic!("ended"),
+        }
+    }
+    assert_eq!(seen, vec!["theirs 0", "theirs 1", "theirs 2"]);
+    let mut everything = Vec::new();
+    while everything.len() < 6 {
+        if let Some(ChannelEvent::Message(m)) =
+            timeout(LIMIT, other_events.next()).await.expect("in time")
+        {
+            everything.push(String::from_utf8_lossy(&m.message.data).into_owned());
+        }
+    }
+    assert_eq!(everything[0], "mine 0");
+    assert_eq!(quiet.stats().discontinuities.load(Ordering::Relaxed), 0);
     server.shutdown().await;
 }

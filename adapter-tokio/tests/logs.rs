@@ -101,6 +101,7 @@ async fn logs_at_trace_level_never_contain_tokens_or_secrets() {
             client_id: None,
             resume: None,
             heartbeat_interval_ms: None,
+            options: None,
         };
         let bytes = wire::encode(&connect, &Limits::DEFAULT).expect("encodes");
         ws.send(tungstenite::Message::Binary(bytes)).expect("sends");

@@ -36,6 +36,9 @@ pub struct ClientSettings {
     /// Bound of unresolved publishes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_pending_publishes: Option<usize>,
+    /// Whether the client receives its own messages (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub echo: Option<bool>,
 }
 
 /// How a vector's client authenticates.
@@ -277,6 +280,9 @@ impl ClientSettings {
             .map(std::time::Duration::from_millis);
         if let Some(max) = self.max_pending_publishes {
             config.max_pending_publishes = max;
+        }
+        if let Some(echo) = self.echo {
+            config.echo = echo;
         }
         config
     }

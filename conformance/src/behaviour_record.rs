@@ -9,9 +9,9 @@ use std::path::Path;
 use serde_json::Value;
 use tether_core::server::{ApiKey, Capabilities, Claims, Operation, mint_token};
 use tether_core::wire::{
-    self, ChannelMessage, ChannelName, ClientFrame, ClientId, Continuity, Credentials,
-    HistoryQuery, Limits, Message, MessageId, PROTOCOL_VERSION, Position, ResumeSecret,
-    ResumeToken, ServerFrame, SessionId, SessionLimits, hex,
+    self, ChannelMessage, ChannelName, ClientFrame, ClientId, ConnectOptions, Continuity,
+    Credentials, HistoryQuery, Limits, Message, MessageId, PROTOCOL_VERSION, Position,
+    ResumeSecret, ResumeToken, ServerFrame, SessionId, SessionLimits, hex,
 };
 use tether_core::{ErrorCode, ErrorInfo};
 
@@ -346,6 +346,11 @@ fn client_scenarios() -> Vec<(String, BehaviourVector)> {
             .input(ClientInput::Detach { channel: "news".into() }).attach("news")
             .recv(0, ServerFrame::Detached { channel: channel("news"), error: None })
             .recv(0, attached("news", 2, Continuity::Fresh, None)).recv(0, delivery("news", 5, 3)).done(),
+        s("no-echo", "echo off: connect asks for it; an own_message advances the position silently, so the next message is continuous")
+            .settings(|c| c.echo = Some(false))
+            .connected().attach("news").recv(0, attached("news", 0, Continuity::Fresh, None))
+            .recv(0, ServerFrame::OwnMessage { channel: channel("news"), position: Position { epoch: 5, serial: 1 } })
+            .recv(0, delivery("news", 5, 2)).done(),
         s("attach-timeout-reconnects", "an unanswered attach means the transport is broken: close and reconnect")
             .connected().attach("news").fire().done(),
         s("history-page", "a history query and its page")
@@ -427,7 +432,16 @@ fn key_connect(secret: &str, client_id: Option<&str>) -> ClientFrame {
         client_id: client_id.map(|c| ClientId::new(c).expect("valid")),
         resume: None,
         heartbeat_interval_ms: None,
+        options: None,
     }
+}
+
+/// `connect` with the options of a client that wants no echo.
+fn without_echo(mut frame: ClientFrame) -> ClientFrame {
+    if let ClientFrame::Connect { options, .. } = &mut frame {
+        *options = Some(ConnectOptions { echo: false });
+    }
+    frame
 }
 
 fn token_connect(token: String) -> ClientFrame {
@@ -437,6 +451,7 @@ fn token_connect(token: String) -> ClientFrame {
         client_id: None,
         resume: None,
         heartbeat_interval_ms: None,
+        options: None,
     }
 }
 
@@ -643,6 +658,13 @@ impl HubScript {
         found.expect("attached")
     }
 
+    /// Accepts connection `c` and connects it as `client_id`, asking for no echo (1.1).
+    fn client_without_echo(self, client_id: &str) -> HubScript {
+        let c = self.connections();
+        self.accept()
+            .send(c, without_echo(key_connect("app-secret", Some(client_id))))
+    }
+
     fn resume(self, client_id: &str, session: ResumeToken) -> HubScript {
         let c = self.connections();
         let mut frame = key_connect("app-secret", Some(client_id));
@@ -819,6 +841,7 @@ fn hub_scenarios() -> Vec<(String, BehaviourVector)> {
                 client_id: None,
                 resume: None,
                 heartbeat_interval_ms: None,
+                options: None,
             },
         )
         .publish(0, 0, "news", "m0")
@@ -919,6 +942,32 @@ fn hub_scenarios() -> Vec<(String, BehaviourVector)> {
             .resume("sub", session)
             .attach(2, "news", Some(position))
             .publish(1, 3, "news", "p3")
+            .done(),
+    );
+    // No echo: the publisher gets its own messages as positions, live and in a replay.
+    let base = s(
+        "no-echo",
+        "a client that asked for no echo gets own_message for its own publishes, live and replayed after a resume; others get the message",
+    )
+    .client_without_echo("me")
+    .attach(0, "news", None)
+    .client("other")
+    .attach(1, "news", None)
+    .publish(0, 0, "news", "m0")
+    .publish(1, 0, "news", "o0");
+    let position = base.position_of(0);
+    let session = base.session_of(0);
+    let mut resumed = without_echo(key_connect("app-secret", Some("me")));
+    if let ClientFrame::Connect { resume, .. } = &mut resumed {
+        *resume = Some(session);
+    }
+    scenarios.push(
+        base.publish(0, 1, "news", "m1")
+            .input(HubInput::Closed { connection: 0 })
+            .publish(1, 1, "news", "o1")
+            .accept()
+            .send(2, resumed)
+            .attach(2, "news", Some(position))
             .done(),
     );
     let base = s(

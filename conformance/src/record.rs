@@ -8,9 +8,10 @@ use std::path::Path;
 
 use bytes::{Bytes, BytesMut};
 use tether_core::wire::{
-    self, ChannelMessage, ChannelName, ClientFrame, ClientId, Continuity, Credentials, Direction,
-    Frame, HistoryBound, HistoryQuery, Limits, Message, MessageId, PROTOCOL_VERSION, Position,
-    ResumeSecret, ResumeToken, ServerFrame, SessionId, SessionLimits, hex,
+    self, ChannelMessage, ChannelName, ClientFrame, ClientId, ConnectOptions, Continuity,
+    Credentials, Direction, Frame, HistoryBound, HistoryQuery, Limits, Message, MessageId,
+    PROTOCOL_VERSION, Position, ProtocolVersion, ResumeSecret, ResumeToken, ServerFrame, SessionId,
+    SessionLimits, hex,
 };
 use tether_core::{ErrorCode, ErrorInfo};
 
@@ -69,6 +70,7 @@ fn client_samples() -> Vec<(&'static str, &'static str, ClientFrame)> {
                 client_id: Some(client("backend-1")),
                 resume: None,
                 heartbeat_interval_ms: None,
+                options: None,
             },
         ),
         (
@@ -82,6 +84,37 @@ fn client_samples() -> Vec<(&'static str, &'static str, ClientFrame)> {
                 client_id: None,
                 resume: Some(session()),
                 heartbeat_interval_ms: Some(60_000),
+                options: None,
+            },
+        ),
+        (
+            "connect-1-0",
+            "a version 1.0 connect: it ends after heartbeat_interval_ms (no options); 1.1 reads it with every default",
+            ClientFrame::Connect {
+                version: ProtocolVersion { major: 1, minor: 0 },
+                credentials: Credentials::ApiKey {
+                    name: "app".into(),
+                    secret: "secret".into(),
+                },
+                client_id: None,
+                resume: None,
+                heartbeat_interval_ms: None,
+                options: None,
+            },
+        ),
+        (
+            "connect-no-echo",
+            "a 1.1 connect asking not to receive its own messages: the options field appended",
+            ClientFrame::Connect {
+                version: PROTOCOL_VERSION,
+                credentials: Credentials::ApiKey {
+                    name: "app".into(),
+                    secret: "secret".into(),
+                },
+                client_id: None,
+                resume: None,
+                heartbeat_interval_ms: None,
+                options: Some(ConnectOptions { echo: false }),
             },
         ),
         (
@@ -375,6 +408,17 @@ fn server_samples() -> Vec<(&'static str, &'static str, ServerFrame)> {
             },
         ),
         ("closed", "answer to close", ServerFrame::Closed),
+        (
+            "own-message",
+            "version 1.1, to a client that asked for no echo: the position its own message took",
+            ServerFrame::OwnMessage {
+                channel: channel("chat:lobby"),
+                position: Position {
+                    epoch: 7,
+                    serial: 43,
+                },
+            },
+        ),
     ]
 }
 
@@ -458,6 +502,29 @@ fn invalid_samples() -> Vec<Invalid> {
             ErrorCode::TruncatedFrame,
         ),
         invalid(
+            "connect-options-truncated",
+            "a 1.1 connect whose options field starts (`01`) but ends before `echo`",
+            C,
+            vec![0, 1, 1, 0, 3, b'a', b'p', b'p', 1, b's', 0, 0, 0, 1],
+            ErrorCode::TruncatedFrame,
+        ),
+        invalid(
+            "connect-newer-minor-unknown-field",
+            "a connect announcing minor version 7 with a field after options that 1.1 does not know (`01 2a`): refused, not ignored",
+            C,
+            vec![
+                0, 1, 7, 0, 3, b'a', b'p', b'p', 1, b's', 0, 0, 0, 1, 1, 1, 0x2a,
+            ],
+            ErrorCode::TrailingBytes,
+        ),
+        invalid(
+            "connect-trailing-bytes",
+            "a 1.1 connect (not a newer minor) with a byte after its options",
+            C,
+            vec![0, 1, 1, 0, 3, b'a', b'p', b'p', 1, b's', 0, 0, 0, 1, 0, 9],
+            ErrorCode::TrailingBytes,
+        ),
+        invalid(
             "trailing-bytes",
             "a heartbeat followed by one more byte",
             C,
@@ -473,9 +540,9 @@ fn invalid_samples() -> Vec<Invalid> {
         ),
         invalid(
             "unknown-server-tag",
-            "server frame tag 13 is not defined",
+            "server frame tag 14 is not defined (13, own_message, came with 1.1)",
             S,
-            vec![13],
+            vec![14],
             ErrorCode::UnknownFrameType,
         ),
         invalid(

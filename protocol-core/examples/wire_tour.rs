@@ -19,6 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             client_id: None,
             resume: None,
             heartbeat_interval_ms: Some(30_000),
+            options: None,
         },
         ClientFrame::Attach {
             channel: ChannelName::new("chat:lobby")?,

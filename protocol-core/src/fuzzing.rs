@@ -322,6 +322,7 @@ pub fn hub_ops(data: &[u8]) {
         client_id: None,
         resume: None,
         heartbeat_interval_ms: Some(300_000),
+        options: None,
     };
     hub.handle_bytes(
         now,

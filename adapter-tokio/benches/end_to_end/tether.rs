@@ -286,6 +286,7 @@ pub async fn fan_out_thin(subscribers: usize, messages: usize, window: usize) ->
             client_id: None,
             resume: None,
             heartbeat_interval_ms: None,
+            options: None,
         },
         &Limits::DEFAULT,
     )

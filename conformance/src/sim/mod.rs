@@ -378,6 +378,7 @@ impl World {
             client_id: Some(ClientId::new("observer").expect("valid")),
             resume: None,
             heartbeat_interval_ms: Some(300_000),
+            options: None,
         }];
         for name in CHANNELS {
             frames.push(ClientFrame::Attach {

@@ -265,16 +265,37 @@ impl Channels {
         message: ChannelMessage,
         events: &mut Vec<Event>,
     ) {
-        let Some(channel) = self.map.get_mut(&name) else {
-            return;
+        if self.advance(&name, message.position, events) {
+            events.push(Event::Message {
+                channel: name,
+                message,
+            });
+        }
+    }
+
+    /// `own_message`: a message of this session, not echoed — its position counts like a
+    /// delivery's for continuity, and nothing reaches the application.
+    pub(crate) fn on_own_message(
+        &mut self,
+        name: ChannelName,
+        position: Position,
+        events: &mut Vec<Event>,
+    ) {
+        self.advance(&name, position, events);
+    }
+
+    /// Moves an attached channel's last position to `position` if it is a new one
+    /// (reporting a discontinuity when it is not the next); whether it was new.
+    fn advance(&mut self, name: &ChannelName, position: Position, events: &mut Vec<Event>) -> bool {
+        let Some(channel) = self.map.get_mut(name) else {
+            return false;
         };
         if channel.phase != Phase::Attached {
-            return;
+            return false;
         }
-        let position = message.position;
         if let Some(last) = channel.last {
             if last.epoch == position.epoch && position.serial <= last.serial {
-                return; // duplicate (G2)
+                return false; // duplicate (G2)
             }
             if last.epoch != position.epoch || position.serial != last.serial + 1 {
                 events.push(Event::Discontinuity {
@@ -289,9 +310,6 @@ impl Channels {
             }
         }
         channel.last = Some(position);
-        events.push(Event::Message {
-            channel: name,
-            message,
-        });
+        true
     }
 }

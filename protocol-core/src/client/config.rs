@@ -74,6 +74,10 @@ pub struct ClientConfig {
     pub renew_before_expiry: Duration,
     /// Renew a token after this percentage of its remaining lifetime at the latest (default 90).
     pub renew_at_percent: u32,
+    /// Whether this client receives the messages it publishes itself (default true). When
+    /// false it asks the hub not to echo them (`connect` options, §4.1): each arrives as its
+    /// position only, so continuity holds, and nothing reaches the application.
+    pub echo: bool,
     /// How frames are delimited on the transport.
     pub framing: Framing,
     /// A deliberately broken behaviour, for checking the conformance checker.
@@ -103,6 +107,7 @@ impl ClientConfig {
             max_pending_publishes: 1000,
             renew_before_expiry: Duration::from_secs(30),
             renew_at_percent: 90,
+            echo: true,
             framing: Framing::Message,
             limits: Limits::DEFAULT.for_hub_frames(),
             #[cfg(feature = "sabotage")]

@@ -70,6 +70,11 @@ impl Client {
                 self.channels.on_message(channel, message, &mut events);
                 self.emit_all(events);
             }
+            ServerFrame::OwnMessage { channel, position } => {
+                let mut events = Vec::new();
+                self.channels.on_own_message(channel, position, &mut events);
+                self.emit_all(events);
+            }
             ServerFrame::HistoryPage {
                 request_id,
                 channel,

@@ -34,6 +34,9 @@ impl Client {
                 .config
                 .heartbeat_interval
                 .map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
+            // Only what differs from the defaults is asked for, so a default client's
+            // connect is the 1.0 frame.
+            options: (!self.config.echo).then_some(wire::ConnectOptions { echo: false }),
         };
         self.send(now, &frame);
     }

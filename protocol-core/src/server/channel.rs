@@ -24,6 +24,8 @@ struct Stored {
     frame: Bytes,
     /// Where the frame itself starts in `frame` (after any length prefix).
     body: usize,
+    /// The session that published it (a client asking for no echo gets its position only).
+    origin: SessionKey,
 }
 
 /// A channel of the hub.
@@ -77,6 +79,7 @@ impl Channel {
         &mut self,
         message: Message,
         publisher: ClientId,
+        origin: SessionKey,
         now: Time,
         unix_ms: u64,
         framing: Framing,
@@ -119,6 +122,7 @@ impl Channel {
             unix_ms,
             frame: bytes.clone(),
             body,
+            origin,
         });
         while self.retained.len() > retention_count.max(1) {
             self.retained.pop_front();
@@ -171,11 +175,17 @@ impl Channel {
         }
     }
 
-    /// The retained delivery frame of `serial`, if it is still retained.
-    pub(crate) fn frame(&self, serial: u64) -> Option<&Bytes> {
+    /// The retained delivery frame of `serial` and the session that published it, if it is
+    /// still retained.
+    pub(crate) fn delivery(&self, serial: u64) -> Option<(&Bytes, SessionKey)> {
+        self.stored(serial)
+            .map(|stored| (&stored.frame, stored.origin))
+    }
+
+    fn stored(&self, serial: u64) -> Option<&Stored> {
         let first = self.retained.front()?.serial;
         let index = usize::try_from(serial.checked_sub(first)?).ok()?;
-        self.retained.get(index).map(|stored| &stored.frame)
+        self.retained.get(index)
     }
 
     /// Whether every message after `serial` is retained (so a replay from it is complete).

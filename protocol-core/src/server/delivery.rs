@@ -263,6 +263,7 @@ impl Hub {
             let stored = channel.store(
                 message,
                 publisher.clone(),
+                key,
                 now,
                 self.unix_ms,
                 self.config.framing,
@@ -275,7 +276,7 @@ impl Hub {
                     let trim_at = now
                         .saturating_add(self.config.retention_age.min(self.config.dedupe_window));
                     self.schedule_trim(channel_key, trim_at);
-                    self.fan_out(now, channel_key, stored_serial, &frame);
+                    self.fan_out(now, channel_key, stored_serial, &frame, key);
                 }
                 Err(error) => {
                     answers.push(Answer {
@@ -294,13 +295,15 @@ impl Hub {
     }
 
     /// Sends a new message to every subscriber that is caught up; lagging ones get it from
-    /// their replay; one whose pending bytes would pass the limit is a slow consumer.
+    /// their replay; one whose pending bytes would pass the limit is a slow consumer. The
+    /// publishing session `origin` gets `own_message` instead if it asked for no echo.
     pub(super) fn fan_out(
         &mut self,
         now: Time,
         channel_key: ChannelKey,
         serial: u64,
         frame: &Bytes,
+        origin: SessionKey,
     ) {
         let Some(channel) = self.channels.get(&channel_key) else {
             return;
@@ -320,17 +323,42 @@ impl Hub {
                 self.pump(now, connection);
                 continue;
             }
-            let pending = self
+            let (pending, echo) = self
                 .connections
                 .get(&connection)
-                .map_or(0, |c| c.pending_bytes);
+                .map_or((0, true), |c| (c.pending_bytes, c.echo));
             if pending + frame.len() > self.config.max_pending_bytes {
                 self.slow_consumer(now, connection, pending);
                 continue;
             }
             subscription.cursor = serial;
-            self.transmit(now, connection, frame.clone());
+            if key == origin && !echo {
+                self.send_own_message(now, connection, channel_key, serial);
+            } else {
+                self.transmit(now, connection, frame.clone());
+            }
         }
+    }
+
+    /// Tells a client that asked for no echo the position its own message took (§7.4).
+    fn send_own_message(
+        &mut self,
+        now: Time,
+        connection: ConnectionId,
+        channel_key: ChannelKey,
+        serial: u64,
+    ) {
+        let Some(channel) = self.channels.get(&channel_key) else {
+            return;
+        };
+        let frame = ServerFrame::OwnMessage {
+            channel: channel.name.clone(),
+            position: Position {
+                epoch: channel.epoch,
+                serial,
+            },
+        };
+        self.send(now, connection, &frame);
     }
 
     pub(super) fn slow_consumer(
@@ -398,10 +426,14 @@ impl Hub {
                 if cursor >= channel.last {
                     break;
                 }
-                let Some(frame) = channel.frame(cursor + 1).cloned() else {
+                let Some((frame, origin)) = channel
+                    .delivery(cursor + 1)
+                    .map(|(frame, origin)| (frame.clone(), origin))
+                else {
                     self.slow_consumer(now, connection, pending);
                     return;
                 };
+                let echo = self.connections.get(&connection).is_none_or(|c| c.echo);
                 if let Some(subscription) = self
                     .sessions
                     .get_mut(&key)
@@ -409,7 +441,11 @@ impl Hub {
                 {
                     subscription.cursor = cursor + 1;
                 }
-                self.transmit(now, connection, frame);
+                if origin == key && !echo {
+                    self.send_own_message(now, connection, channel_key, cursor + 1);
+                } else {
+                    self.transmit(now, connection, frame);
+                }
             }
         }
     }

@@ -63,6 +63,8 @@ struct Connection {
     pending_bytes: usize,
     /// The hub is closing it: only its last frame may still be queued.
     closing: bool,
+    /// Whether the client wants its own session's messages (`connect` options, §7.4).
+    echo: bool,
     decoder: Option<StreamDecoder<ClientFrame>>,
 }
 
@@ -186,7 +188,7 @@ pub struct HubStats {
 /// let connect = ClientFrame::Connect {
 ///     version: PROTOCOL_VERSION,
 ///     credentials: Credentials::ApiKey { name: "app".into(), secret: "s".into() },
-///     client_id: None, resume: None, heartbeat_interval_ms: None,
+///     client_id: None, resume: None, heartbeat_interval_ms: None, options: None,
 /// };
 /// hub.handle_bytes(now, connection, wire::encode(&connect, &Limits::DEFAULT).unwrap());
 /// let mut connected = false;
@@ -300,6 +302,7 @@ impl Hub {
                 last_sent: now,
                 pending_bytes: 0,
                 closing: false,
+                echo: true,
                 decoder,
             },
         );

@@ -29,15 +29,21 @@ impl Hub {
                     client_id,
                     resume,
                     heartbeat_interval_ms,
+                    options,
                     ..
-                } => self.on_connect(
-                    now,
-                    connection,
-                    credentials,
-                    client_id,
-                    resume,
-                    heartbeat_interval_ms,
-                ),
+                } => {
+                    if let Some(state) = self.connections.get_mut(&connection) {
+                        state.echo = options.unwrap_or_default().echo;
+                    }
+                    self.on_connect(
+                        now,
+                        connection,
+                        credentials,
+                        client_id,
+                        resume,
+                        heartbeat_interval_ms,
+                    )
+                }
                 other => self.protocol_error(
                     now,
                     connection,

@@ -190,7 +190,8 @@ impl Flavor for Append<'_> {
     }
 }
 
-/// The encoded size of `frame`, checked against the limit.
+/// The encoded size of `frame`, checked against the limit. (Appended fields that are `None`
+/// are skipped by the frame's serializer: they are not sent, §3.)
 fn checked_size<F: Frame>(frame: &F, limits: &Limits) -> Result<usize, EncodeError> {
     // Our frame types only contain types postcard can always serialize (no maps of
     // unknown length, no custom errors), so a failure here is a bug in this crate.
@@ -321,6 +322,26 @@ pub fn decode<F: Frame>(input: &Bytes, limits: &Limits) -> Result<F, DecodeError
         });
     }
     let tag = check_header::<F>(input)?;
+    match decode_fields::<F>(input, tag, limits) {
+        // A frame that ends where a minor version appended a field: the field is `None`
+        // (§3). Read it again with that `None` (one `0` byte) supplied. That is the frame
+        // only if the supplied byte was read as the appended field's `None`: a frame that
+        // ended earlier, or inside the appended field, stays truncated.
+        Err(DecodeError::Truncated) if F::has_appended_fields(tag) => {
+            let mut padded = BytesMut::with_capacity(input.len() + 1);
+            padded.extend_from_slice(input);
+            padded.put_u8(0);
+            match decode_fields::<F>(&padded.freeze(), tag, limits) {
+                Ok(frame) if frame.appended_fields_absent() => Ok(frame),
+                _ => Err(DecodeError::Truncated),
+            }
+        }
+        other => other,
+    }
+}
+
+/// Decodes the frame's fields: exactly one frame.
+fn decode_fields<F: Frame>(input: &Bytes, tag: u64, limits: &Limits) -> Result<F, DecodeError> {
     let share = F::PAYLOAD_TAGS.contains(&tag).then_some(input);
     let (result, violation) = context::decode_scoped(input, share, *limits, |bytes| {
         let mut deserializer =

@@ -7,8 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::types::{
-    ChannelMessage, ChannelName, ClientId, Continuity, Credentials, HistoryQuery, Message,
-    Position, ProtocolVersion, ResumeToken, SessionLimits, history_items, publish_messages,
+    ChannelMessage, ChannelName, ClientId, ConnectOptions, Continuity, Credentials, HistoryQuery,
+    Message, Position, ProtocolVersion, ResumeToken, SessionLimits, history_items,
+    publish_messages,
 };
 use crate::error::ErrorInfo;
 
@@ -30,6 +31,10 @@ pub enum ClientFrame {
         resume: Option<ResumeToken>,
         /// The heartbeat interval the client would like, in milliseconds.
         heartbeat_interval_ms: Option<u32>,
+        /// Appended in version 1.1: what the client asks beyond the defaults. `None` is
+        /// not sent at all (the frame ends before it), so a 1.0 hub reads the frame.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        options: Option<ConnectOptions>,
     },
     /// Tag 1. In-band token renewal on the live connection.
     Auth {
@@ -190,6 +195,14 @@ pub enum ServerFrame {
     },
     /// Tag 12. Answer to `Close`: the session is gone.
     Closed,
+    /// Tag 13 (version 1.1). Instead of a `message` of the client's own session when it
+    /// asked for no echo: the position it took, so the client's continuity holds.
+    OwnMessage {
+        /// The channel.
+        channel: ChannelName,
+        /// The position of the message the client's session published.
+        position: Position,
+    },
 }
 
 /// Which side sends a frame type.
@@ -213,6 +226,13 @@ pub trait Frame: Serialize + for<'de> Deserialize<'de> + sealed::Sealed {
     const PAYLOAD_TAGS: &'static [u64];
     /// The frame type's name, for diagnostics (e.g. `publish`).
     fn kind(&self) -> &'static str;
+
+    /// Whether frames with tag `tag` end with fields appended by a minor version, which a
+    /// sender omits when they are `None` (so the frame ends before them) — §3.
+    fn has_appended_fields(tag: u64) -> bool;
+
+    /// Whether every appended field of this frame is `None`.
+    fn appended_fields_absent(&self) -> bool;
 }
 
 mod sealed {
@@ -240,11 +260,25 @@ impl Frame for ClientFrame {
             ClientFrame::Close => "close",
         }
     }
+
+    fn has_appended_fields(tag: u64) -> bool {
+        tag == 0
+    }
+
+    fn appended_fields_absent(&self) -> bool {
+        !matches!(
+            self,
+            ClientFrame::Connect {
+                options: Some(_),
+                ..
+            }
+        )
+    }
 }
 
 impl Frame for ServerFrame {
     const SENDER: Side = Side::ServerToClient;
-    const TAG_COUNT: u32 = 13;
+    const TAG_COUNT: u32 = 14;
     /// `message`, `history_page`.
     const PAYLOAD_TAGS: &'static [u64] = &[6, 7];
 
@@ -263,6 +297,15 @@ impl Frame for ServerFrame {
             ServerFrame::Error { .. } => "error",
             ServerFrame::Disconnect { .. } => "disconnect",
             ServerFrame::Closed => "closed",
+            ServerFrame::OwnMessage { .. } => "own_message",
         }
+    }
+
+    fn has_appended_fields(_: u64) -> bool {
+        false
+    }
+
+    fn appended_fields_absent(&self) -> bool {
+        true
     }
 }

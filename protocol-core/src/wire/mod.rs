@@ -27,8 +27,9 @@ pub use codec::{
 pub use frame::{ClientFrame, Frame, ServerFrame, Side};
 pub use stream::{StreamDecoder, decode_received};
 pub use types::{
-    ChannelMessage, ChannelName, ClientId, Continuity, Credentials, DEFAULT_HISTORY_LIMIT,
-    Direction, HistoryBound, HistoryQuery, MAX_CLIENT_ID_LEN, MAX_HISTORY_LIMIT,
-    MAX_MESSAGE_ID_LEN, MAX_MESSAGE_NAME_LEN, Message, MessageId, PROTOCOL_VERSION, Position,
-    ProtocolVersion, ResumeSecret, ResumeToken, SessionId, SessionLimits, hex, payload,
+    ChannelMessage, ChannelName, ClientId, ConnectOptions, Continuity, Credentials,
+    DEFAULT_HISTORY_LIMIT, Direction, HistoryBound, HistoryQuery, MAX_CLIENT_ID_LEN,
+    MAX_HISTORY_LIMIT, MAX_MESSAGE_ID_LEN, MAX_MESSAGE_NAME_LEN, Message, MessageId,
+    PROTOCOL_VERSION, Position, ProtocolVersion, ResumeSecret, ResumeToken, SessionId,
+    SessionLimits, hex, payload,
 };

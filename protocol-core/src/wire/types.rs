@@ -24,7 +24,8 @@ pub const MAX_CLIENT_ID_LEN: usize = 128;
 /// The protocol version, announced in the connect frame.
 ///
 /// The major version changes when frames change incompatibly; a hub refuses a major version
-/// it does not speak. Minor versions only add frame types and error codes.
+/// it does not speak. Minor versions only add frame types, error codes and optional fields
+/// appended to `connect` (`docs/protocol.md` §3).
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ProtocolVersion {
@@ -35,7 +36,23 @@ pub struct ProtocolVersion {
 }
 
 /// The version this crate speaks.
-pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 1, minor: 0 };
+pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 1, minor: 1 };
+
+/// What a client asks of its connection beyond the defaults (`connect`'s appended field of
+/// version 1.1, `docs/protocol.md` §4.1). Absent means every default.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConnectOptions {
+    /// Whether the client receives the messages its own session publishes (default true).
+    /// When false, the hub sends `own_message` with the position instead (§7.4).
+    pub echo: bool,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> ConnectOptions {
+        ConnectOptions { echo: true }
+    }
+}
 
 /// A channel name: 1 to [`Limits::max_channel_name_len`] bytes of UTF-8, with no control
 /// characters and no `*` (reserved for capability patterns). `:` separates segments.

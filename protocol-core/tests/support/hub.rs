@@ -78,6 +78,7 @@ pub fn key_connect(name: &str, secret: &str, client_id: Option<&str>) -> ClientF
         client_id: client_id.map(|id| ClientId::new(id).expect("valid")),
         resume: None,
         heartbeat_interval_ms: None,
+        options: None,
     }
 }
 
@@ -88,6 +89,7 @@ pub fn token_connect(token: String) -> ClientFrame {
         client_id: None,
         resume: None,
         heartbeat_interval_ms: None,
+        options: None,
     }
 }
 

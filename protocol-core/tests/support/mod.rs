@@ -111,6 +111,7 @@ pub fn client_frame() -> impl Strategy<Value = ClientFrame> {
                         client_id,
                         resume,
                         heartbeat_interval_ms,
+                        options: None,
                     }
                 }
             ),
