@@ -45,11 +45,11 @@ fn key() -> ApiKey {
 }
 
 fn sockets() -> SocketLimits {
-    SocketLimits {
-        handshake_timeout: Duration::from_secs(2),
-        max_pending_handshakes: 512,
-        close_timeout: Duration::from_secs(1),
-    }
+    let mut limits = SocketLimits::default();
+    limits.handshake_timeout = Duration::from_secs(2);
+    limits.max_pending_handshakes = 512;
+    limits.close_timeout = Duration::from_secs(1);
+    limits
 }
 
 /// The server under attack, in this process.
@@ -60,9 +60,10 @@ enum Server {
 
 impl Server {
     fn start(tokio: bool) -> Server {
-        let hub = HubConfig {
-            keys: vec![key()],
-            ..HubConfig::default()
+        let hub = {
+            let mut config = HubConfig::default();
+            config.keys = vec![key()];
+            config
         };
         if tokio {
             let runtime = tokio::runtime::Builder::new_multi_thread()

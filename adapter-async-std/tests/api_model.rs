@@ -77,10 +77,11 @@ fn client_options<T: Default>(creds: Creds, seed: u64) -> ClientOptions<T> {
 
 /// The hub of the model: a short session TTL, so that Suspended comes quickly.
 fn hub_config() -> HubConfig {
-    HubConfig {
-        keys: vec![key()],
-        session_ttl: Duration::from_secs(2),
-        ..HubConfig::default()
+    {
+        let mut config = HubConfig::default();
+        config.keys = vec![key()];
+        config.session_ttl = Duration::from_secs(2);
+        config
     }
 }
 

@@ -64,11 +64,11 @@ impl Server {
 }
 
 fn limits(handshake: Duration, pending: usize, close: Duration) -> SocketLimits {
-    SocketLimits {
-        handshake_timeout: handshake,
-        max_pending_handshakes: pending,
-        close_timeout: close,
-    }
+    let mut limits = SocketLimits::default();
+    limits.handshake_timeout = handshake;
+    limits.max_pending_handshakes = pending;
+    limits.close_timeout = close;
+    limits
 }
 
 /// Issue 13, defect 2: a socket that never finished the upgrade (silent, or one byte at a

@@ -113,11 +113,12 @@ pub async fn run(options: DemoOptions) -> std::io::Result<DemoReport> {
         secret: SECRET.into(),
         capabilities: Capabilities::all(),
     };
-    let hub = HubConfig {
-        keys: vec![key.clone()],
+    let hub = {
+        let mut config = HubConfig::default();
+        config.keys = vec![key.clone()];
         // Keep every message of the run, so a reconnecting subscriber always catches up.
-        retention_count: 100_000,
-        ..HubConfig::default()
+        config.retention_count = 100_000;
+        config
     };
     let server = Server::bind("127.0.0.1:0", ServerConfig::new(hub)).await?;
     let mut proxy_config = ProxyConfig::new(server.local_addr());
@@ -175,7 +176,7 @@ pub async fn run(options: DemoOptions) -> std::io::Result<DemoReport> {
                             ended = Some(error);
                             break;
                         }
-                        ChannelEvent::Attached { .. } => {}
+                        _ => {}
                     }
                 }
                 (seen, discontinuities, ended)

@@ -54,6 +54,28 @@ pub type Client = tether_driver::Client<Tokio>;
 pub type Channel = tether_driver::Channel<Tokio>;
 /// A running tether server on tokio (see [`tether_driver::Server`]); `bind` takes any
 /// `tokio::net::ToSocketAddrs`.
+///
+/// ```no_run
+/// use tether_tokio::{ApiKey, Capabilities, HubConfig, Server, ServerConfig};
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let mut hub = HubConfig::default();
+/// hub.keys = vec![ApiKey {
+///     name: "app".into(),
+///     secret: std::env::var("TETHER_SECRET").unwrap_or_default(),
+///     capabilities: Capabilities::all(),
+/// }];
+/// hub.session_ttl = std::time::Duration::from_secs(300);
+/// let mut config = ServerConfig::new(hub);
+/// // For wss://: config.transport.tls = Some(tether_tokio::tls_from_pem(&chain, &key)?);
+/// config.sockets.handshake_timeout = std::time::Duration::from_secs(10);
+/// let server = Server::bind("0.0.0.0:7400", config).await?;
+/// println!("listening on {}", server.local_addr());
+/// tokio::signal::ctrl_c().await?;
+/// server.shutdown().await; // clients are told server_shutting_down and resume elsewhere
+/// # Ok(())
+/// # }
+/// ```
 pub type Server = tether_driver::Server<Tokio>;
 /// Options of a [`Client`]: credentials, the core's configuration (protocol defaults), a
 /// seed, and [`ClientTransport`].

@@ -33,9 +33,10 @@ fn limited_key() -> ApiKey {
 }
 
 async fn server(change: impl FnOnce(&mut HubConfig)) -> Server {
-    let mut hub = HubConfig {
-        keys: vec![key(), limited_key()],
-        ..HubConfig::default()
+    let mut hub = {
+        let mut config = HubConfig::default();
+        config.keys = vec![key(), limited_key()];
+        config
     };
     change(&mut hub);
     Server::bind("127.0.0.1:0", ServerConfig::new(hub))
@@ -514,9 +515,10 @@ async fn wss_works_with_a_certificate_made_at_test_time() {
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
     let cert_pem = certified.cert.pem();
     let key_pem = certified.signing_key.serialize_pem();
-    let mut config = ServerConfig::new(HubConfig {
-        keys: vec![key()],
-        ..HubConfig::default()
+    let mut config = ServerConfig::new({
+        let mut config = HubConfig::default();
+        config.keys = vec![key()];
+        config
     });
     config.transport.tls = Some(
         tether_tokio::tls_from_pem(cert_pem.as_bytes(), key_pem.as_bytes()).expect("tls config"),

@@ -43,9 +43,10 @@ async fn logs_at_trace_level_never_contain_tokens_or_secrets() {
     };
     let server = Server::bind(
         "127.0.0.1:0",
-        ServerConfig::new(HubConfig {
-            keys: vec![key.clone()],
-            ..HubConfig::default()
+        ServerConfig::new({
+            let mut config = HubConfig::default();
+            config.keys = vec![key.clone()];
+            config
         }),
     )
     .await

@@ -250,7 +250,6 @@ pub(crate) async fn subscribe(
                     "discontinuity on {channel}: after {last}, continuing after {resumed_after} ({why}); the history API may fill the gap"
                 );
             }
-            Some(ChannelEvent::Attached { .. }) => {}
             Some(ChannelEvent::Failed(error)) => {
                 // connection_failed says only that it failed; the client knows why.
                 let error = match client.last_error() {
@@ -262,6 +261,7 @@ pub(crate) async fn subscribe(
                     error.message, error.code
                 )));
             }
+            Some(_) => {} // attached again, or events of later versions
             None => break Err(Failure::run("subscription ended")),
         }
     };

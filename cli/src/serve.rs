@@ -39,9 +39,10 @@ pub(crate) async fn run(options: ServeOptions) -> Result<(), Failure> {
         sources.extend(read_keys_file(path)?);
     }
     let keys = parse_keys(&sources)?;
-    let mut config = ServerConfig::new(HubConfig {
-        keys,
-        ..HubConfig::default()
+    let mut config = ServerConfig::new({
+        let mut config = HubConfig::default();
+        config.keys = keys;
+        config
     });
     config.sockets.handshake_timeout = Duration::from_secs(options.handshake_timeout);
     config.hub.tokens.audience = options.audience;

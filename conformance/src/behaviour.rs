@@ -290,18 +290,16 @@ impl ClientSettings {
 
 impl HubSettings {
     fn config(&self) -> HubConfig {
-        let mut config = HubConfig {
-            keys: self
-                .keys
-                .iter()
-                .map(|k| ApiKey {
-                    name: k.name.clone(),
-                    secret: k.secret.clone(),
-                    capabilities: k.capabilities.clone(),
-                })
-                .collect(),
-            ..HubConfig::default()
-        };
+        let mut config = HubConfig::default();
+        config.keys = self
+            .keys
+            .iter()
+            .map(|k| ApiKey {
+                name: k.name.clone(),
+                secret: k.secret.clone(),
+                capabilities: k.capabilities.clone(),
+            })
+            .collect();
         if let Some(v) = self.retention_count {
             config.retention_count = v;
         }

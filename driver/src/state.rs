@@ -77,11 +77,9 @@ impl StateWatch {
         if current.changes.len() == CHANGES_KEPT {
             current.changes.pop_front();
         }
-        current.changes.push_back(ConnectionStateChange {
-            previous,
-            current: state,
-            reason,
-        });
+        current
+            .changes
+            .push_back(ConnectionStateChange::new(previous, state, reason));
         for observer in &current.observers {
             observer(state);
         }

@@ -91,10 +91,11 @@ pub fn limited_key() -> ApiKey {
 
 /// The hub configuration of every test: both keys, everything else default.
 pub fn hub_config() -> HubConfig {
-    HubConfig {
-        keys: vec![key(), limited_key()],
-        retention_count: 100_000,
-        ..HubConfig::default()
+    {
+        let mut config = HubConfig::default();
+        config.keys = vec![key(), limited_key()];
+        config.retention_count = 100_000;
+        config
     }
 }
 

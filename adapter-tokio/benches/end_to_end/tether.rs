@@ -21,16 +21,17 @@ use crate::gate::Gate;
 /// The hub of every scenario: one key; room for 10,000+ connections; everything of a run
 /// retained so a resuming subscriber always catches up.
 pub fn hub_config() -> HubConfig {
-    HubConfig {
-        keys: vec![ApiKey {
+    {
+        let mut config = HubConfig::default();
+        config.keys = vec![ApiKey {
             name: "bench".into(),
             secret: "bench-secret".into(),
             capabilities: Capabilities::all(),
-        }],
-        max_connections: 20_000,
-        max_sessions: 40_000,
-        retention_count: 100_000,
-        ..HubConfig::default()
+        }];
+        config.max_connections = 20_000;
+        config.max_sessions = 40_000;
+        config.retention_count = 100_000;
+        config
     }
 }
 

@@ -162,11 +162,9 @@ fn channel(rng: &mut Rng) -> ChannelName {
 impl World {
     fn new(seed: u64, config: SimConfig) -> World {
         let mut rng = Rng::from_u64(seed);
-        let hub_config = HubConfig {
-            keys: vec![key()],
-            sabotage: config.sabotage,
-            ..HubConfig::default()
-        };
+        let mut hub_config = HubConfig::default();
+        hub_config.keys = vec![key()];
+        hub_config.sabotage = config.sabotage;
         let mut hub_seed = [0u8; 32];
         rng.fill(&mut hub_seed);
         let hub = Hub::new(hub_config.clone(), hub_seed);

@@ -116,11 +116,12 @@ pub fn run(clients: usize, seed: u64) -> StormReport {
         secret: "storm".into(),
         capabilities: Capabilities::all(),
     };
-    let config = HubConfig {
-        keys: vec![key],
-        max_connections: clients + 10,
-        max_sessions: 2 * clients + 10,
-        ..HubConfig::default()
+    let config = {
+        let mut config = HubConfig::default();
+        config.keys = vec![key];
+        config.max_connections = clients + 10;
+        config.max_sessions = 2 * clients + 10;
+        config
     };
     let mut hub_seed = [0u8; 32];
     rng.fill(&mut hub_seed);

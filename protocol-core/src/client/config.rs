@@ -43,6 +43,7 @@ pub enum Framing {
 
 /// Everything a [`Client`](super::Client) needs to know up front.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// How to authenticate.
     pub auth: Auth,

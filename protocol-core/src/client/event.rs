@@ -33,6 +33,7 @@ pub struct PingId(pub u64);
 /// The connection states of `docs/protocol.md` §6.2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ConnectionState {
     /// Created; `connect` not called yet.
     Initialized,
@@ -82,6 +83,7 @@ pub struct HistoryPage {
 /// Something the application should know about.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Event {
     /// The connection state changed.
     StateChanged {

@@ -15,6 +15,7 @@ use crate::{ErrorCode, ErrorInfo, Time};
 /// What went wrong with an application's request, with the protocol's stable code where
 /// there is one.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The protocol refused or failed the operation (NACK, Suspended, Closed, Failed, …).
     #[error("{0}")]
@@ -41,6 +42,7 @@ impl Error {
 /// A change of the connection state, as applications watch it: the state before, the
 /// state after, and the error that caused the change, if one did (§6.2).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConnectionStateChange {
     /// The state before.
     pub previous: ConnectionState,
@@ -50,8 +52,24 @@ pub struct ConnectionStateChange {
     pub reason: Option<ErrorInfo>,
 }
 
+impl ConnectionStateChange {
+    /// A change from `previous` to `current`, caused by `reason` if an error caused it.
+    pub fn new(
+        previous: ConnectionState,
+        current: ConnectionState,
+        reason: Option<ErrorInfo>,
+    ) -> ConnectionStateChange {
+        ConnectionStateChange {
+            previous,
+            current,
+            reason,
+        }
+    }
+}
+
 /// What a subscription yields.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ChannelEvent {
     /// A message, exactly once and in order.
     Message(ChannelMessage),

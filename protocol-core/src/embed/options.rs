@@ -12,6 +12,7 @@ use crate::server::HubConfig;
 /// Options of a client: credentials, the core's configuration (protocol defaults), a seed,
 /// and the adapter's transport options.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ClientOptions<T> {
     /// How to authenticate.
     pub credentials: Credentials,
@@ -50,6 +51,7 @@ impl<T: Default> ClientOptions<T> {
 
 /// Options of a server: the hub's configuration, a seed, and the adapter's transport options.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ServerOptions<T> {
     /// The hub's configuration: keys, token rules, limits.
     pub hub: HubConfig,
@@ -79,6 +81,7 @@ impl<T: Default> ServerOptions<T> {
 /// start where these end. `docs/security.md` lists every limit. A timeout above one day is
 /// read as one day.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SocketLimits {
     /// A socket that has not finished its handshake this long after it was accepted is
     /// closed (default 5 s).

@@ -8,6 +8,7 @@ use crate::wire::Limits;
 
 /// Everything a [`Hub`](super::Hub) needs to know up front.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct HubConfig {
     /// Keys for API-key auth and for verifying tokens (`kid` = key name).
     pub keys: Vec<ApiKey>,

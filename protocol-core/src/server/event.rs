@@ -37,6 +37,7 @@ pub enum HubOutput {
 /// What happened, for operators. Never contains credentials.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum HubEvent {
     /// A client authenticated and has a session.
     Connected {

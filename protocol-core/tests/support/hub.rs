@@ -35,9 +35,10 @@ pub fn reader_key() -> ApiKey {
 }
 
 pub fn config() -> HubConfig {
-    HubConfig {
-        keys: vec![app_key(), reader_key()],
-        ..HubConfig::default()
+    {
+        let mut config = HubConfig::default();
+        config.keys = vec![app_key(), reader_key()];
+        config
     }
 }
 
