@@ -24,6 +24,7 @@ on_both_runtimes!(
     several_subscribers_of_one_channel_each_get_every_message,
     unsubscribing_the_last_subscription_detaches_the_channel,
     state_changes_stream_with_reasons_and_last_error_clears_on_connected,
+    a_channel_name_over_the_announced_limit_is_refused_and_the_client_stays_connected,
 );
 
 fn options(spawner: &Spawner, mut options: ClientOptions) -> ClientOptions {
@@ -459,5 +460,39 @@ async fn state_changes_stream_with_reasons_and_last_error_clears_on_connected(sp
         within("end", changes.next()).await.is_none(),
         "ends after Closed"
     );
+    server.shutdown().await;
+}
+
+/// Issue 14, defect 4, end to end: calls naming a channel over the hub's announced limit are
+/// refused as values (`channel_name_too_long`); the client stays connected.
+async fn a_channel_name_over_the_announced_limit_is_refused_and_the_client_stays_connected(
+    spawner: Spawner,
+) {
+    let server = server(&spawner).await;
+    let client = Client::connect(&url(server.local_addr()), api_key(&spawner)).expect("url");
+    within("connect", client.connected())
+        .await
+        .expect("connected");
+    let long = client
+        .channel(&"x".repeat(300))
+        .expect("within the protocol maximum");
+    let refused = within("publish", long.publish("n", "data")).await;
+    assert_eq!(
+        refused.expect_err("refused").code(),
+        ErrorCode::ChannelNameTooLong
+    );
+    let refused = within("subscribe", long.subscribe()).await;
+    assert_eq!(
+        refused.err().expect("refused").code(),
+        ErrorCode::ChannelNameTooLong
+    );
+    assert_eq!(
+        client.state().get(),
+        tether_async_std::ConnectionState::Connected
+    );
+    let fine = client.channel("news").expect("name");
+    within("publish", fine.publish("n", "ok"))
+        .await
+        .expect("acknowledged");
     server.shutdown().await;
 }

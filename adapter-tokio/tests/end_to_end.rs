@@ -816,3 +816,49 @@ async fn a_client_without_echo_gets_others_messages_but_not_its_own() {
     assert_eq!(quiet.stats().discontinuities.load(Ordering::Relaxed), 0);
     server.shutdown().await;
 }
+
+/// Issue 14, defect 4, end to end: a publish, history or subscribe naming a channel over the
+/// hub's announced limit (300 bytes against 256) is refused as a value with
+/// `channel_name_too_long`, and the client stays connected — a later publish is acknowledged.
+#[tokio::test]
+async fn a_channel_name_over_the_announced_limit_is_refused_and_the_client_stays_connected() {
+    let server = server(|_| {}).await;
+    let client =
+        Client::connect(&url(&server), ClientOptions::api_key("app", "app-secret")).expect("url");
+    timeout(LIMIT, client.connected())
+        .await
+        .expect("in time")
+        .expect("connected");
+    let long = client
+        .channel(&"x".repeat(300))
+        .expect("within the protocol maximum");
+    let refused = timeout(LIMIT, long.publish("n", "data"))
+        .await
+        .expect("in time");
+    assert_eq!(
+        refused.expect_err("refused").code(),
+        ErrorCode::ChannelNameTooLong
+    );
+    let refused = timeout(LIMIT, long.subscribe()).await.expect("in time");
+    assert_eq!(
+        refused.err().expect("refused").code(),
+        ErrorCode::ChannelNameTooLong
+    );
+    let refused = timeout(LIMIT, long.history(tether_tokio::HistoryQuery::default()))
+        .await
+        .expect("in time");
+    assert_eq!(
+        refused.expect_err("refused").code(),
+        ErrorCode::ChannelNameTooLong
+    );
+    assert_eq!(
+        *client.state().borrow(),
+        tether_tokio::ConnectionState::Connected
+    );
+    let fine = client.channel("news").expect("name");
+    timeout(LIMIT, fine.publish("n", "ok"))
+        .await
+        .expect("in time")
+        .expect("acknowledged");
+    server.shutdown().await;
+}
