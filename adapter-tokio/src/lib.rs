@@ -35,8 +35,8 @@ pub use tether_core;
 // The types applications name, so they need not depend on tether-core themselves.
 pub use tether_core::client::{ClientConfig, ConnectionState, HistoryPage, NewMessage};
 pub use tether_core::embed::{
-    ChannelEvent, ConnectionStateChange, ConnectionStats, Credentials, Error, TokenFuture,
-    TokenProvider,
+    ChannelEvent, ConnectionStateChange, ConnectionStats, Credentials, Error, Refusable,
+    TokenError, TokenFuture, TokenProvider,
 };
 pub use tether_core::server::{ApiKey, Capabilities, Claims, HubConfig, Operation, mint_token};
 pub use tether_core::wire::{

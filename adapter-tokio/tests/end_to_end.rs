@@ -862,3 +862,43 @@ async fn a_channel_name_over_the_announced_limit_is_refused_and_the_client_stays
         .expect("acknowledged");
     server.shutdown().await;
 }
+
+/// Issue 20, defect 5, end to end: a token provider that cannot answer for a moment (its
+/// first two calls fail) does not fail the client: it retries with backoff and connects; a
+/// provider that refuses (`TokenError::Refused`) sends it to Failed with `token_unavailable`.
+#[tokio::test]
+async fn a_token_provider_failing_for_a_moment_is_retried_and_a_refusal_fails() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU32;
+    let server = server(|_| {}).await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    let mut options = ClientOptions::token_provider(move || {
+        let call = counted.fetch_add(1, Ordering::Relaxed);
+        async move {
+            if call < 2 {
+                Err("auth service unreachable".to_owned())
+            } else {
+                Ok(token("carol", Duration::from_secs(600), &key()))
+            }
+        }
+    });
+    options.config.backoff_cap = Duration::from_millis(300);
+    let client = Client::connect(&url(&server), options).expect("url");
+    timeout(LIMIT, client.connected())
+        .await
+        .expect("in time")
+        .expect("connected after retries");
+    assert_eq!(calls.load(Ordering::Relaxed), 3);
+
+    let refusing = ClientOptions::token_provider(tether_tokio::Refusable(|| async {
+        Err::<String, _>(tether_tokio::TokenError::Refused("signed out".into()))
+    }));
+    let refused = Client::connect(&url(&server), refusing).expect("url");
+    let outcome = timeout(LIMIT, refused.connected()).await.expect("in time");
+    assert_eq!(
+        outcome.expect_err("failed").code(),
+        ErrorCode::TokenUnavailable
+    );
+    server.shutdown().await;
+}

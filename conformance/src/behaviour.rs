@@ -164,8 +164,13 @@ pub enum ClientInput {
         /// The token.
         token: String,
     },
-    /// `token_unavailable`.
+    /// `token_unavailable`: no token now (retried).
     TokenUnavailable {
+        /// Why.
+        reason: String,
+    },
+    /// `token_refused`: the application refuses a token (Failed).
+    TokenRefused {
         /// Why.
         reason: String,
     },
@@ -402,6 +407,10 @@ fn apply_client(
         }
         ClientInput::TokenUnavailable { reason } => {
             client.token_unavailable(now, reason.clone());
+            None
+        }
+        ClientInput::TokenRefused { reason } => {
+            client.token_refused(now, reason.clone());
             None
         }
     })

@@ -378,8 +378,15 @@ fn client_scenarios() -> Vec<(String, BehaviourVector)> {
             .token().input(ClientInput::Connect).input(ClientInput::ProvideToken { token: "tok-1".into() }).open(0)
             .recv(0, connected_token(3_600_000, false)).recv(0, ServerFrame::Disconnect { error: error(ErrorCode::TokenExpired) })
             .after(500).input(ClientInput::ProvideToken { token: "tok-2".into() }).open(1).done(),
-        s("token-unavailable-failed", "the application cannot get a token: Failed")
-            .token().input(ClientInput::Connect).input(ClientInput::TokenUnavailable { reason: "logged out".into() }).done(),
+        s("token-refused-failed", "the application refuses a token: Failed")
+            .token().input(ClientInput::Connect).input(ClientInput::TokenRefused { reason: "logged out".into() }).done(),
+        s("token-unavailable-retried", "the application has no token now: the attempt fails, is retried after the backoff delay, and asks again")
+            .token().input(ClientInput::Connect).input(ClientInput::TokenUnavailable { reason: "auth service unreachable".into() }).fire().done(),
+        s("token-request-unanswered-retried", "a token request without an answer: dropped at the request timeout, the attempt fails, the retry asks again")
+            .token().input(ClientInput::Connect).fire().fire().done(),
+        s("token-new-but-expired-backs-off", "a new token the hub already sees as expired: a failed attempt, the next token asked for after the backoff delay")
+            .token().input(ClientInput::Connect).input(ClientInput::ProvideToken { token: "stale".into() }).open(0)
+            .recv(0, ServerFrame::Disconnect { error: error(ErrorCode::TokenExpired) }).fire().done(),
         s("close-handshake", "close sends close; closed ends it").connected().input(ClientInput::Close).recv(0, ServerFrame::Closed).done(),
         s("close-timeout", "close without an answer ends after the request timeout").connected().input(ClientInput::Close).fire().done(),
         s("old-transport-ignored", "frames and closes of an old transport do nothing")

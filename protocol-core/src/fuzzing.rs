@@ -171,6 +171,7 @@ enum ClientOp {
     RetryNow,
     Token(bool),
     Ping,
+    TokenRefused,
 }
 
 /// Target `client_ops`: arbitrary inputs against a client. Never panics, sends only valid
@@ -255,6 +256,7 @@ pub fn client_ops(data: &[u8]) {
             ClientOp::Ping => {
                 let _ = client.ping(now);
             }
+            ClientOp::TokenRefused => client.token_refused(now, "fuzz"),
         }
         drain_client(&mut client, &mut transport);
         assert!(

@@ -134,7 +134,7 @@ fn token_expired_disconnect_renews_then_resumes() {
     assert!(seen.contains(&Seen::Event(Event::TokenRequired {
         reason: TokenReason::Expired
     })));
-    s.advance(Duration::from_secs(60));
+    s.advance(Duration::from_secs(5));
     assert!(s.transport.is_none(), "no attempt with the expired token");
     s.client.provide_token(s.now, "tok-2".into());
     let frame = s.open();
@@ -152,14 +152,14 @@ fn token_expired_disconnect_renews_then_resumes() {
 }
 
 #[test]
-fn cannot_get_a_token_goes_to_failed_and_fails_pending_publishes() {
+fn a_refused_token_goes_to_failed_and_fails_pending_publishes() {
     let mut s = Scripted::new(Auth::Token);
     s.client.connect(s.now);
     let id = s
         .client
         .publish(s.now, channel("c"), vec![NewMessage::new("n", "x")])
         .expect("queued");
-    s.client.token_unavailable(s.now, "user logged out");
+    s.client.token_refused(s.now, "user logged out");
     assert_eq!(s.state(), ConnectionState::Failed);
     let events = s.all_events();
     assert!(events.iter().any(|e| matches!(
@@ -228,4 +228,138 @@ fn a_token_shorter_than_the_renewal_margin_is_renewed_at_half_its_life_not_in_a_
         1,
         "no immediate second renewal"
     );
+}
+
+/// The hub's `disconnect token_expired` answering a connect.
+fn refuse_as_expired(s: &mut Scripted) {
+    s.reply(ServerFrame::Disconnect {
+        error: error(ErrorCode::TokenExpired),
+    });
+}
+
+/// Issue 20, defect 3: a token source whose new tokens the hub already sees as expired made
+/// the client ask again and reconnect at once, forever. A refused connect is now a failed
+/// attempt: the next token is asked for only after the backoff delay, and after three in a
+/// row the application is told its token source gives expired tokens.
+#[test]
+fn new_tokens_refused_as_expired_back_off_and_are_reported_after_three() {
+    let mut s = Scripted::new(Auth::Token);
+    s.client.connect(s.now);
+    for round in 1..=3 {
+        s.client.provide_token(s.now, format!("stale-{round}"));
+        s.open();
+        refuse_as_expired(&mut s);
+        let events = s.take_events();
+        assert!(
+            token_requests(&events).is_empty(),
+            "round {round}: no new token asked for at once: {events:?}"
+        );
+        let retry = s.client.poll_timeout().expect("a retry is scheduled");
+        assert!(
+            retry > s.now,
+            "round {round}: a delay before the next attempt"
+        );
+        let reported = events.iter().any(|e| {
+            matches!(e, Event::Update { reason } if reason.code == ErrorCode::TokenExpired
+                && reason.message.contains("already expired"))
+        });
+        assert_eq!(reported, round == 3, "round {round}: {events:?}");
+        s.advance_to(retry);
+        assert_eq!(
+            token_requests(&s.take_events()),
+            vec![TokenReason::Expired],
+            "round {round}: asked again after the delay, because the last one expired"
+        );
+    }
+}
+
+/// Issue 20, defect 4: a renewal request was not answered, the hub disconnected with
+/// `token_expired`, the next request went unanswered too, and the client never asked again.
+/// An unanswered request is dropped, the attempt fails, and the next attempt asks again — in
+/// every state.
+#[test]
+fn an_unanswered_token_request_is_dropped_and_asked_again_in_every_state() {
+    let mut s = connected_client(SERVER_NOW, Duration::from_secs(60));
+    // Renewal asked for, never answered: the connection stays, and it is asked again.
+    s.advance_alive(Duration::from_secs(31));
+    assert_eq!(token_requests(&s.take_events()), vec![TokenReason::Renewal]);
+    s.advance_alive(Duration::from_secs(15));
+    assert_eq!(s.state(), ConnectionState::Connected);
+    assert_eq!(
+        token_requests(&s.take_events()),
+        vec![TokenReason::Renewal],
+        "asked again after the unanswered request timed out"
+    );
+    // The token runs out while that request is still out (one at a time: it now serves
+    // the reconnect), and it is not answered either.
+    s.reply(ServerFrame::Disconnect {
+        error: error(ErrorCode::TokenExpired),
+    });
+    assert_eq!(s.state(), ConnectionState::Disconnected);
+    s.take();
+    s.advance(Duration::from_secs(12));
+    let requests = token_requests(&s.take_events());
+    assert!(
+        !requests.is_empty(),
+        "the client asked again after the unanswered request"
+    );
+    // Long after: it still asks, and a token connects it.
+    s.advance(Duration::from_secs(600));
+    assert!(!token_requests(&s.take_events()).is_empty(), "still asking");
+    s.client.retry_now(s.now);
+    s.client.provide_token(s.now, "tok-late".into());
+    s.drain();
+    assert!(s.transport.is_some(), "connects with the token");
+}
+
+/// Issue 20, defect 5: the application could not serve a renewal for a moment and the
+/// client went to Failed, though its token was valid for 30 s more. "No token now" keeps the
+/// connection while the token lasts and asks again; at connect it is a failed attempt,
+/// retried. Only a refusal fails the connection.
+#[test]
+fn a_token_unavailable_for_a_moment_keeps_the_connection_and_is_asked_again() {
+    let mut s = connected_client(SERVER_NOW, Duration::from_secs(60));
+    s.advance_alive(Duration::from_secs(31));
+    assert_eq!(token_requests(&s.take_events()), vec![TokenReason::Renewal]);
+    s.client
+        .token_unavailable(s.now, "auth service unreachable");
+    assert_eq!(s.state(), ConnectionState::Connected);
+    let events = s.take_events();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Update { reason } if reason.code == ErrorCode::TokenUnavailable
+    )));
+    s.advance_alive(Duration::from_secs(5));
+    assert_eq!(token_requests(&s.take_events()), vec![TokenReason::Renewal]);
+    s.client.provide_token(s.now, "tok-2".into());
+    assert!(matches!(
+        s.take_sent().as_slice(),
+        [ClientFrame::Auth { .. }]
+    ));
+
+    // At connect: a failed attempt, retried with backoff, asking again.
+    let mut s = Scripted::new(Auth::Token);
+    s.client.connect(s.now);
+    s.client
+        .token_unavailable(s.now, "auth service unreachable");
+    assert_eq!(s.state(), ConnectionState::Disconnected);
+    s.forget();
+    let retry = s.client.poll_timeout().expect("a retry");
+    s.advance_to(retry);
+    assert_eq!(token_requests(&s.take_events()), vec![TokenReason::Initial]);
+}
+
+/// Issue 20, defect 6: `retry now` was ignored while an attempt waited for a token. It
+/// drops the stale request and asks again at once.
+#[test]
+fn retry_now_asks_again_for_a_token_request_left_unanswered() {
+    let mut s = Scripted::new(Auth::Token);
+    s.client.connect(s.now);
+    assert_eq!(token_requests(&s.take_events()), vec![TokenReason::Initial]);
+    s.advance(Duration::from_secs(3));
+    s.client.retry_now(s.now);
+    assert_eq!(token_requests(&s.take_events()), vec![TokenReason::Initial]);
+    s.client.provide_token(s.now, "tok".into());
+    s.drain();
+    assert!(s.transport.is_some());
 }

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use futures_lite::{FutureExt, StreamExt};
 use tether_core::client::{Client as Core, Output, TransportId};
-use tether_core::embed::{ConnectionStats, Credentials, Dispatcher, Notice, Origin};
+use tether_core::embed::{ConnectionStats, Credentials, Dispatcher, Notice, Origin, TokenError};
 
 use super::transport::{Connector, Source, TransportEvent};
 use super::{Command, Neutral};
@@ -33,7 +33,7 @@ enum Wake {
     Read(TransportId, Read),
     Transport(TransportEvent),
     Command(Option<Command>),
-    Token(Result<String, String>),
+    Token(Result<String, TokenError>),
 }
 
 pub(crate) struct Driver<R: Runtime> {
@@ -53,7 +53,7 @@ pub(crate) struct Driver<R: Runtime> {
     /// From the transports' tasks: at most two events each.
     transport_events: Channel<TransportEvent>,
     /// Token providers' answers: the core keeps at most one request outstanding.
-    tokens: Channel<Result<String, String>>,
+    tokens: Channel<Result<String, TokenError>>,
 }
 
 /// Both halves of one of the driver's own channels (futures-channel's: polling an empty

@@ -24,7 +24,14 @@ impl Client {
     /// the network is back. The backoff count is kept.
     pub fn retry_now(&mut self, now: Time) {
         let now = self.clock.advance(now);
-        if matches!(
+        let waiting_for_token = self.state == ConnectionState::Connecting
+            && self.transport.is_none()
+            && self.tokens.connect_when_provided;
+        if waiting_for_token {
+            // The request under way may never be answered (§6.8): ask again now.
+            self.tokens.requested = None;
+            self.start_attempt(now);
+        } else if matches!(
             self.state,
             ConnectionState::Disconnected | ConnectionState::Suspended
         ) {
@@ -221,6 +228,7 @@ impl Client {
         let now = self.clock.advance(now);
         self.tokens.requested = None;
         self.tokens.current = Some(token.clone());
+        self.tokens.fresh = true;
         // Until the hub states the expiry, the previous estimate no longer applies.
         self.tokens.expires = None;
         self.tokens.renew_at = None;
@@ -239,12 +247,25 @@ impl Client {
         }
     }
 
-    /// Answers [`Event::TokenRequired`]: no token can be had. The client goes to Failed.
+    /// Answers [`Event::TokenRequired`]: no token can be had *now* (the application's auth
+    /// service is unreachable, …). A connection attempt waiting for it fails and is retried
+    /// with backoff, asking again; a renewal is asked again after a backoff delay while the
+    /// current token stays in force, with an [`Event::Update`] (§6.8). Code
+    /// `token_unavailable`.
     pub fn token_unavailable(&mut self, now: Time, reason: impl Into<String>) {
-        self.clock.advance(now);
+        let now = self.clock.advance(now);
         self.tokens.requested = None;
         let error = ErrorInfo::new(ErrorCode::TokenUnavailable, reason);
-        self.fail(error);
+        self.token_not_provided(now, error);
+    }
+
+    /// Answers [`Event::TokenRequired`]: the application refuses to provide a token (the
+    /// user signed out, lost access). The client goes to Failed with `token_unavailable`
+    /// and does not retry (§6.8).
+    pub fn token_refused(&mut self, now: Time, reason: impl Into<String>) {
+        self.clock.advance(now);
+        self.tokens.requested = None;
+        self.fail(ErrorInfo::new(ErrorCode::TokenUnavailable, reason));
     }
 
     pub(super) fn check_usable(&self) -> Result<(), ErrorInfo> {

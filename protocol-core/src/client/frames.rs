@@ -173,6 +173,8 @@ impl Client {
         self.retry_at = None;
         self.suspend_at = None;
         self.suspended = false;
+        self.tokens.stale_in_a_row = 0;
+        self.tokens.fresh = false;
         match token_expires_at_ms {
             Some(expires_at) if self.config.auth == Auth::Token => {
                 self.plan_renewal(now, expires_at, server_time_ms);

@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// Connects refused in a row with `token_expired`, each with a new token, after which the
+/// application is told its token source gives expired tokens (§6.8).
+pub(super) const STALE_TOKENS_REPORTED_AFTER: u32 = 3;
+
 impl Client {
     /// The transport asked for by `OpenTransport { transport }` is open.
     pub fn handle_transport_open(&mut self, now: Time, transport: TransportId) {
@@ -127,13 +131,11 @@ impl Client {
             }
         }
         if self.tokens.requested.is_some_and(|d| d <= now) {
-            // The application did not answer: ask again on the next attempt.
+            // The application did not answer: the request is dropped, and asked again —
+            // on the next attempt, or for a renewal after a backoff delay (§6.8).
             self.tokens.requested = None;
-            if self.state == ConnectionState::Connecting && self.transport.is_none() {
-                let error =
-                    ErrorInfo::new(ErrorCode::RequestTimeout, "no token was provided in time");
-                self.attempt_failed(now, error);
-            }
+            let error = ErrorInfo::new(ErrorCode::RequestTimeout, "no token was provided in time");
+            self.token_not_provided(now, error);
         }
         if self.tokens.renew_at.is_some_and(|d| d <= now) {
             self.tokens.renew_at = None;
@@ -146,6 +148,36 @@ impl Client {
         if self.retry_at.is_some_and(|d| d <= now) {
             self.retry_at = None;
             self.start_attempt(now);
+        }
+    }
+
+    /// No token came for the request under way (`error` says why). An attempt waiting for it
+    /// fails (backoff, then it asks again); while Connected, the renewal is asked again after
+    /// a backoff delay, and the current token stays in force until it expires.
+    pub(super) fn token_not_provided(&mut self, now: Time, error: ErrorInfo) {
+        if self.tokens.connect_when_provided && self.transport.is_none() {
+            self.tokens.connect_when_provided = false;
+            if self.state == ConnectionState::Connecting {
+                self.attempt_failed(now, error);
+            } else if self.retry_at.is_none() {
+                // Disconnected or Suspended, the attempt waited for this token: retry later.
+                let delay = self
+                    .backoff
+                    .after_failed_attempt(&self.config, &mut self.rng);
+                self.retry_at = Some(now.saturating_add(delay));
+                self.emit(Event::Update { reason: error });
+            }
+        } else if self.state == ConnectionState::Connected && self.config.auth == Auth::Token {
+            let delay = self
+                .backoff
+                .after_failed_attempt(&self.config, &mut self.rng);
+            let again = now.saturating_add(delay);
+            // Before the token expires if there is time; the hub disconnects at expiry.
+            self.tokens.renew_at = Some(match self.tokens.expires {
+                Some(expires) if expires > now => again.min(expires),
+                _ => again,
+            });
+            self.emit(Event::Update { reason: error });
         }
     }
 
@@ -238,6 +270,11 @@ impl Client {
                     &mut self.rng,
                 );
                 self.set_state(ConnectionState::Disconnected, Some(reason.clone()));
+                if reason.code == ErrorCode::TokenExpired && self.config.auth == Auth::Token {
+                    // The token of a working connection ran out: renew and resume at once.
+                    self.renew_then_connect(now);
+                    return;
+                }
                 self.schedule_retry(now, delay, &reason);
             }
             (ConnectionState::Connecting, _) => self.attempt_failed(now, reason),
@@ -271,16 +308,45 @@ impl Client {
             return;
         }
         if reason.code == ErrorCode::TokenExpired && self.config.auth == Auth::Token {
-            // Renew, then resume as soon as the token arrives.
+            // A connect refused because its token had expired.
+            let fresh = std::mem::take(&mut self.tokens.fresh);
             self.tokens.current = None;
-            self.tokens.expires = None;
+            // Expired as of now: the next attempt asks for a token because this one expired.
+            self.tokens.expires = Some(now);
             self.tokens.renew_at = None;
-            self.tokens.connect_when_provided = true;
-            self.retry_at = None;
-            self.request_token(now, TokenReason::Expired);
-            return;
+            if !fresh {
+                // A token kept from an earlier connection ran out: ask for a new one now.
+                self.renew_then_connect(now);
+                return;
+            }
+            // The token was new, and already expired for the hub (clocks apart, a cached
+            // token): a failed attempt like any other, retried after the backoff delay, and
+            // after a few in a row the application is told (§6.8).
+            self.tokens.stale_in_a_row += 1;
+            if self.tokens.stale_in_a_row == STALE_TOKENS_REPORTED_AFTER {
+                self.emit(Event::Update {
+                    reason: ErrorInfo::new(
+                        ErrorCode::TokenExpired,
+                        format!(
+                            "{STALE_TOKENS_REPORTED_AFTER} new tokens in a row were already expired for the server: \
+                             the token source's clock is behind the server's, or it hands out cached tokens"
+                        ),
+                    ),
+                });
+            }
         }
         self.retry_at = Some(now.saturating_add(delay));
+    }
+
+    /// Asks for a new token and connects as soon as it arrives.
+    fn renew_then_connect(&mut self, now: Time) {
+        self.tokens.current = None;
+        self.tokens.expires = None;
+        self.tokens.renew_at = None;
+        self.tokens.fresh = false;
+        self.tokens.connect_when_provided = true;
+        self.retry_at = None;
+        self.request_token(now, TokenReason::Expired);
     }
 
     pub(super) fn enter_suspended(&mut self) {

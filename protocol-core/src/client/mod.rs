@@ -115,6 +115,11 @@ struct Tokens {
     auth_deadline: Option<Time>,
     /// Connect as soon as a token arrives.
     connect_when_provided: bool,
+    /// The current token was provided for the attempt under way (not kept from an earlier
+    /// connection).
+    fresh: bool,
+    /// Connects refused with `token_expired` in a row, each with a fresh token (§6.8).
+    stale_in_a_row: u32,
 }
 
 #[derive(Clone, Debug)]

@@ -8,9 +8,18 @@ use crate::client::{
     Client, ConnectionState, Event, HistoryPage, NewMessage, PingId, PublishId, RequestId,
     TokenReason,
 };
-use crate::embed::credentials::{Credentials, TokenAnswer, TokenFuture};
+use crate::embed::credentials::{Credentials, TokenAnswer, TokenError, TokenFuture};
 use crate::wire::{ChannelMessage, ChannelName, Continuity, HistoryQuery, Position};
 use crate::{ErrorCode, ErrorInfo, Time};
+
+/// Gives the core a token provider's answer.
+fn answer_token(core: &mut Client, now: Time, answer: Result<String, TokenError>) {
+    match answer {
+        Ok(token) => core.provide_token(now, token),
+        Err(TokenError::Unavailable(reason)) => core.token_unavailable(now, reason),
+        Err(TokenError::Refused(reason)) => core.token_refused(now, reason),
+    }
+}
 
 /// What went wrong with an application's request, with the protocol's stable code where
 /// there is one.
@@ -161,7 +170,7 @@ pub enum Command<P: Plumbing> {
     /// Close in order; answered once Closed.
     Close(P::Reply<()>),
     /// A token provider's answer.
-    Token(Result<String, String>),
+    Token(Result<String, TokenError>),
 }
 
 /// What the adapter itself must act on, after the dispatcher did its part of an event.
@@ -308,8 +317,7 @@ impl<P: Plumbing> Dispatcher<P> {
                 self.closing.push(reply);
                 core.close(now);
             }
-            Command::Token(Ok(token)) => core.provide_token(now, token),
-            Command::Token(Err(reason)) => core.token_unavailable(now, reason),
+            Command::Token(answer) => answer_token(core, now, answer),
         }
     }
 
@@ -360,8 +368,7 @@ impl<P: Plumbing> Dispatcher<P> {
                     ConnectionStats::bump(&stats.renewals);
                 }
                 match self.credentials.answer(reason) {
-                    TokenAnswer::Now(Ok(token)) => core.provide_token(now, token),
-                    TokenAnswer::Now(Err(why)) => core.token_unavailable(now, why),
+                    TokenAnswer::Now(answer) => answer_token(core, now, answer),
                     TokenAnswer::Fetch(request) => return Some(Notice::FetchToken(request)),
                     TokenAnswer::None => {}
                 }

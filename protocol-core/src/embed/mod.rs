@@ -27,7 +27,7 @@ pub use connections::{
     Connections, Flow, INPUT_BATCH, Outbound, ServerInput, WRITE_BATCH, WriteBatch, Writer,
     handle_batch,
 };
-pub use credentials::{Credentials, TokenFuture, TokenProvider};
+pub use credentials::{Credentials, Refusable, TokenError, TokenFuture, TokenProvider};
 pub use dispatcher::{
     ChannelEvent, Command, ConnectionStateChange, ConnectionStats, Dispatcher, Error, Notice,
     Plumbing, SubscriberId,
