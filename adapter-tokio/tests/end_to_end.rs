@@ -902,3 +902,49 @@ async fn a_token_provider_failing_for_a_moment_is_retried_and_a_refusal_fails() 
     );
     server.shutdown().await;
 }
+
+/// Issue 20, defect 7: a hub whose frame limit (256 KiB) is above the client's default
+/// (64 KiB) had every default subscriber fail its transport on a 100 KiB message, resume, get
+/// it replayed and fail again, forever. Clients adopt the announced limits (plus the delivery
+/// overhead) once connected: the message arrives, once.
+#[tokio::test]
+async fn a_hub_frame_limit_above_the_client_default_does_not_wedge_subscribers() {
+    let server = server(|hub| hub.limits.max_frame_size = 256 * 1024).await;
+    let subscriber =
+        Client::connect(&url(&server), ClientOptions::api_key("app", "app-secret")).expect("url");
+    let publisher =
+        Client::connect(&url(&server), ClientOptions::api_key("app", "app-secret")).expect("url");
+    let mut events = timeout(LIMIT, subscriber.channel("big").expect("name").subscribe())
+        .await
+        .expect("in time")
+        .expect("attached");
+    timeout(LIMIT, publisher.connected())
+        .await
+        .expect("in time")
+        .expect("connected");
+    let payload = vec![7u8; 100 * 1024];
+    let big = publisher.channel("big").expect("name");
+    timeout(LIMIT, big.publish("blob", payload.clone()))
+        .await
+        .expect("in time")
+        .expect("acknowledged");
+    timeout(LIMIT, big.publish("after", "small"))
+        .await
+        .expect("in time")
+        .expect("ack");
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        if let Some(ChannelEvent::Message(m)) =
+            timeout(LIMIT, events.next()).await.expect("in time")
+        {
+            got.push(m.message.data.len());
+        }
+    }
+    assert_eq!(got, vec![payload.len(), 5]);
+    assert_eq!(
+        subscriber.stats().connects.load(Ordering::Relaxed),
+        1,
+        "no reconnect"
+    );
+    server.shutdown().await;
+}

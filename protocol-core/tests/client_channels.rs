@@ -453,3 +453,30 @@ fn an_attach_overtaking_a_detach_is_not_ended_by_the_detachs_answer() {
             .any(|e| matches!(e, Event::Detached { .. }))
     );
 }
+
+/// Issue 20, defect 7 (the class): a client decodes hub frames with the limits the hub
+/// announced, not only its own defaults — a delivery on a channel name longer than the
+/// client's default (300 bytes, hub limit 1024) or larger than its default frame size
+/// (100 KiB, hub limit 256 KiB) is delivered, not a transport failure replayed forever.
+#[test]
+fn hub_frames_are_decoded_with_the_limits_the_hub_announced() {
+    let mut s = Scripted::new(key_auth());
+    s.connect();
+    let mut frame = connected(false);
+    if let ServerFrame::Connected { limits, .. } = &mut frame {
+        limits.max_channel_name_len = 1024;
+        limits.max_frame_size = 256 * 1024;
+    }
+    s.reply(frame);
+    let long = "n".repeat(300);
+    attach(&mut s, &long);
+    s.reply(attached(&long, 7, 0, Continuity::Fresh));
+    let mut big = delivery(&long, 7, 1);
+    if let ServerFrame::Message { message, .. } = &mut big {
+        message.message.data = vec![1u8; 100 * 1024].into();
+    }
+    s.reply(big);
+    let events = s.take_events();
+    assert_eq!(delivered(&events), vec![1], "{:?}", s.state());
+    assert_eq!(s.state(), ConnectionState::Connected);
+}

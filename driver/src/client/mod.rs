@@ -92,7 +92,12 @@ impl<R: Runtime> Client<R> {
             runtime: runtime.clone(),
             target,
             tls,
-            max_frame: options.config.limits.max_frame_size,
+            // The WebSocket layer admits any frame a conformant hub may send; the core's
+            // decoder enforces the limits the hub announced (plus the delivery overhead, §5).
+            max_frame: tether_core::wire::Limits::PROTOCOL_MAX
+                .for_hub_frames()
+                .max_frame_size
+                .max(options.config.limits.max_frame_size),
         };
         let task = driver::Driver::new(
             core,

@@ -68,11 +68,15 @@ impl Client {
             Some(current) if self.sabotage_accepts_stale() => current.id,
             _ => transport,
         };
+        let limits = self.incoming_limits();
         let Some(current) = self.transport.as_mut().filter(|t| t.id == transport) else {
             return;
         };
         current.last_received = now;
-        let frames = wire::decode_received(current.decoder.as_mut(), &bytes, &self.config.limits);
+        if let Some(decoder) = current.decoder.as_mut() {
+            decoder.set_limits(limits);
+        }
+        let frames = wire::decode_received(current.decoder.as_mut(), &bytes, &limits);
         match frames {
             Ok(frames) => {
                 for frame in frames {

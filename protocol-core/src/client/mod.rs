@@ -407,6 +407,34 @@ impl Client {
             .map_or(Limits::DEFAULT, |session| session.limits)
     }
 
+    /// The limits hub frames are decoded with: the configured ones, raised to what the hub
+    /// announced (plus the delivery overhead, §5) once connected — a hub allowing larger
+    /// frames or longer names than the client's defaults must not see its deliveries refused —
+    /// never above the protocol's maximum.
+    fn incoming_limits(&self) -> Limits {
+        let configured = self.config.limits;
+        let Some(session) = self.session else {
+            return configured;
+        };
+        let announced = session.limits.for_hub_frames();
+        let most = Limits::PROTOCOL_MAX.for_hub_frames();
+        Limits {
+            max_frame_size: configured
+                .max_frame_size
+                .max(announced.max_frame_size.min(most.max_frame_size)),
+            max_channel_name_len: configured.max_channel_name_len.max(
+                announced
+                    .max_channel_name_len
+                    .min(most.max_channel_name_len),
+            ),
+            max_messages_per_publish: configured.max_messages_per_publish.max(
+                announced
+                    .max_messages_per_publish
+                    .min(most.max_messages_per_publish),
+            ),
+        }
+    }
+
     fn liveness_deadline(&self, transport: &Transport) -> Option<Time> {
         let interval = self.session?.heartbeat_interval;
         Some(

@@ -36,6 +36,12 @@ impl<F: Frame> StreamDecoder<F> {
         }
     }
 
+    /// Enforces `limits` from the next frame on (a client adopts the hub's announced
+    /// limits once connected).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     /// Appends received bytes.
     pub fn push(&mut self, bytes: &[u8]) {
         if self.error.is_none() {
