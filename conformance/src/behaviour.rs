@@ -481,6 +481,57 @@ fn apply_hub(hub: &mut Hub, now: Timestamp, input: &HubInput) -> Result<Option<V
 }
 
 impl BehaviourVector {
+    /// Refuses a vector that would check nothing, or not what it says: settings and steps
+    /// of the other machine, no steps, or steps that record neither an output nor a deadline.
+    pub fn validate(&self) -> Result<(), String> {
+        let (own_settings, own_steps, other_settings, other_steps, name) = match self.machine {
+            Machine::Client => (
+                self.client.is_some(),
+                self.client_steps.len(),
+                self.hub.is_some(),
+                self.hub_steps.len(),
+                "client",
+            ),
+            Machine::Hub => (
+                self.hub.is_some(),
+                self.hub_steps.len(),
+                self.client.is_some(),
+                self.client_steps.len(),
+                "hub",
+            ),
+        };
+        let other = if name == "client" { "hub" } else { "client" };
+        if !own_settings {
+            return Err(format!("a {name} vector needs `{name}` settings"));
+        }
+        if other_settings || other_steps > 0 {
+            return Err(format!(
+                "a {name} vector has `{other}` settings or `{other}_steps`: it would not check them (relabelled?)"
+            ));
+        }
+        if own_steps == 0 {
+            return Err(format!(
+                "a {name} vector without `{name}_steps` checks nothing"
+            ));
+        }
+        let checks_something = match self.machine {
+            Machine::Client => self
+                .client_steps
+                .iter()
+                .any(|s| !s.outputs.is_empty() || s.next_deadline_ms.is_some()),
+            Machine::Hub => self
+                .hub_steps
+                .iter()
+                .any(|s| !s.outputs.is_empty() || s.next_deadline_ms.is_some()),
+        };
+        if !checks_something {
+            return Err(format!(
+                "no step of this {name} vector records an output or a deadline: it checks nothing"
+            ));
+        }
+        Ok(())
+    }
+
     /// Runs the vector's inputs and returns it with the outputs and deadlines they produced.
     pub fn execute(&self) -> Result<BehaviourVector, String> {
         let seed = seed_of(&self.seed)?;
@@ -525,6 +576,7 @@ impl BehaviourVector {
 
     /// Checks that running the inputs gives exactly the recorded outputs and deadlines.
     pub fn check(&self) -> Result<(), String> {
+        self.validate()?;
         let actual = self.execute()?;
         let expected = self.recorded();
         let got = actual.recorded();

@@ -110,3 +110,32 @@ fn a_changed_deadline_or_an_extra_output_makes_the_runner_fail() {
         .push(serde_json::json!({"event": "extra"}));
     assert!(vector.check().is_err());
 }
+
+/// Issue 20, defect 9: the runner passed a vector whose steps were deleted and one relabelled
+/// from hub to client. Both are refused with a message saying why.
+#[test]
+fn vectors_that_check_nothing_are_refused_with_a_clear_message() {
+    let mut emptied = load("client/publish-ack.json");
+    emptied.client_steps.clear();
+    let error = emptied.check().expect_err("no steps");
+    assert!(
+        error.contains("without `client_steps` checks nothing"),
+        "{error}"
+    );
+
+    let mut relabelled = load("hub/key-auth.json");
+    relabelled.machine = behaviour::Machine::Client;
+    let error = relabelled.check().expect_err("relabelled");
+    assert!(error.contains("needs `client` settings"), "{error}");
+    relabelled.client = Some(behaviour::ClientSettings::default());
+    let error = relabelled.check().expect_err("relabelled with settings");
+    assert!(error.contains("relabelled"), "{error}");
+
+    let mut silent = load("client/publish-ack.json");
+    for step in &mut silent.client_steps {
+        step.outputs.clear();
+        step.next_deadline_ms = None;
+    }
+    let error = silent.validate().expect_err("records nothing");
+    assert!(error.contains("checks nothing"), "{error}");
+}
