@@ -55,6 +55,7 @@ fn connected(resumed: bool) -> ServerFrame {
             max_channels: 100,
         },
         error: None,
+        dedupe_window_ms: None,
     }
 }
 
@@ -308,6 +309,28 @@ fn client_scenarios() -> Vec<(String, BehaviourVector)> {
             )
             .fire()
             .attach("news")
+            .done(),
+        s("no-resend-after-dedupe-window", "a new session 130 s after a publish was first sent (hub window 120 s): it fails with publish_outcome_unknown instead of being resent")
+            .connected().publish("news", &["late"]).lost(0).after(130_000).input(ClientInput::RetryNow).open(1)
+            .recv(1, {
+                let mut frame = connected(false);
+                if let ServerFrame::Connected { server_time_ms, dedupe_window_ms, .. } = &mut frame {
+                    *server_time_ms = UNIX + 130_000;
+                    *dedupe_window_ms = Some(120_000);
+                }
+                frame
+            })
+            .done(),
+        s("resend-within-dedupe-window", "a new session 60 s after a publish was first sent: resent with a new serial and the same id")
+            .connected().publish("news", &["soon"]).lost(0).after(60_000).input(ClientInput::RetryNow).open(1)
+            .recv(1, {
+                let mut frame = connected(false);
+                if let ServerFrame::Connected { server_time_ms, dedupe_window_ms, .. } = &mut frame {
+                    *server_time_ms = UNIX + 60_000;
+                    *dedupe_window_ms = Some(120_000);
+                }
+                frame
+            })
             .done(),
         s("resume-success-resends-same-serials", "resumed: unacknowledged publishes are sent again with the same serials")
             .connected().publish("news", &["a"]).publish("news", &["b"]).recv(0, ServerFrame::Ack { serial: 0, count: 1 })
@@ -950,6 +973,46 @@ fn hub_scenarios() -> Vec<(String, BehaviourVector)> {
             .attach(2, "news", Some(position))
             .publish(1, 3, "news", "p3")
             .done(),
+    );
+    // A resend after the dedupe window, on the resumed session: answered from its record.
+    let base = s(
+        "resend-answered-from-record",
+        "a resend 127 s after the message was stored (dedupe window 120 s), on the session resumed within its TTL: acknowledged from the session's record, stored once",
+    )
+    .client("sub")
+    .attach(0, "news", None)
+    .client("pub")
+    .publish(1, 0, "news", "p0")
+    .after(13_000)
+    .send(0, ClientFrame::Heartbeat)
+    .send(1, ClientFrame::Heartbeat)
+    .after(13_000)
+    .input(HubInput::Closed { connection: 1 });
+    let session = base.session_of(1);
+    // The subscriber stays alive (a heartbeat every 20 s) until the publisher is back.
+    let alive = (0..5).fold(base, |script, _| {
+        script.after(20_000).send(0, ClientFrame::Heartbeat)
+    });
+    scenarios.push(
+        alive
+            .after(1_000)
+            .resume("pub", session)
+            .publish(2, 0, "news", "p0")
+            .publish(2, 1, "news", "p1")
+            .done(),
+    );
+    let mut old = key_connect("app-secret", Some("old"));
+    if let ClientFrame::Connect { version, .. } = &mut old {
+        *version = tether_core::wire::ProtocolVersion { major: 1, minor: 0 };
+    }
+    scenarios.push(
+        s(
+            "connect-version-1-0",
+            "a 1.0 client gets the 1.0 connected frame: no appended dedupe_window_ms",
+        )
+        .accept()
+        .send(0, old)
+        .done(),
     );
     // No echo: the publisher gets its own messages as positions, live and in a replay.
     let base = s(

@@ -227,6 +227,7 @@ fn server_samples() -> Vec<(&'static str, &'static str, ServerFrame)> {
                 token_expires_at_ms: None,
                 limits: LIMITS,
                 error: None,
+                dedupe_window_ms: None,
             },
         ),
         (
@@ -242,6 +243,7 @@ fn server_samples() -> Vec<(&'static str, &'static str, ServerFrame)> {
                 token_expires_at_ms: Some(1_767_229_200_000),
                 limits: LIMITS,
                 error: None,
+                dedupe_window_ms: None,
             },
         ),
         (
@@ -260,6 +262,7 @@ fn server_samples() -> Vec<(&'static str, &'static str, ServerFrame)> {
                     ErrorCode::SessionNotFound,
                     "session unknown or expired",
                 )),
+                dedupe_window_ms: None,
             },
         ),
         (

@@ -108,6 +108,10 @@ error_codes! {
     HistoryUnavailable = 41001, "history_unavailable", 4028;
     /// 41002: the channel's epoch changed (its history was lost); positions do not carry over.
     EpochChanged = 41002, "epoch_changed", 4029;
+    /// 41003: whether this publish was stored is no longer known — too old to be answered
+    /// from the session's record or resent within the dedupe window (§6.5, §7.4). Added in
+    /// 1.1.
+    PublishOutcomeUnknown = 41003, "publish_outcome_unknown", 4045;
     /// 41300: a frame is larger than the maximum frame size.
     FrameTooLarge = 41300, "frame_too_large", 4030;
     /// 41301: a channel name is longer than the maximum.

@@ -10,7 +10,8 @@ pub enum Sabotage {
     None,
     /// G1: the client silently skips every fifth message it should deliver.
     ClientDropsDeliveries,
-    /// G2: the hub forgets message ids, so a resent publish is stored twice.
+    /// G2: the hub forgets message ids and its sessions' records of publishes, so a resent
+    /// publish is stored twice.
     HubForgetsMessageIds,
     /// G3: the client hands messages to the application in swapped pairs.
     ClientSwapsDeliveries,

@@ -122,3 +122,58 @@ fn a_snapshot_with_an_unusable_instance_id_is_refused_not_a_panic_later() {
     snapshot.instance_id = String::new();
     assert!(Client::from_snapshot(ClientConfig::new(key_auth()), [2; 32], snapshot).is_err());
 }
+
+/// Issue 20, defect 1 (snapshot variant): a client restored from a snapshot 130 s after it
+/// sent a publish found its session gone and resent the publish to a new session after the
+/// hub's dedupe window: stored twice. The snapshot keeps when each publish was first sent (on
+/// the hub's clock), and such a publish fails with `publish_outcome_unknown` instead.
+#[test]
+fn a_publish_restored_after_the_dedupe_window_is_not_resent_to_a_new_session() {
+    let mut before = Scripted::new(key_auth());
+    before.connect_new();
+    before
+        .client
+        .publish(
+            before.now,
+            channel("news"),
+            vec![NewMessage::new("t", "old")],
+        )
+        .expect("accepted");
+    before.forget();
+    let snapshot = stored_and_loaded(&before.client.snapshot());
+    assert!(
+        snapshot.publishes[0].first_sent_ms.is_some(),
+        "stamped when sent"
+    );
+    let (client, restored) =
+        Client::from_snapshot(ClientConfig::new(key_auth()), [2; 32], snapshot)
+            .expect("a valid snapshot");
+    let mut after = Scripted::from_client(client);
+    after.connect();
+    let mut frame = connected(false);
+    if let ServerFrame::Connected {
+        server_time_ms,
+        dedupe_window_ms,
+        ..
+    } = &mut frame
+    {
+        *server_time_ms += 130_000;
+        *dedupe_window_ms = Some(120_000);
+    }
+    after.reply(frame);
+    let seen = after.take();
+    assert!(
+        !seen
+            .iter()
+            .any(|s| matches!(s, Seen::Sent(_, ClientFrame::Publish { .. }))),
+        "not resent: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|s| matches!(
+            s,
+            Seen::Event(Event::PublishResolved { id, result: Err(e) })
+                if *id == restored[0] && e.code == tether_core::ErrorCode::PublishOutcomeUnknown
+        )),
+        "{seen:?}"
+    );
+}

@@ -487,3 +487,75 @@ fn at_the_session_limit_the_session_dropped_longest_ago_makes_room() {
         "b was kept"
     );
 }
+
+/// Issue 20, defect 1: the dedupe window (120 s from storing) ran out while the session —
+/// whose TTL runs from when the drop was detected — was still alive. A resend 127 s after
+/// the message was stored, same serial and id, was stored at a second position and
+/// delivered twice. A resumed session answers a serial it already processed from its record,
+/// for as long as it lives.
+#[test]
+fn a_resend_after_the_dedupe_window_is_answered_from_the_session_record() {
+    let mut h = HubHarness::new();
+    let (subscriber, _) = h.connect_as("sub");
+    h.attach(subscriber, "news", None);
+    let (publisher, session) = h.connect_as("pub");
+    h.publish(publisher, 0, "news", vec![message("p:0", "a")]);
+    // The link dies silently; the drop is noticed 26 s later; the client is back at 127 s.
+    h.advance_alive(&[subscriber, publisher], Duration::from_secs(26));
+    h.drop_connection(publisher);
+    h.advance_alive(&[subscriber], Duration::from_secs(101));
+    let (publisher, connected) = h.resume("pub", session);
+    assert!(matches!(
+        connected,
+        ServerFrame::Connected { resumed: true, .. }
+    ));
+    assert_eq!(
+        h.publish(publisher, 0, "news", vec![message("p:0", "a")]),
+        vec![ServerFrame::Ack {
+            serial: 0,
+            count: 1
+        }],
+        "acknowledged again, from the record"
+    );
+    assert_eq!(
+        delivered(&h.take(subscriber)),
+        vec![1],
+        "stored and delivered once"
+    );
+}
+
+/// Issue 20, item 10: a resent serial whose message ids are not the ones it first carried
+/// is refused (`invalid_publish_serial`) and stores nothing; a serial older than the
+/// session's record is refused with `publish_outcome_unknown`.
+#[test]
+fn a_resend_with_other_messages_or_beyond_the_record_is_refused() {
+    let mut config = config();
+    config.publish_record = 2;
+    let mut h = HubHarness::with(config, 1);
+    let (subscriber, _) = h.connect_as("sub");
+    h.attach(subscriber, "news", None);
+    let (publisher, _) = h.connect_as("pub");
+    for serial in 0..3 {
+        h.publish(
+            publisher,
+            serial,
+            "news",
+            vec![message(&format!("p:{serial}"), "x")],
+        );
+    }
+    let other = h.publish(publisher, 2, "news", vec![message("q:9", "y")]);
+    assert!(
+        matches!(&other[..], [ServerFrame::Nack { serial: 2, error, .. }] if error.code == ErrorCode::InvalidPublishSerial),
+        "{other:?}"
+    );
+    let forgotten = h.publish(publisher, 0, "news", vec![message("p:0", "x")]);
+    assert!(
+        matches!(&forgotten[..], [ServerFrame::Nack { serial: 0, error, .. }] if error.code == ErrorCode::PublishOutcomeUnknown),
+        "{forgotten:?}"
+    );
+    assert_eq!(
+        delivered(&h.take(subscriber)),
+        vec![1, 2, 3],
+        "nothing stored twice"
+    );
+}

@@ -141,7 +141,8 @@ impl Client {
         check_publish_fits(&channel, &messages, &self.outgoing_limits())?;
         let id = self.publishes.push(channel, messages);
         if self.is_connected() {
-            if let Some(frame) = self.publishes.send_newest() {
+            let now_ms = self.server_now_estimate(now);
+            if let Some(frame) = self.publishes.send_newest(now_ms) {
                 self.send(now, &frame);
             }
         }

@@ -2,6 +2,13 @@
 
 use super::*;
 
+/// The dedupe window of a hub that does not announce one (1.0): the protocol default (§5).
+const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(120);
+/// How much sooner than the hub's dedupe window a client stops resending to a new session:
+/// room for the time between the hub storing a message and the client's first send being
+/// stamped, and for the clock estimate's error.
+const RESEND_MARGIN: Duration = Duration::from_secs(10);
+
 impl Client {
     pub(super) fn handle_frame(&mut self, now: Time, frame: ServerFrame) {
         let handshaking = self
@@ -137,6 +144,31 @@ impl Client {
         self.tokens.renew_at = Some(now.saturating_add(renew_after));
     }
 
+    /// A new session: a publish first sent longer ago than the hub's dedupe window (minus
+    /// [`RESEND_MARGIN`]) is not resent — the hub may have stored it and forgotten its id, so a
+    /// resend could store it twice. It fails with `publish_outcome_unknown` (§6.5).
+    fn forget_outlived_publishes(&mut self, server_time_ms: u64, dedupe_window_ms: Option<u32>) {
+        let window = dedupe_window_ms.map_or(DEFAULT_DEDUPE_WINDOW, |ms| {
+            Duration::from_millis(u64::from(ms))
+        });
+        let limit = window.saturating_sub(RESEND_MARGIN).as_millis() as u64;
+        let outlived = self.publishes.remove_where(|p| {
+            p.first_sent_ms
+                .is_some_and(|sent| server_time_ms.saturating_sub(sent) >= limit)
+        });
+        self.resolve(
+            outlived,
+            &Err(ErrorInfo::new(
+                ErrorCode::PublishOutcomeUnknown,
+                format!(
+                    "first sent more than {} s ago and the session was lost: \
+                     the hub may have stored it; it is not sent again",
+                    limit / 1000
+                ),
+            )),
+        );
+    }
+
     pub(super) fn on_connected(&mut self, now: Time, frame: ServerFrame) {
         let ServerFrame::Connected {
             session,
@@ -147,6 +179,7 @@ impl Client {
             token_expires_at_ms,
             limits,
             error,
+            dedupe_window_ms,
             ..
         } = frame
         else {
@@ -186,11 +219,12 @@ impl Client {
         }
         self.set_state(ConnectionState::Connected, None);
         if !resumed {
-            self.publishes.restart_serials();
             if asked_resume {
                 let reason = error.unwrap_or_else(|| ErrorInfo::from(ErrorCode::SessionNotFound));
                 self.emit(Event::Update { reason });
             }
+            self.forget_outlived_publishes(server_time_ms, dedupe_window_ms);
+            self.publishes.restart_serials();
         }
         // Publishes queued before the hub's limits were known may not fit them.
         let limits = self.outgoing_limits();
@@ -211,7 +245,8 @@ impl Client {
         for frame in attaches {
             self.send(now, &frame);
         }
-        for frame in self.publishes.frames_for_new_transport() {
+        let now_ms = self.server_now_estimate(now);
+        for frame in self.publishes.frames_for_new_transport(now_ms) {
             self.send(now, &frame);
         }
         if self.tokens.renew_at.is_some_and(|at| at <= now) {

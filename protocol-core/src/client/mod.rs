@@ -186,6 +186,7 @@ struct PendingPing {
 /// #                   token_expires_at_ms: None, error: None,
 /// #                   limits: SessionLimits { max_frame_size: 65536, max_channel_name_len: 256,
 /// #                                           max_messages_per_publish: 100, max_channels: 100 },
+/// #                   dedupe_window_ms: None,
 /// #               };
 ///                 let bytes = wire::encode(&reply, &Limits::DEFAULT).unwrap();
 ///                 client.handle_transport_bytes(now, transport.unwrap(), bytes);
@@ -308,9 +309,13 @@ impl Client {
             .publishes
             .into_iter()
             .map(|p| {
-                client
-                    .publishes
-                    .restore(p.channel, p.messages, p.serial, snapshot.next_serial)
+                client.publishes.restore(
+                    p.channel,
+                    p.messages,
+                    p.serial,
+                    p.first_sent_ms,
+                    snapshot.next_serial,
+                )
             })
             .collect();
         Ok((client, ids))
@@ -331,6 +336,7 @@ impl Client {
                     serial: p.serial,
                     channel: p.channel.clone(),
                     messages: p.messages.clone(),
+                    first_sent_ms: p.first_sent_ms,
                 })
                 .collect(),
         }

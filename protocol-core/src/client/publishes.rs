@@ -14,6 +14,10 @@ pub(crate) struct Pending {
     pub(crate) messages: Vec<Message>,
     /// The serial on the current session, once sent.
     pub(crate) serial: Option<u64>,
+    /// When it was first sent, on the hub's wall clock as the client estimates it (Unix ms):
+    /// a publish first sent longer ago than the hub's dedupe window is not resent to a new
+    /// session (§6.5).
+    pub(crate) first_sent_ms: Option<u64>,
 }
 
 /// Unresolved publishes in publish order. Those with a serial form a prefix of the queue,
@@ -47,6 +51,7 @@ impl Publishes {
             channel,
             messages,
             serial: None,
+            first_sent_ms: None,
         });
         id
     }
@@ -57,11 +62,13 @@ impl Publishes {
         channel: ChannelName,
         messages: Vec<Message>,
         serial: Option<u64>,
+        first_sent_ms: Option<u64>,
         next_serial: u64,
     ) -> PublishId {
         let id = self.push(channel, messages);
         if let Some(pending) = self.queue.back_mut() {
             pending.serial = serial;
+            pending.first_sent_ms = first_sent_ms;
         }
         self.next_serial = next_serial;
         id
@@ -76,10 +83,12 @@ impl Publishes {
     }
 
     /// The frames to send on a fresh transport: publishes that already have a serial are
-    /// sent again with it (resumed session), then the others get the next serials.
-    pub(crate) fn frames_for_new_transport(&mut self) -> Vec<ClientFrame> {
+    /// sent again with it (resumed session), then the others get the next serials. `now_ms`
+    /// (the hub's clock, estimated) stamps those sent for the first time.
+    pub(crate) fn frames_for_new_transport(&mut self, now_ms: u64) -> Vec<ClientFrame> {
         let mut frames = Vec::with_capacity(self.queue.len());
         for pending in &mut self.queue {
+            pending.first_sent_ms.get_or_insert(now_ms);
             let serial = *pending.serial.get_or_insert_with(|| {
                 let serial = self.next_serial;
                 self.next_serial += 1;
@@ -90,9 +99,11 @@ impl Publishes {
         frames
     }
 
-    /// Gives the newest publish its serial and returns its frame (sent at once when connected).
-    pub(crate) fn send_newest(&mut self) -> Option<ClientFrame> {
+    /// Gives the newest publish its serial and returns its frame (sent at once when
+    /// connected), stamped first sent at `now_ms`.
+    pub(crate) fn send_newest(&mut self, now_ms: u64) -> Option<ClientFrame> {
         let pending = self.queue.back_mut()?;
+        pending.first_sent_ms.get_or_insert(now_ms);
         let serial = self.next_serial;
         self.next_serial += 1;
         pending.serial = Some(serial);

@@ -32,4 +32,9 @@ pub struct SnapshotPublish {
     pub channel: ChannelName,
     /// The messages, with their ids.
     pub messages: Vec<Message>,
+    /// When it was first sent, on the hub's wall clock (Unix ms) as the client estimated it;
+    /// `None` if never sent. A restored client does not resend it to a new session if that
+    /// was longer ago than the hub's dedupe window (§6.5, §6.7).
+    #[serde(default)]
+    pub first_sent_ms: Option<u64>,
 }

@@ -46,6 +46,11 @@ pub struct HubConfig {
     /// New channels one session may create per second (default 100); beyond, its attach or
     /// publish is refused with `limit_exceeded`.
     pub channel_creations_per_second: u32,
+    /// Publish outcomes each session remembers, to answer a resent serial from its record
+    /// for as long as the session lives (default 1,024; 16 bytes each). A resend older than
+    /// that is refused with `publish_outcome_unknown`. Clients keep at most this many
+    /// publishes unacknowledged (§6.5).
+    pub publish_record: usize,
     /// Messages retained per channel for resume and history (default 1,000).
     pub retention_count: usize,
     /// How long messages are retained (default 120 s).
@@ -80,6 +85,7 @@ impl Default for HubConfig {
             max_channels: 100_000,
             remembered_positions: 100_000,
             channel_creations_per_second: 100,
+            publish_record: 1024,
             retention_count: 1000,
             retention_age: Duration::from_secs(120),
             dedupe_window: Duration::from_secs(120),

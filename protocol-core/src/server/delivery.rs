@@ -1,5 +1,6 @@
 //! Channels: attach, detach, publish, fan-out, flow-controlled replay, history.
 
+use super::record::Resend;
 use super::*;
 
 impl Hub {
@@ -209,54 +210,86 @@ impl Hub {
             );
             return;
         }
-        if serial == session.next_serial {
-            session.next_serial += 1;
+        #[cfg(feature = "sabotage")]
+        let forgets = self.config.sabotage == crate::sabotage::Sabotage::HubForgetsMessageIds;
+        #[cfg(not(feature = "sabotage"))]
+        let forgets = false;
+        if serial < session.next_serial && forgets {
+            // Sabotage (G2): no record, no dedupe — a resend is stored again.
+            let error = self.publish_new(now, key, &name, messages);
+            answers.push(Answer { serial, error });
+            return;
         }
+        if serial < session.next_serial {
+            // A resend: answered from the session's record, never stored again (§7.4).
+            let error = match session.record.resend(serial, &messages) {
+                Resend::Answer(error) => error,
+                Resend::Different => Some(ErrorInfo::new(
+                    ErrorCode::InvalidPublishSerial,
+                    "a resent serial carries other messages than it first did",
+                )),
+                Resend::Forgotten => Some(ErrorInfo::new(
+                    ErrorCode::PublishOutcomeUnknown,
+                    "this serial is older than the session's record of outcomes",
+                )),
+            };
+            answers.push(Answer { serial, error });
+            return;
+        }
+        session.next_serial += 1;
+        let ids = super::record::digest(&messages);
+        let error = self.publish_new(now, key, &name, messages);
+        if let Some(session) = self.sessions.get_mut(&key) {
+            let capacity = self.config.publish_record;
+            session
+                .record
+                .record(serial, ids, error.as_ref().map(|e| e.code), capacity);
+        }
+        answers.push(Answer { serial, error });
+    }
+
+    /// Stores and fans out a new publish; `None` when accepted, or why it was refused.
+    fn publish_new(
+        &mut self,
+        now: Time,
+        key: SessionKey,
+        name: &ChannelName,
+        messages: Vec<Message>,
+    ) -> Option<ErrorInfo> {
         if messages.is_empty() {
             // Every publish frame uses its serial, so the client's numbering stays in step;
             // one that carries nothing is refused, never acknowledged.
-            answers.push(Answer {
-                serial,
-                error: Some(ErrorInfo::new(
-                    ErrorCode::InvalidMessage,
-                    "a publish carries at least one message",
-                )),
-            });
-            return;
+            return Some(ErrorInfo::new(
+                ErrorCode::InvalidMessage,
+                "a publish carries at least one message",
+            ));
         }
+        let session = self.sessions.get(&key)?;
         let publisher = session.identity.client_id.clone();
         if !session
             .identity
             .capabilities
-            .allows(&name, Operation::Publish)
+            .allows(name, Operation::Publish)
         {
-            answers.push(Answer {
-                serial,
-                error: Some(ErrorInfo::new(
-                    ErrorCode::Forbidden,
-                    "no publish capability for this channel",
-                )),
-            });
-            return;
+            return Some(ErrorInfo::new(
+                ErrorCode::Forbidden,
+                "no publish capability for this channel",
+            ));
         }
-        let channel_key = match self.channel_key(now, &name, key) {
+        let channel_key = match self.channel_key(now, name, key) {
             Ok(channel_key) => channel_key,
-            Err(error) => {
-                answers.push(Answer {
-                    serial,
-                    error: Some(error),
-                });
-                return;
-            }
+            Err(error) => return Some(error),
         };
         for message in messages {
             let Some(channel) = self.channels.get_mut(&channel_key) else {
-                return;
+                return Some(ErrorInfo::new(ErrorCode::Internal, "the channel is gone"));
             };
             #[cfg(feature = "sabotage")]
             let forgets = self.config.sabotage == crate::sabotage::Sabotage::HubForgetsMessageIds;
             #[cfg(not(feature = "sabotage"))]
             let forgets = false;
+            // A resend from another session of the same messages (the first one expired):
+            // dropped within the dedupe window, and acknowledged.
             if channel.is_duplicate(&message.id) && !forgets {
                 continue;
             }
@@ -279,19 +312,12 @@ impl Hub {
                     self.fan_out(now, channel_key, stored_serial, &frame, key);
                 }
                 Err(error) => {
-                    answers.push(Answer {
-                        serial,
-                        error: Some(error),
-                    });
                     self.free_if_idle(channel_key);
-                    return;
+                    return Some(error);
                 }
             }
         }
-        answers.push(Answer {
-            serial,
-            error: None,
-        });
+        None
     }
 
     /// Sends a new message to every subscriber that is caught up; lagging ones get it from

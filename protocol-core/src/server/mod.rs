@@ -11,6 +11,7 @@ mod deadlines;
 mod delivery;
 mod event;
 mod positions;
+mod record;
 mod sessions;
 mod timers;
 
@@ -65,6 +66,9 @@ struct Connection {
     closing: bool,
     /// Whether the client wants its own session's messages (`connect` options, §7.4).
     echo: bool,
+    /// The minor protocol version the client announced (it gets the frames and appended
+    /// fields of that version at most, §3).
+    minor: u16,
     decoder: Option<StreamDecoder<ClientFrame>>,
 }
 
@@ -81,6 +85,8 @@ struct Session {
     identity: Identity,
     /// The serial the next new publish must have.
     next_serial: u64,
+    /// The outcome of its last publishes, to answer resends (§7.4).
+    record: record::PublishRecord,
     connection: Option<ConnectionId>,
     subscriptions: BTreeMap<ChannelKey, Subscription>,
     heartbeat_interval: Duration,
@@ -303,6 +309,7 @@ impl Hub {
                 pending_bytes: 0,
                 closing: false,
                 echo: true,
+                minor: 0,
                 decoder,
             },
         );

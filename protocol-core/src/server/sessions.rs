@@ -30,10 +30,12 @@ impl Hub {
                     resume,
                     heartbeat_interval_ms,
                     options,
+                    version,
                     ..
                 } => {
                     if let Some(state) = self.connections.get_mut(&connection) {
                         state.echo = options.unwrap_or_default().echo;
+                        state.minor = version.minor;
                     }
                     self.on_connect(
                         now,
@@ -185,6 +187,7 @@ impl Hub {
         let Some(session) = self.sessions.get(&key) else {
             return;
         };
+        let client_minor = self.connections.get(&connection).map_or(0, |c| c.minor);
         let frame = ServerFrame::Connected {
             session: ResumeToken {
                 session_id: session.id,
@@ -199,6 +202,9 @@ impl Hub {
             token_expires_at_ms: session.identity.expires_at_ms,
             limits: self.session_limits(),
             error: resume_error,
+            // Appended in 1.1: only for clients that know it (§3).
+            dedupe_window_ms: (client_minor >= 1)
+                .then(|| u32::try_from(self.config.dedupe_window.as_millis()).unwrap_or(u32::MAX)),
         };
         let event = HubEvent::Connected {
             connection,
@@ -263,6 +269,7 @@ impl Hub {
                 secret: ResumeSecret(secret),
                 identity,
                 next_serial: 0,
+                record: Default::default(),
                 connection: Some(connection),
                 subscriptions: BTreeMap::new(),
                 heartbeat_interval,

@@ -109,6 +109,11 @@ pub enum ServerFrame {
         limits: SessionLimits,
         /// Why a requested resume did not happen, when `resumed` is false.
         error: Option<ErrorInfo>,
+        /// Appended in version 1.1, sent only to clients of 1.1 or later: the hub's dedupe
+        /// window in milliseconds — a message first sent longer ago than this (minus a
+        /// margin) is not resent to a new session (§6.5). `None` (a 1.0 hub): 120 s.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dedupe_window_ms: Option<u32>,
     },
     /// Tag 1. Answer to `Auth`.
     Authed {
@@ -301,11 +306,17 @@ impl Frame for ServerFrame {
         }
     }
 
-    fn has_appended_fields(_: u64) -> bool {
-        false
+    fn has_appended_fields(tag: u64) -> bool {
+        tag == 0
     }
 
     fn appended_fields_absent(&self) -> bool {
-        true
+        !matches!(
+            self,
+            ServerFrame::Connected {
+                dedupe_window_ms: Some(_),
+                ..
+            }
+        )
     }
 }

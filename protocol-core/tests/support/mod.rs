@@ -171,6 +171,7 @@ pub fn server_frame() -> impl Strategy<Value = ServerFrame> {
                         token_expires_at_ms,
                         limits,
                         error,
+                        dedupe_window_ms: None,
                     }
                 }
             ),

@@ -45,6 +45,7 @@ pub fn connected(resumed: bool) -> ServerFrame {
             max_channels: 100,
         },
         error: None,
+        dedupe_window_ms: None,
     }
 }
 
