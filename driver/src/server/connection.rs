@@ -48,6 +48,8 @@ enum Ending {
     PeerClosed,
     /// The WebSocket layer refused what the peer sent: close with this code.
     Refused(CloseCode),
+    /// The hub closed it and our close frame is sent: wait for the peer's.
+    WeClosed,
 }
 
 /// What to do about an error of the WebSocket layer while reading.
@@ -189,7 +191,7 @@ async fn run<R: Runtime, S>(
                     reason: reason.code.name().into(),
                 };
                 let _ = sink.send(Message::Close(Some(frame))).await;
-                break;
+                return Some(Ending::WeClosed);
             }
         }
         let _ = sink.close().await;
@@ -244,6 +246,16 @@ async fn run<R: Runtime, S>(
         match ending {
             Some(Ending::PeerClosed) => {
                 let _ = sink.close().await;
+            }
+            Some(Ending::WeClosed) => {
+                // Wait for the peer's close before dropping the socket (RFC 6455 §7.1.1):
+                // closing with its bytes unread would reset the connection, and a reset can
+                // discard the last frames before the peer reads them.
+                while let Some(Ok(message)) = source.next().await {
+                    if matches!(message, Message::Close(_)) {
+                        break;
+                    }
+                }
             }
             Some(Ending::Refused(code)) => {
                 let frame = CloseFrame {

@@ -48,7 +48,11 @@ pub struct Server<R: Runtime> {
     inputs: async_channel::Sender<Input>,
     /// Closing it stops the accept loop.
     stop_accepting: async_channel::Sender<()>,
-    _runtime: std::marker::PhantomData<R>,
+    /// Ends (every sender dropped) once the accept loop and every connection task ended:
+    /// nothing is ever sent on it.
+    tasks_ended: async_channel::Receiver<()>,
+    runtime: R,
+    close_timeout: Duration,
 }
 
 impl<R: Runtime> Server<R> {
@@ -79,7 +83,10 @@ impl<R: Runtime> Server<R> {
             Hub::new(config.hub, seed),
             receiver,
         ));
+        // Every task that serves a socket holds a clone; `shutdown` waits for the last.
+        let (alive, tasks_ended) = async_channel::bounded(1);
         let accepting = Accepting {
+            alive,
             inputs: inputs.clone(),
             max_frame,
             tls: tls.map(futures_rustls::TlsAcceptor::from),
@@ -100,7 +107,9 @@ impl<R: Runtime> Server<R> {
             local_addr,
             inputs,
             stop_accepting,
-            _runtime: std::marker::PhantomData,
+            tasks_ended,
+            runtime,
+            close_timeout: config.sockets.close_timeout,
         })
     }
 
@@ -110,17 +119,23 @@ impl<R: Runtime> Server<R> {
     }
 
     /// Stops accepting, tells every client the server is shutting down (they reconnect
-    /// elsewhere or later) and waits for the hub to finish.
+    /// elsewhere or later), and waits until each connection has sent that and closed — at
+    /// most the close timeout ([`SocketLimits::close_timeout`], default 5 s) after the hub
+    /// finished — so a process that exits next does not cut the last frames.
     pub async fn shutdown(self) {
         self.stop_accepting.close();
         let (done, wait) = oneshot::channel();
         if self.inputs.send(Input::Shutdown(done)).await.is_ok() {
             let _ = wait.await;
         }
+        let deadline = after(self.close_timeout);
+        let _ = within(&self.runtime, deadline, self.tasks_ended.recv()).await;
     }
 }
 
 struct Accepting<R> {
+    /// Held by the accept loop and cloned into each socket's task (see `Server::shutdown`).
+    alive: async_channel::Sender<()>,
     inputs: async_channel::Sender<Input>,
     max_frame: usize,
     tls: Option<futures_rustls::TlsAcceptor>,
@@ -166,9 +181,14 @@ impl<R: Runtime> Accepting<R> {
                         close_timeout: self.limits.close_timeout,
                         handshaking,
                     };
+                    let alive = self.alive.clone();
                     match self.tls.clone() {
-                        None => self.runtime.spawn(connection.serve(stream)),
+                        None => self.runtime.spawn(async move {
+                            connection.serve(stream).await;
+                            drop(alive);
+                        }),
                         Some(acceptor) => self.runtime.spawn(async move {
+                            let _alive = alive;
                             let runtime = connection.runtime.clone();
                             match within(&runtime, deadline, acceptor.accept(stream)).await {
                                 Some(Ok(tls)) => connection.serve(tls).await,
