@@ -295,7 +295,7 @@ fn print_message(channel: &str, message: &ChannelMessage, json: bool) {
         let time = UNIX_EPOCH + Duration::from_millis(message.timestamp_ms);
         let time = humantime::format_rfc3339_millis(time.max(SystemTime::UNIX_EPOCH));
         let data = match data {
-            Ok(text) => text.to_owned(),
+            Ok(text) => printable(text),
             Err(_) => format!(
                 "({} bytes, not UTF-8) {}",
                 message.message.data.len(),
@@ -306,11 +306,37 @@ fn print_message(channel: &str, message: &ChannelMessage, json: bool) {
             "{time} {channel} {} {} from {}: {data}",
             message.position,
             if message.message.name.is_empty() {
-                "-"
+                "-".to_owned()
             } else {
-                &message.message.name
+                printable(&message.message.name)
             },
-            message.publisher.as_str()
+            printable(message.publisher.as_str())
         );
+    }
+}
+
+/// `text` with every control character escaped (`\n`, `\u{1b}`, …): one message stays one
+/// line, and what others publish cannot drive the terminal (colours, titles, cursor moves).
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(printable("{\"t\":21}\n"), "{\"t\":21}\\n");
+        assert_eq!(printable("a\u{1b}[31mRED\u{7}"), "a\\u{1b}[31mRED\\u{7}");
+        assert_eq!(printable("héllo 👋\ttab"), "héllo 👋\\ttab");
     }
 }

@@ -37,7 +37,12 @@ struct Connection {
     #[arg(long, env = "TETHER_KEY", hide_env_values = true)]
     key: Option<String>,
     /// A token instead of a key; also from TETHER_TOKEN.
-    #[arg(long, env = "TETHER_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "TETHER_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "key"
+    )]
     token: Option<String>,
     /// For wss://: trust the CA certificates of this PEM file instead of the operating
     /// system's trust store.
