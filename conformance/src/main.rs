@@ -68,6 +68,7 @@ fn sabotage_named(name: &str) -> Option<Sabotage> {
         "client-forgets-pending-publishes" => Sabotage::ClientForgetsPendingPublishes,
         "client-accepts-stale-transports" => Sabotage::ClientAcceptsStaleTransports,
         "client-stops-retrying" => Sabotage::ClientStopsRetrying,
+        "hub-without-publish-record" => Sabotage::HubWithoutPublishRecord,
         _ => return None,
     })
 }

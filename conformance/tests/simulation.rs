@@ -155,3 +155,26 @@ fn regression_seeds_6134_8815_positions_of_undelivered_messages_come_from_the_hu
             .is_empty()
     );
 }
+
+/// Issue 20, item 2: the wider fault schedule (links that die silently or half way, and
+/// heartbeats up to the hub's 300 s maximum, so a drop is noticed minutes late) with the
+/// hub's old behaviour back — resends caught only by the dedupe window — stores a resend
+/// twice, and the checker says so; the same seed is clean with the session record.
+#[test]
+fn the_checker_catches_a_resend_stored_after_the_dedupe_window() {
+    let sabotaged = SimConfig {
+        sabotage: Sabotage::HubWithoutPublishRecord,
+        ..SimConfig::default()
+    };
+    let report = sim::run(278, &sabotaged);
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.guarantee == Guarantee::G2),
+        "{:?}",
+        report.violations
+    );
+    let clean = sim::run(278, &SimConfig::default());
+    assert!(clean.violations.is_empty(), "{:?}", clean.violations);
+}

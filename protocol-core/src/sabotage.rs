@@ -21,6 +21,10 @@ pub enum Sabotage {
     ClientAcceptsStaleTransports,
     /// G6: the client never retries after its second transport loss.
     ClientStopsRetrying,
+    /// G2 over time (issue 20, the old behaviour): the hub keeps no record of its sessions'
+    /// publishes, so a resend is caught only by the dedupe window — one after it is stored
+    /// twice.
+    HubWithoutPublishRecord,
     /// G4 for the application API: an attach of an already attached channel is never
     /// answered (issue 14, defect 1), so a second subscribe waits forever.
     ClientIgnoresAttachOfAttached,

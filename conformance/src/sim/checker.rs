@@ -70,6 +70,9 @@ pub fn check(trace: &Trace) -> Vec<Violation> {
     // G3: the last delivered position per (client, channel), reset by gaps and re-attaches.
     let mut last_delivered: BTreeMap<(usize, ChannelName), Option<Position>> = BTreeMap::new();
     let mut seen_positions: BTreeMap<(usize, ChannelName), BTreeSet<Position>> = BTreeMap::new();
+    // Every (client, channel, epoch, message id) delivered: one message once per epoch (G2).
+    let mut delivered_ids: BTreeSet<(usize, ChannelName, u64, tether_core::wire::MessageId)> =
+        BTreeSet::new();
 
     for entry in &trace.entries {
         let client = entry.client;
@@ -189,11 +192,28 @@ pub fn check(trace: &Trace) -> Vec<Violation> {
                         }
                     }
                     last_delivered.insert(key.clone(), Some(position));
+                    // G2 by message id: the application never gets one message twice in an
+                    // epoch, even at another position (a resend stored again). Across epochs
+                    // the hub lost its state, and with it what it had stored (§7.3).
                     subscriptions
                         .entry(key)
                         .or_default()
                         .delivered
                         .insert(message.message.id.clone());
+                    if !delivered_ids.insert((
+                        client,
+                        channel.clone(),
+                        position.epoch,
+                        message.message.id.clone(),
+                    )) {
+                        fail(
+                            Guarantee::G2,
+                            format!(
+                                "client {client} on {channel}: message {} delivered again, at {position}",
+                                message.message.id.as_str()
+                            ),
+                        );
+                    }
                 }
                 _ => {}
             },

@@ -51,7 +51,9 @@ impl Default for SimConfig {
         SimConfig {
             clients: 5,
             active: Duration::from_secs(120),
-            settle: Duration::from_secs(240),
+            // Longer than the longest liveness (300 s heartbeat + 10 s) plus a reconnect, so
+            // a link that died silently at the end of the active phase is noticed in time.
+            settle: Duration::from_secs(480),
             sabotage: Sabotage::None,
         }
     }
@@ -116,6 +118,9 @@ struct Link {
     stalled_until: Option<Time>,
     /// Once cut, frames still in flight to the client arrive as stale frames.
     deliver_stale: bool,
+    /// Half dead: frames to the client are lost, frames to the hub still arrive, and
+    /// neither side is told (the client notices by its liveness timer).
+    to_client_lost: bool,
 }
 
 struct Peer {
@@ -182,6 +187,13 @@ impl World {
                 let mut client_config = ClientConfig::new(auth);
                 client_config.client_id = None;
                 client_config.sabotage = config.sabotage;
+                // Heartbeats up to the hub's maximum: a silent link is then noticed minutes
+                // late, long after the dedupe window of what was in flight (issue 20).
+                client_config.heartbeat_interval = match index % 3 {
+                    0 => None,
+                    1 => Some(Duration::from_secs(60)),
+                    _ => Some(Duration::from_secs(300)),
+                };
                 let mut seed = [0u8; 32];
                 rng.fill(&mut seed);
                 Peer {
@@ -314,6 +326,7 @@ impl World {
                         last_to_client: self.now,
                         stalled_until: None,
                         deliver_stale: false,
+                        to_client_lost: false,
                     },
                 );
                 self.by_connection.insert(connection, id);
@@ -489,6 +502,10 @@ impl World {
             }
             Dir::ToClient => {
                 let (client, transport, up) = (link.client, link.transport, link.up);
+                if link.to_client_lost {
+                    link.to_client.pop_front();
+                    return;
+                }
                 match link.to_client.pop_front() {
                     Some(bytes) => {
                         let current = self.peers[client].link == Some(link_id);
@@ -645,7 +662,25 @@ impl World {
                     self.close_link(link_id, true, true);
                 }
             }
-            40..=59 => {
+            40..=44 => {
+                // A link dies silently (a NAT forgets it): what is in flight is lost and
+                // neither side is told — each notices only when its liveness timer runs out
+                // (minutes with a long heartbeat), long after the dedupe window of an
+                // acknowledgement lost on the way (issue 20).
+                if let Some(link_id) = pick(&mut self.rng, &live) {
+                    if self.rng.between(0, 1) == 0 {
+                        if let Some(link) = self.links.get_mut(&link_id) {
+                            link.deliver_stale = false;
+                        }
+                        self.close_link(link_id, false, false);
+                    } else if let Some(link) = self.links.get_mut(&link_id) {
+                        // Half dead: what the client sends is stored and acknowledged, and
+                        // every acknowledgement is lost until the client gives up.
+                        link.to_client_lost = true;
+                    }
+                }
+            }
+            45..=59 => {
                 // Stall up to three links; each is released at its own random moment, so held
                 // frames come back in a random order across links (in order within a link).
                 let length = Duration::from_millis(self.rng.between(500, 20_000));

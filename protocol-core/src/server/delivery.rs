@@ -211,11 +211,15 @@ impl Hub {
             return;
         }
         #[cfg(feature = "sabotage")]
-        let forgets = self.config.sabotage == crate::sabotage::Sabotage::HubForgetsMessageIds;
+        let forgets = matches!(
+            self.config.sabotage,
+            crate::sabotage::Sabotage::HubForgetsMessageIds
+                | crate::sabotage::Sabotage::HubWithoutPublishRecord
+        );
         #[cfg(not(feature = "sabotage"))]
         let forgets = false;
         if serial < session.next_serial && forgets {
-            // Sabotage (G2): no record, no dedupe — a resend is stored again.
+            // Sabotage (G2): no record — a resend goes through dedupe only (or nothing).
             let error = self.publish_new(now, key, &name, messages);
             answers.push(Answer { serial, error });
             return;
