@@ -28,10 +28,14 @@ fn main() -> ExitCode {
         ["record-behaviour", dir] => record_behaviour(dir, false),
         ["record-behaviour", dir, "--force"] => record_behaviour(dir, true),
         ["sim", rest @ ..] => simulate(rest),
-        ["storm"] => storm(10_000),
+        ["storm"] => storm(10_000, 0),
         ["storm", "--clients", n] => match n.parse() {
-            Ok(n) => storm(n),
+            Ok(n) => storm(n, 0),
             Err(_) => usage(),
+        },
+        ["storm", "--clients", n, "--down-ms", down] => match (n.parse(), down.parse()) {
+            (Ok(n), Ok(down)) => storm(n, down),
+            _ => usage(),
         },
         _ => usage(),
     }
@@ -54,7 +58,7 @@ fn usage() -> ExitCode {
     eprintln!(
         "usage:\n  tether-conformance vectors [DIR]\n  tether-conformance record-wire DIR [--force]\n  tether-conformance record-behaviour DIR [--force]\n  \
          tether-conformance sim --seeds N [--start S] [--sabotage NAME]\n  \
-         tether-conformance sim --seed S [--trace] [--sabotage NAME]\n  tether-conformance storm [--clients N]"
+         tether-conformance sim --seed S [--trace] [--sabotage NAME]\n  tether-conformance storm [--clients N [--down-ms MS]]"
     );
     ExitCode::from(2)
 }
@@ -144,10 +148,10 @@ fn simulate(args: &[&str]) -> ExitCode {
     }
 }
 
-fn storm(clients: usize) -> ExitCode {
-    let report = sim::storm::run(clients, 1);
+fn storm(clients: usize, down_ms: u64) -> ExitCode {
+    let report = sim::storm::run(clients, 1, std::time::Duration::from_millis(down_ms));
     println!(
-        "reconnect storm: {} clients dropped at once by a hub restart",
+        "reconnect storm: {} clients dropped at once by a hub restart, the hub down {down_ms} ms",
         report.clients
     );
     println!("window (ms)   attempts   share");

@@ -30,6 +30,8 @@ struct Storm {
     /// When each transport was asked for, once counting started.
     attempts: Vec<Time>,
     counting: bool,
+    /// Until then the hub is down: every transport asked for is refused at once.
+    down_until: Option<Time>,
 }
 
 fn stamp(now: Time) -> Timestamp {
@@ -48,6 +50,14 @@ impl Storm {
                         Output::OpenTransport { transport } => {
                             if self.counting {
                                 self.attempts.push(now);
+                            }
+                            if self.down_until.is_some_and(|until| now < until) {
+                                self.peers[index].handle_transport_closed(
+                                    now,
+                                    transport,
+                                    "connection refused",
+                                );
+                                continue;
                             }
                             let connection = self.hub.accept(stamp(now));
                             self.owner.insert(connection, index);
@@ -108,8 +118,9 @@ impl Storm {
 }
 
 /// Connects `clients` clients to one hub, restarts the hub (every transport drops at once,
-/// state kept), and measures the reconnection.
-pub fn run(clients: usize, seed: u64) -> StormReport {
+/// state kept) after being down for `downtime` (every attempt meanwhile refused at once), and
+/// measures the reconnection.
+pub fn run(clients: usize, seed: u64, downtime: Duration) -> StormReport {
     let mut rng = Rng::from_u64(seed);
     let key = ApiKey {
         name: "app".into(),
@@ -143,6 +154,7 @@ pub fn run(clients: usize, seed: u64) -> StormReport {
         owner: BTreeMap::new(),
         attempts: Vec::new(),
         counting: false,
+        down_until: None,
     };
     let mut now = Time::from_millis(1_000);
     for client in &mut storm.peers {
@@ -166,6 +178,7 @@ pub fn run(clients: usize, seed: u64) -> StormReport {
         }
     }
     let start = now;
+    storm.down_until = Some(start.saturating_add(downtime));
     storm.counting = true;
     storm.pump(now);
     let limit = start.saturating_add(Duration::from_secs(120));

@@ -57,7 +57,7 @@ pub struct ClientConfig {
     pub session_ttl: Duration,
     /// Upper bound of the first retry after losing a connected transport (default 1 s).
     pub first_retry_max: Duration,
-    /// Backoff base (default 1 s).
+    /// Backoff base (default 4 s): the ceiling of the delay after the first failed attempt.
     pub backoff_base: Duration,
     /// Backoff cap (default 30 s).
     pub backoff_cap: Duration,
@@ -99,7 +99,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(10),
             session_ttl: Duration::from_secs(120),
             first_retry_max: Duration::from_secs(1),
-            backoff_base: Duration::from_secs(1),
+            backoff_base: Duration::from_secs(4),
             backoff_cap: Duration::from_secs(30),
             backoff_floor: Duration::from_millis(100),
             suspended_retry: Duration::from_secs(30),
