@@ -166,7 +166,7 @@ fn the_checker_catches_a_resend_stored_after_the_dedupe_window() {
         sabotage: Sabotage::HubWithoutPublishRecord,
         ..SimConfig::default()
     };
-    let report = sim::run(278, &sabotaged);
+    let report = sim::run(679, &sabotaged);
     assert!(
         report
             .violations
@@ -175,7 +175,7 @@ fn the_checker_catches_a_resend_stored_after_the_dedupe_window() {
         "{:?}",
         report.violations
     );
-    let clean = sim::run(278, &SimConfig::default());
+    let clean = sim::run(679, &SimConfig::default());
     assert!(clean.violations.is_empty(), "{:?}", clean.violations);
 }
 
