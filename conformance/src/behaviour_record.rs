@@ -1014,6 +1014,64 @@ fn hub_scenarios() -> Vec<(String, BehaviourVector)> {
         .send(0, old)
         .done(),
     );
+    // Spec decisions (issue 20 item 11), each pinned by a vector.
+    scenarios.push(
+        s(
+            "attach-twice",
+            "an attach of a channel the session is already attached to is answered attached again, continuing from the given position (fresh: the channel's position)",
+        )
+        .client("a")
+        .attach(0, "news", None)
+        .publish(0, 0, "news", "m0")
+        .attach(0, "news", None)
+        .done(),
+    );
+    scenarios.push(
+        s(
+            "detach-unattached",
+            "a detach of a channel the session is not attached to is answered detached without error",
+        )
+        .client("a")
+        .send(
+            0,
+            ClientFrame::Detach {
+                channel: channel("never"),
+            },
+        )
+        .done(),
+    );
+    scenarios.push(
+        s(
+            "auth-on-key-connection",
+            "a token auth on a connection authenticated with an API key",
+        )
+        .client("a")
+        .send(
+            0,
+            ClientFrame::Auth {
+                token: token("a", 3600),
+            },
+        )
+        .done(),
+    );
+    let base = s(
+        "attach-ahead",
+        "an attach from a position ahead of the channel (a serial it never had) is answered gap history_unavailable at the channel's position",
+    )
+    .client("a")
+    .attach(0, "news", None);
+    let position = base.position_of(0);
+    scenarios.push(
+        base.attach(
+            0,
+            "news",
+            Some(Position {
+                epoch: position.epoch,
+                serial: position.serial + 5,
+            }),
+        )
+        .done(),
+    );
     // No echo: the publisher gets its own messages as positions, live and in a replay.
     let base = s(
         "no-echo",

@@ -118,6 +118,14 @@ fn client_samples() -> Vec<(&'static str, &'static str, ClientFrame)> {
             },
         ),
         (
+            "attach-empty-segments",
+            "empty segments are allowed in channel names: `a::b:`",
+            ClientFrame::Attach {
+                channel: channel("a::b:"),
+                from: None,
+            },
+        ),
+        (
             "auth",
             "in-band token renewal",
             ClientFrame::Auth {
@@ -503,6 +511,13 @@ fn invalid_samples() -> Vec<Invalid> {
             C,
             vec![0, 1, 0],
             ErrorCode::TruncatedFrame,
+        ),
+        invalid(
+            "channel-name-c1-control",
+            "a channel name with U+0085 (NEL, a C1 control character): control characters are Unicode category Cc",
+            C,
+            vec![3, 3, b'a', 0xc2, 0x85],
+            ErrorCode::InvalidChannelName,
         ),
         invalid(
             "connect-options-truncated",

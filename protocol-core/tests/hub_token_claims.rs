@@ -103,3 +103,33 @@ fn a_token_accepted_within_the_leeway_is_enforced_at_exp_plus_leeway() {
     h.advance(Duration::from_millis(1));
     assert_eq!(h.closed.get(&id), Some(&ErrorCode::TokenExpired));
 }
+
+/// Issue 20, item 11 (decided in §8): `cap` is an object from pattern to operation names; an
+/// unknown operation makes the token `token_invalid`; a token without `cap` grants nothing.
+#[test]
+fn cap_shape_unknown_operations_and_a_missing_cap() {
+    let mut h = HubHarness::new();
+    let exp = in_an_hour(&h);
+    let frames = connect_with(
+        &mut h,
+        json!({"sub": "a", "exp": exp, "cap": {"chat:*": ["subscribe", "post"]}}),
+    );
+    assert_eq!(
+        error_code(&frames),
+        Some(ErrorCode::TokenInvalid),
+        "{frames:?}"
+    );
+
+    let mut h = HubHarness::new();
+    let exp = in_an_hour(&h);
+    let (connection, frames) = h.open(&token_connect(raw_token(json!({"sub": "a", "exp": exp}))));
+    assert!(
+        matches!(frames.first(), Some(ServerFrame::Connected { .. })),
+        "{frames:?}"
+    );
+    let refused = h.publish(connection, 0, "news", vec![message("m", "x")]);
+    assert!(
+        matches!(&refused[..], [ServerFrame::Nack { error, .. }] if error.code == ErrorCode::Forbidden),
+        "a token without cap grants nothing: {refused:?}"
+    );
+}

@@ -198,3 +198,16 @@ fn debug_output_never_shows_credentials() {
     assert!(!shown.contains("s3cr3t"), "{shown}");
     assert!(!shown.contains("eyJ"), "{shown}");
 }
+
+/// Issue 20, item 11 (decided in §2.1): an overlong varint is accepted on receipt — `80 00`
+/// reads as 0 — and senders write the shortest form, so these bytes do not re-encode to
+/// themselves.
+#[test]
+fn an_overlong_varint_is_accepted_and_re_encoded_short() {
+    use tether_core::wire::{self, ClientFrame, Limits};
+    let received = bytes::Bytes::from_static(&[6, 0x80, 0x00]);
+    let frame: ClientFrame = wire::decode(&received, &Limits::DEFAULT).expect("accepted");
+    assert_eq!(frame, ClientFrame::Ping { id: 0 });
+    let sent = wire::encode(&frame, &Limits::DEFAULT).expect("encodes");
+    assert_eq!(&sent[..], &[6, 0]);
+}

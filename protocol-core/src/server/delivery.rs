@@ -136,7 +136,7 @@ impl Hub {
                 current,
                 Some(ErrorInfo::new(
                     ErrorCode::HistoryUnavailable,
-                    "the position is older than the retained history",
+                    "the position is not in the retained history (older than it, or ahead of the channel)",
                 )),
             ),
         };
