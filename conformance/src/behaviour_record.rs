@@ -10,8 +10,8 @@ use serde_json::Value;
 use tether_core::server::{ApiKey, Capabilities, Claims, Operation, mint_token};
 use tether_core::wire::{
     self, ChannelMessage, ChannelName, ClientFrame, ClientId, ConnectOptions, Continuity,
-    Credentials, HistoryQuery, Limits, Message, MessageId, PROTOCOL_VERSION, Position,
-    ResumeSecret, ResumeToken, ServerFrame, SessionId, SessionLimits, hex,
+    Credentials, HistoryBound, HistoryQuery, Limits, Message, MessageId, PROTOCOL_VERSION,
+    Position, ResumeSecret, ResumeToken, ServerFrame, SessionId, SessionLimits, hex,
 };
 use tether_core::{ErrorCode, ErrorInfo};
 
@@ -1015,6 +1015,57 @@ fn hub_scenarios() -> Vec<(String, BehaviourVector)> {
         .done(),
     );
     // Spec decisions (issue 20 item 11), each pinned by a vector.
+    let base = s(
+        "history-bounds",
+        "history bounds are inclusive (forwards 2..=3 gives 2 and 3); a start after the end gives an empty page; a position of another epoch is refused",
+    )
+    .client("a")
+    .attach(0, "news", None)
+    .publish(0, 0, "news", "m0")
+    .publish(0, 1, "news", "m1")
+    .publish(0, 2, "news", "m2")
+    .publish(0, 3, "news", "m3");
+    let epoch = base.position_of(0).epoch;
+    let at = |serial| HistoryBound::Position(Position { epoch, serial });
+    let query = |start, end| HistoryQuery {
+        start: Some(start),
+        end: Some(end),
+        direction: wire::Direction::Forwards,
+        limit: 10,
+    };
+    scenarios.push(
+        base.send(
+            0,
+            ClientFrame::HistoryRequest {
+                request_id: 1,
+                channel: channel("news"),
+                query: query(at(2), at(3)),
+            },
+        )
+        .send(
+            0,
+            ClientFrame::HistoryRequest {
+                request_id: 2,
+                channel: channel("news"),
+                query: query(at(4), at(2)),
+            },
+        )
+        .send(
+            0,
+            ClientFrame::HistoryRequest {
+                request_id: 3,
+                channel: channel("news"),
+                query: query(
+                    HistoryBound::Position(Position {
+                        epoch: epoch ^ 1,
+                        serial: 1,
+                    }),
+                    at(3),
+                ),
+            },
+        )
+        .done(),
+    );
     scenarios.push(
         s(
             "attach-twice",
@@ -1154,6 +1205,33 @@ fn hub_scenarios() -> Vec<(String, BehaviourVector)> {
                 },
             },
         )
+        .done(),
+        s(
+            "history-unknown-channel",
+            "history of a channel the hub does not hold: an empty page, no error",
+        )
+        .client("a")
+        .send(
+            0,
+            ClientFrame::HistoryRequest {
+                request_id: 1,
+                channel: channel("nothing-here"),
+                query: HistoryQuery::default(),
+            },
+        )
+        .done(),
+        s(
+            "connect-token-other-client-id",
+            "a token connect asking for a client id other than the token's sub",
+        )
+        .accept()
+        .send(0, {
+            let mut frame = token_connect(token("alice", 3600));
+            if let ClientFrame::Connect { client_id, .. } = &mut frame {
+                *client_id = Some(ClientId::new("mallory").expect("valid"));
+            }
+            frame
+        })
         .done(),
         s(
             "history-invalid-limit",
