@@ -53,7 +53,15 @@ pub fn established(port: u16, peer: u16) -> usize {
 /// no longer ESTABLISHED; returns how long it took, or `None` if it still is.
 pub fn gone_within(port: u16, peer: u16, limit: Duration) -> Option<Duration> {
     let start = Instant::now();
-    while established(port, peer) > 0 {
+    // Gone only when two reads 20 ms apart agree: /proc/net/tcp can skip a line while
+    // other sockets open and close.
+    let gone = || {
+        established(port, peer) == 0 && {
+            std::thread::sleep(Duration::from_millis(20));
+            established(port, peer) == 0
+        }
+    };
+    while !gone() {
         if start.elapsed() >= limit {
             return None;
         }
