@@ -9,10 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::StreamExt;
 use tether_tokio::{
     ChannelEvent, ChannelMessage, Client, ClientOptions, ConnectionState, Credentials, ErrorCode,
-    ErrorInfo,
+    ErrorInfo, StateChanges,
 };
 
-use crate::{Connection, Failure, parse_key, stop_signal};
+use crate::{Connection, Failure, StopSignals, parse_key};
 
 /// How long `pub` waits for its acknowledgement once connected.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -108,7 +108,8 @@ fn explain(url: &str, state: ConnectionState, error: Option<ErrorInfo>) -> Failu
 
 /// Connects and waits for Connected; reports promptly when the first attempt fails (the
 /// server cannot be reached, or refuses the credentials) instead of retrying in silence.
-async fn connect(connection: &Connection) -> Result<Client, Failure> {
+/// Returns the client and its state changes from Connected on (none missed in between).
+async fn connect(connection: &Connection) -> Result<(Client, StateChanges), Failure> {
     let options = options(connection)?;
     let client = Client::connect(&connection.url, options)
         .map_err(|e| Failure::usage(format!("--url: {e}")))?;
@@ -134,7 +135,7 @@ async fn connect(connection: &Connection) -> Result<Client, Failure> {
     };
     let limit = Duration::from_secs(connection.connect_timeout);
     match tokio::time::timeout(limit, first).await {
-        Ok(Ok(())) => Ok(client),
+        Ok(Ok(())) => Ok((client, changes)),
         Ok(Err(failure)) => {
             client.close().await;
             Err(failure)
@@ -164,7 +165,7 @@ pub(crate) async fn publish(
     } else {
         data.as_bytes().to_vec()
     };
-    let client = connect(&connection).await?;
+    let (client, _) = connect(&connection).await?;
     let outcome = match client.channel(channel) {
         Ok(channel) => tokio::time::timeout(ACK_TIMEOUT, channel.publish(name, data)).await,
         Err(error) => {
@@ -193,8 +194,9 @@ pub(crate) async fn subscribe(
     channel: &str,
     json: bool,
     connection: Connection,
+    signals: &mut StopSignals,
 ) -> Result<(), Failure> {
-    let client = connect(&connection).await?;
+    let (client, mut changes) = connect(&connection).await?;
     eprintln!("connected to {}", connection.url);
     let handle = client
         .channel(channel)
@@ -204,8 +206,7 @@ pub(crate) async fn subscribe(
         .await
         .map_err(|e| Failure::run(format!("subscribe to {channel} failed: {e} ({})", e.code())))?;
     eprintln!("subscribed to {channel}");
-    // State changes to stderr while the subscription runs.
-    let mut changes = client.state_changes();
+    // State changes to stderr while the subscription runs (from Connected on: none missed).
     let stats = client.clone();
     let watcher = tokio::spawn(async move {
         let mut failures = stats.stats().resume_failures.load(Ordering::Relaxed);
@@ -229,7 +230,7 @@ pub(crate) async fn subscribe(
     let outcome = loop {
         let event = tokio::select! {
             event = events.next() => event,
-            signal = stop_signal() => {
+            signal = signals.next() => {
                 eprintln!("{}: closing", signal?);
                 break Ok(());
             }

@@ -164,6 +164,12 @@ fn parse_key(text: &str) -> Result<(String, String), String> {
 }
 
 async fn run(command: Command) -> Result<(), Failure> {
+    // `serve` and `sub` run until a signal: they watch for it from the start. The other
+    // commands keep the default action (Ctrl-C ends them at once).
+    let mut signals = match command {
+        Command::Serve { .. } | Command::Sub { .. } => Some(StopSignals::watch()?),
+        _ => None,
+    };
     match command {
         Command::Serve {
             listen,
@@ -175,15 +181,18 @@ async fn run(command: Command) -> Result<(), Failure> {
             audience,
             issuer,
         } => {
-            serve::run(serve::ServeOptions {
-                listen,
-                keys,
-                keys_file,
-                tls: tls_cert.zip(tls_key),
-                handshake_timeout,
-                audience,
-                issuer,
-            })
+            serve::run(
+                serve::ServeOptions {
+                    listen,
+                    keys,
+                    keys_file,
+                    tls: tls_cert.zip(tls_key),
+                    handshake_timeout,
+                    audience,
+                    issuer,
+                },
+                signals.as_mut().expect("watched for serve"),
+            )
             .await
         }
         Command::Token {
@@ -196,7 +205,10 @@ async fn run(command: Command) -> Result<(), Failure> {
             channel,
             json,
             connection,
-        } => client::subscribe(&channel, json, connection).await,
+        } => {
+            let signals = signals.as_mut().expect("watched for sub");
+            client::subscribe(&channel, json, connection, signals).await
+        }
         Command::Pub {
             channel,
             data,
@@ -248,23 +260,46 @@ fn main() -> ExitCode {
     }
 }
 
-/// Waits for Ctrl-C (SIGINT) or SIGTERM; returns the signal's name.
-async fn stop_signal() -> Result<&'static str, Failure> {
-    let failed = |e: std::io::Error| Failure::run(format!("cannot watch signals: {e}"));
+/// Ctrl-C (SIGINT) and SIGTERM, watched from the start of the command: a signal that comes
+/// before the command waits for it (e.g. right after `serve` printed its address) is kept,
+/// not left to the default action that kills the process.
+pub(crate) struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).map_err(failed)?;
-        tokio::select! {
-            interrupted = tokio::signal::ctrl_c() => interrupted.map(|()| "SIGINT").map_err(failed),
-            _ = term.recv() => Ok("SIGTERM"),
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn watch() -> Result<StopSignals, Failure> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let failed = |e: std::io::Error| Failure::run(format!("cannot watch signals: {e}"));
+            Ok(StopSignals {
+                interrupt: signal(SignalKind::interrupt()).map_err(failed)?,
+                terminate: signal(SignalKind::terminate()).map_err(failed)?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(StopSignals {})
     }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c()
-            .await
-            .map(|()| "Ctrl-C")
-            .map_err(failed)
+
+    /// Waits for the next one; returns its name.
+    pub(crate) async fn next(&mut self) -> Result<&'static str, Failure> {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => Ok("SIGINT"),
+                _ = self.terminate.recv() => Ok("SIGTERM"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c()
+                .await
+                .map(|()| "Ctrl-C")
+                .map_err(|e| Failure::run(format!("cannot watch signals: {e}")))
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tether_tokio::{ApiKey, Capabilities, HubConfig, Server, ServerConfig};
 
-use crate::{Failure, parse_key, stop_signal};
+use crate::{Failure, StopSignals, parse_key};
 
 /// What `serve` was asked.
 pub(crate) struct ServeOptions {
@@ -26,7 +26,7 @@ struct KeySource {
     origin: String,
 }
 
-pub(crate) async fn run(options: ServeOptions) -> Result<(), Failure> {
+pub(crate) async fn run(options: ServeOptions, signals: &mut StopSignals) -> Result<(), Failure> {
     let mut sources: Vec<KeySource> = options
         .keys
         .into_iter()
@@ -71,7 +71,7 @@ pub(crate) async fn run(options: ServeOptions) -> Result<(), Failure> {
         "tether server on {scheme}://{}/ (Ctrl-C or SIGTERM to stop)",
         server.local_addr()
     );
-    let signal = stop_signal().await?;
+    let signal = signals.next().await?;
     eprintln!("{signal}: shutting down (clients are told server_shutting_down)");
     server.shutdown().await;
     Ok(())
