@@ -121,6 +121,29 @@ impl Drop for Serve {
     }
 }
 
+/// A child process killed (and reaped) when dropped, so a failing test leaves none behind.
+struct KillOnDrop(Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A loopback port nothing listens on (bound, then released).
 fn closed_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -386,20 +409,22 @@ fn wait_for_line(reader: &mut impl BufRead, wanted: &str) -> String {
 #[test]
 fn sub_prints_messages_published_with_a_name_and_from_stdin_then_stops_on_sigterm() {
     let serve = Serve::start(&[]);
-    let mut sub = Command::new(TETHER)
-        .args([
-            "sub",
-            "news",
-            "--key",
-            "app:app-secret",
-            "--url",
-            &serve.url,
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starts sub");
+    let mut sub = KillOnDrop(
+        Command::new(TETHER)
+            .args([
+                "sub",
+                "news",
+                "--key",
+                "app:app-secret",
+                "--url",
+                &serve.url,
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starts sub"),
+    );
     let mut stderr = BufReader::new(sub.stderr.take().expect("stderr"));
     wait_for_line(&mut stderr, "subscribed to news");
     let published = tether(
@@ -565,20 +590,22 @@ fn wss_with_a_private_ca_works_through_ca_file_and_is_refused_plainly_without_it
 fn serve_on_sigterm_tells_its_subscribers_before_exiting() {
     for round in 0..12 {
         let serve = Serve::start(&[]);
-        let mut sub = Command::new(TETHER)
-            .args([
-                "sub",
-                "news",
-                "--key",
-                "app:app-secret",
-                "--url",
-                &serve.url,
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starts sub");
+        let mut sub = KillOnDrop(
+            Command::new(TETHER)
+                .args([
+                    "sub",
+                    "news",
+                    "--key",
+                    "app:app-secret",
+                    "--url",
+                    &serve.url,
+                ])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("starts sub"),
+        );
         let mut stderr = BufReader::new(sub.stderr.take().expect("stderr"));
         wait_for_line(&mut stderr, "subscribed to news");
         let (status, _) = serve.terminate();
