@@ -316,6 +316,9 @@ pub struct Subscription {
 
 /// What a subscription needs to unsubscribe.
 struct Leave {
+    /// The client's command queue (see `Client::commands`): a subscription sends at most one
+    /// `Unsubscribe` on it in its life (`leave` is taken when sent), so it adds at most one
+    /// entry per subscription the application made.
     commands: futures_channel::mpsc::UnboundedSender<Command>,
     channel: ChannelName,
     id: embed::SubscriberId,
@@ -330,6 +333,7 @@ impl Subscription {
             return;
         };
         let (reply, done) = oneshot::channel();
+        // Bounded: one `Unsubscribe` per subscription (`leave` was taken above).
         let sent = leave.commands.unbounded_send(Command::Unsubscribe {
             channel: leave.channel,
             id: leave.id,
@@ -344,6 +348,8 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         if let Some(leave) = self.leave.take() {
+            // Bounded: one `Unsubscribe` per subscription, and only if `unsubscribe` did not
+            // already send it (`leave` is taken either way).
             let _ = leave.commands.unbounded_send(Command::Unsubscribe {
                 channel: leave.channel,
                 id: leave.id,
