@@ -73,6 +73,7 @@ fn sabotage_named(name: &str) -> Option<Sabotage> {
         "client-accepts-stale-transports" => Sabotage::ClientAcceptsStaleTransports,
         "client-stops-retrying" => Sabotage::ClientStopsRetrying,
         "hub-without-publish-record" => Sabotage::HubWithoutPublishRecord,
+        "client-resends-past-dedupe-window" => Sabotage::ClientResendsPastDedupeWindow,
         _ => return None,
     })
 }
@@ -113,8 +114,15 @@ fn simulate(args: &[&str]) -> ExitCode {
     }
     let began = Instant::now();
     let mut failed = 0u64;
+    let mut totals = sim::SimStats::default();
     for seed in start..start + seeds {
         let report = sim::run(seed, &config);
+        totals.publishes += report.stats.publishes;
+        totals.deliveries += report.stats.deliveries;
+        totals.faults += report.stats.faults;
+        totals.state_losses += report.stats.state_losses;
+        totals.restores += report.stats.restores;
+        totals.slow_consumer_drops += report.stats.slow_consumer_drops;
         if trace {
             for entry in &report.trace.entries {
                 println!("{} c{} {:?}", entry.at, entry.client, entry.record);
@@ -134,6 +142,16 @@ fn simulate(args: &[&str]) -> ExitCode {
             );
         }
     }
+    println!(
+        "{} publishes, {} deliveries, {} faults: {} hub state losses, {} clients restored \
+         from a snapshot, {} slow-consumer drops",
+        totals.publishes,
+        totals.deliveries,
+        totals.faults,
+        totals.state_losses,
+        totals.restores,
+        totals.slow_consumer_drops
+    );
     println!(
         "{} passed, {} failed ({} seeds in {:.1} s)",
         seeds - failed,

@@ -1,7 +1,9 @@
 //! The deterministic simulator: seeds pass, traces replay exactly, and the checker catches
 //! each deliberately broken guarantee.
 
-use tether_conformance::sim::{self, Guarantee, SimConfig};
+use tether_conformance::sim::{self, Guarantee, Record, SimConfig};
+use tether_core::ErrorCode;
+use tether_core::client::Event;
 use tether_core::sabotage::Sabotage;
 
 /// How many seeds the test suite runs (CI runs more through the command line).
@@ -44,15 +46,27 @@ fn faults_of_every_kind_happen_across_the_ci_seeds() {
     let config = SimConfig::default();
     let mut state_losses = 0;
     let mut faults = 0;
+    let mut restores = 0;
+    let mut slow_consumer_drops = 0;
     for seed in 0..50 {
         let report = sim::run(seed, &config);
         state_losses += report.stats.state_losses;
         faults += report.stats.faults;
+        restores += report.stats.restores;
+        slow_consumer_drops += report.stats.slow_consumer_drops;
     }
     assert!(faults > 500, "{faults} faults in 50 seeds");
     assert!(
         state_losses > 5,
         "{state_losses} hub restarts with lost state in 50 seeds"
+    );
+    assert!(
+        restores > 5,
+        "{restores} clients restored from a snapshot in 50 seeds"
+    );
+    assert!(
+        slow_consumer_drops > 2,
+        "{slow_consumer_drops} slow-consumer drops in 50 seeds"
     );
 }
 
@@ -156,8 +170,9 @@ fn regression_seeds_6134_8815_positions_of_undelivered_messages_come_from_the_hu
     );
 }
 
-/// Issue 20, item 2: the wider fault schedule (links that die silently or half way, and
-/// heartbeats up to the hub's 300 s maximum, so a drop is noticed minutes late) with the
+/// Issue 20, item 2: the wider fault schedule (links that die silently or half way,
+/// heartbeats up to the hub's 300 s maximum so a drop is noticed minutes late, client
+/// processes restored from a snapshot after long gaps, slow-consumer drops) with the
 /// hub's old behaviour back — resends caught only by the dedupe window — stores a resend
 /// twice, and the checker says so; the same seed is clean with the session record.
 #[test]
@@ -166,7 +181,7 @@ fn the_checker_catches_a_resend_stored_after_the_dedupe_window() {
         sabotage: Sabotage::HubWithoutPublishRecord,
         ..SimConfig::default()
     };
-    let report = sim::run(679, &sabotaged);
+    let report = sim::run(58, &sabotaged);
     assert!(
         report
             .violations
@@ -175,8 +190,43 @@ fn the_checker_catches_a_resend_stored_after_the_dedupe_window() {
         "{:?}",
         report.violations
     );
-    let clean = sim::run(679, &SimConfig::default());
+    let clean = sim::run(58, &SimConfig::default());
     assert!(clean.violations.is_empty(), "{:?}", clean.violations);
+}
+
+/// Issue 20, items 1 and 2: a client process dies 1 s after publishing (its
+/// acknowledgement lost with it) and is restored from its snapshot 127 s later; its
+/// session has expired. With the old client, which resent to the new session whatever it
+/// had, the hub — past its dedupe window — stores the message again and subscribers get it
+/// twice (seed 294); the client now fails that publish with `publish_outcome_unknown`.
+#[test]
+fn the_checker_catches_a_restored_client_resending_past_the_dedupe_window() {
+    let sabotaged = SimConfig {
+        sabotage: Sabotage::ClientResendsPastDedupeWindow,
+        ..SimConfig::default()
+    };
+    let report = sim::run(294, &sabotaged);
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.guarantee == Guarantee::G2),
+        "{:?}",
+        report.violations
+    );
+    let clean = sim::run(294, &SimConfig::default());
+    assert!(clean.violations.is_empty(), "{:?}", clean.violations);
+    let outcome_unknown = clean.trace.entries.iter().any(|entry| {
+        matches!(
+            &entry.record,
+            Record::Event(Event::PublishResolved { result: Err(error), .. })
+                if error.code == ErrorCode::PublishOutcomeUnknown
+        )
+    });
+    assert!(
+        outcome_unknown,
+        "the restored publish fails as outcome unknown"
+    );
 }
 
 /// Issue 20, item 12: with the server down for a while, attempts refused meanwhile piled up

@@ -28,4 +28,8 @@ pub enum Sabotage {
     /// G4 for the application API: an attach of an already attached channel is never
     /// answered (issue 14, defect 1), so a second subscribe waits forever.
     ClientIgnoresAttachOfAttached,
+    /// G2 over time (issue 20, the old client): the client resends to a new session a
+    /// publish first sent longer ago than the hub's dedupe window, so the hub may store it
+    /// again.
+    ClientResendsPastDedupeWindow,
 }

@@ -53,16 +53,22 @@ struct Subscription {
     discontinuities: Vec<(Time, Option<Position>, Position)>,
 }
 
+/// A publish: client, process (0, then one more per restore from a snapshot), publish id.
+type PublishKey = (usize, u32, PublishId);
+
 /// Checks every guarantee; returns the violations (empty: the run was correct).
 pub fn check(trace: &Trace) -> Vec<Violation> {
     let mut violations = Vec::new();
     let mut fail = |guarantee, detail: String| violations.push(Violation { guarantee, detail });
 
     let clients = trace.final_states.len();
-    // Per publish: (client, id) → (time, channel, ids); resolutions counted.
-    let mut published: BTreeMap<(usize, PublishId), (Time, ChannelName, Vec<MessageId>)> =
-        BTreeMap::new();
-    let mut resolutions: BTreeMap<(usize, PublishId), Vec<bool>> = BTreeMap::new();
+    // Per publish: (client, process, id) → (time, channel, ids); resolutions counted. A
+    // client restored from its snapshot is a new process whose publish ids start again;
+    // the snapshot's publishes it resolves are aliases of the originals.
+    let mut published: BTreeMap<PublishKey, (Time, ChannelName, Vec<MessageId>)> = BTreeMap::new();
+    let mut resolutions: BTreeMap<PublishKey, Vec<bool>> = BTreeMap::new();
+    let mut process = vec![0u32; clients];
+    let mut aliases: BTreeMap<PublishKey, PublishKey> = BTreeMap::new();
     // Where each message id was stored: (channel, id) → positions seen by anyone.
     let mut positions: BTreeMap<(ChannelName, MessageId), BTreeSet<Position>> = BTreeMap::new();
     let mut subscriptions: BTreeMap<(usize, ChannelName), Subscription> = BTreeMap::new();
@@ -82,7 +88,33 @@ pub fn check(trace: &Trace) -> Vec<Violation> {
                 channel,
                 messages,
             } => {
-                published.insert((client, *id), (entry.at, channel.clone(), messages.clone()));
+                published.insert(
+                    (client, process[client], *id),
+                    (entry.at, channel.clone(), messages.clone()),
+                );
+            }
+            Record::Died => {}
+            Record::Restored { publishes } => {
+                process[client] += 1;
+                for (new_id, messages) in publishes {
+                    let original = published.iter().find(|((c, p, id), (_, _, ids))| {
+                        *c == client
+                            && *p < process[client]
+                            && ids == messages
+                            && !resolutions.contains_key(&(*c, *p, *id))
+                    });
+                    match original {
+                        Some((key, _)) => {
+                            aliases.insert((client, process[client], *new_id), *key);
+                        }
+                        None => fail(
+                            Guarantee::G4,
+                            format!(
+                                "client {client}: a restored publish matches no unresolved publish"
+                            ),
+                        ),
+                    }
+                }
             }
             Record::AttachCalled(channel) => {
                 let sub = subscriptions.entry((client, channel.clone())).or_default();
@@ -111,10 +143,9 @@ pub fn check(trace: &Trace) -> Vec<Violation> {
             }
             Record::Event(event) => match event {
                 Event::PublishResolved { id, result } => {
-                    resolutions
-                        .entry((client, *id))
-                        .or_default()
-                        .push(result.is_ok());
+                    let key = (client, process[client], *id);
+                    let key = aliases.get(&key).copied().unwrap_or(key);
+                    resolutions.entry(key).or_default().push(result.is_ok());
                 }
                 Event::Attached {
                     channel,
@@ -250,11 +281,11 @@ pub fn check(trace: &Trace) -> Vec<Violation> {
             Some(1) => {}
             Some(n) => fail(
                 Guarantee::G4,
-                format!("client {} publish {} resolved {n} times", key.0, key.1.0),
+                format!("client {} publish {} resolved {n} times", key.0, key.2.0),
             ),
             None => fail(
                 Guarantee::G4,
-                format!("client {} publish {} never resolved", key.0, key.1.0),
+                format!("client {} publish {} never resolved", key.0, key.2.0),
             ),
         }
     }
@@ -271,9 +302,9 @@ pub fn check(trace: &Trace) -> Vec<Violation> {
 
     // G1: every acknowledged message reaches every subscriber attached since before it was
     // published and still attached at the end, or a discontinuity covers it.
-    for ((publisher, id), (at, channel, ids)) in &published {
+    for ((publisher, process, id), (at, channel, ids)) in &published {
         if resolutions
-            .get(&(*publisher, *id))
+            .get(&(*publisher, *process, *id))
             .is_none_or(|r| r != &vec![true])
         {
             continue;

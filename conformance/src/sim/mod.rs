@@ -1,7 +1,10 @@
 //! The deterministic simulator: many clients and one hub on a simulated network with a
-//! seeded fault schedule — connection drops, delays, stalls released in random order, hub
-//! restarts (state kept, or state lost → new epochs), unreachable periods and wall-clock
-//! jumps that expire tokens — under a random attach / publish / detach / close workload.
+//! seeded fault schedule — connection drops, links that die silently or half, stalls
+//! released in random order, hub restarts (state kept, or state lost → new epochs),
+//! unreachable periods, wall-clock jumps that expire tokens, client processes that die and
+//! come back from their snapshot after a long gap, and connections the hub drops as slow
+//! consumers (writes are reported to the hub only as the client reads them) — under a random
+//! attach / publish / detach / close workload.
 //! After the faults stop it lets the system settle (once more if a client is still
 //! recovering from a late effect of a fault), then checks G1–G6 on the full trace.
 //!
@@ -16,10 +19,12 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tether_core::client::{Auth, Client, ClientConfig, Event, NewMessage, Output, TransportId};
+use tether_core::client::{
+    Auth, Client, ClientConfig, ClientSnapshot, Event, NewMessage, Output, TransportId,
+};
 use tether_core::sabotage::Sabotage;
 use tether_core::server::{
-    ApiKey, Capabilities, Claims, ConnectionId, Hub, HubConfig, HubOutput, mint_token,
+    ApiKey, Capabilities, Claims, ConnectionId, Hub, HubConfig, HubEvent, HubOutput, mint_token,
 };
 use tether_core::wire::{
     self, ChannelName, ClientFrame, ClientId, Credentials, HistoryQuery, Limits, PROTOCOL_VERSION,
@@ -32,6 +37,10 @@ pub use self::trace::{Entry, Record, Trace};
 
 const CHANNELS: [&str; 3] = ["a", "b", "c:d"];
 const UNIX_START_MS: u64 = 1_767_225_600_000;
+/// The hub's pending-bytes limit in the simulation: above a history page of 20 small
+/// messages and a resume's replay budget, below what a subscriber that stops reading
+/// accumulates within half a minute.
+const SIM_MAX_PENDING_BYTES: usize = 4 * 1024;
 
 /// What to simulate.
 #[derive(Clone, Debug)]
@@ -85,6 +94,10 @@ pub struct SimStats {
     pub faults: u64,
     /// Hub restarts that lost state.
     pub state_losses: u64,
+    /// Client processes that died and were restored from their snapshot.
+    pub restores: u64,
+    /// Connections the hub closed as slow consumers.
+    pub slow_consumer_drops: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -101,6 +114,7 @@ enum Action {
     Fault,
     Reachable,
     ObserverHeartbeat,
+    Restore(usize),
 }
 
 #[derive(Debug)]
@@ -121,13 +135,19 @@ struct Link {
     /// Half dead: frames to the client are lost, frames to the hub still arrive, and
     /// neither side is told (the client notices by its liveness timer).
     to_client_lost: bool,
+    /// The client's process died: nothing reaches it any more.
+    client_gone: bool,
 }
 
 struct Peer {
     client: Client,
+    /// Its configuration, to restore it from a snapshot.
+    config: ClientConfig,
     link: Option<u64>,
     closed: bool,
     token_pending: bool,
+    /// The process died: what it had, waiting to be restored.
+    dead: Option<ClientSnapshot>,
 }
 
 struct World {
@@ -170,6 +190,11 @@ impl World {
         let mut hub_config = HubConfig::default();
         hub_config.keys = vec![key()];
         hub_config.sabotage = config.sabotage;
+        // Writes are reported to the hub only as the client reads them (no socket buffer is
+        // modelled), so a small limit stands in for a large one under heavy traffic: a
+        // client that stops reading — a stall, a half-dead link, a dead process — is
+        // dropped as a slow consumer within the simulation's modest traffic.
+        hub_config.max_pending_bytes = SIM_MAX_PENDING_BYTES;
         let mut hub_seed = [0u8; 32];
         rng.fill(&mut hub_seed);
         let hub = Hub::new(hub_config.clone(), hub_seed);
@@ -197,10 +222,12 @@ impl World {
                 let mut seed = [0u8; 32];
                 rng.fill(&mut seed);
                 Peer {
-                    client: Client::new(client_config, seed),
+                    client: Client::new(client_config.clone(), seed),
+                    config: client_config,
                     link: None,
                     closed: false,
                     token_pending: false,
+                    dead: None,
                 }
             })
             .collect();
@@ -327,6 +354,7 @@ impl World {
                         stalled_until: None,
                         deliver_stale: false,
                         to_client_lost: false,
+                        client_gone: false,
                     },
                 );
                 self.by_connection.insert(connection, id);
@@ -421,12 +449,10 @@ impl World {
                 self.hub.handle_written(stamp, connection, bytes.len());
             }
             HubOutput::Transmit { connection, bytes } => {
-                let written = bytes.len();
+                // Reported written when the client reads it (see `deliver`).
                 if let Some(&link_id) = self.by_connection.get(&connection) {
                     self.send_on(link_id, Dir::ToClient, bytes);
                 }
-                let stamp = self.stamp();
-                self.hub.handle_written(stamp, connection, written);
             }
             HubOutput::Close { connection, .. } => {
                 if let Some(link_id) = self.by_connection.remove(&connection) {
@@ -442,6 +468,9 @@ impl World {
                         .saturating_add(Duration::from_millis(1));
                     self.schedule(at, Action::Deliver(link_id, Dir::ToClient));
                 }
+            }
+            HubOutput::Event(HubEvent::SlowConsumer { .. }) => {
+                self.stats.slow_consumer_drops += 1;
             }
             HubOutput::Event(_) => {}
         }
@@ -502,12 +531,18 @@ impl World {
             }
             Dir::ToClient => {
                 let (client, transport, up) = (link.client, link.transport, link.up);
-                if link.to_client_lost {
+                if link.to_client_lost || link.client_gone {
+                    // Lost on the way: never acknowledged, so never reported written.
                     link.to_client.pop_front();
                     return;
                 }
                 match link.to_client.pop_front() {
                     Some(bytes) => {
+                        let connection = link.connection;
+                        if up && self.by_connection.get(&connection) == Some(&link_id) {
+                            let stamp = self.stamp();
+                            self.hub.handle_written(stamp, connection, bytes.len());
+                        }
                         let current = self.peers[client].link == Some(link_id);
                         self.peers[client]
                             .client
@@ -545,6 +580,9 @@ impl World {
 
     fn provide_token(&mut self, index: usize) {
         self.peers[index].token_pending = false;
+        if self.peers[index].dead.is_some() {
+            return;
+        }
         let unix_ms = self.stamp().unix_ms;
         let lifetime = self.rng.between(30, 300);
         let claims = Claims {
@@ -566,7 +604,12 @@ impl World {
             return;
         }
         let now = self.now;
-        let roll = self.rng.between(0, 99);
+        let roll = if self.peers[index].dead.is_some() {
+            // The process is down: nothing is called until it is restored.
+            100
+        } else {
+            self.rng.between(0, 99)
+        };
         match roll {
             0..=49 => {
                 let channel = channel(&mut self.rng);
@@ -620,9 +663,13 @@ impl World {
             }
             86..=89 => {
                 let channel = channel(&mut self.rng);
-                let _ = self.peers[index]
-                    .client
-                    .history(now, channel, HistoryQuery::default());
+                // Pages of at most 20 small messages stay well under the hub's pending
+                // limit here, so asking for history never makes a slow consumer.
+                let query = HistoryQuery {
+                    limit: 20,
+                    ..HistoryQuery::default()
+                };
+                let _ = self.peers[index].client.history(now, channel, query);
             }
             90 if index == 0 => {
                 self.record(index, Record::CloseCalled);
@@ -714,6 +761,7 @@ impl World {
             75..=84 => {
                 self.wall_offset_ms += self.rng.between(60_000, 900_000);
             }
+            85..=89 => self.kill_client(),
             _ => {
                 self.reachable = false;
                 let length = Duration::from_millis(self.rng.between(1000, 30_000));
@@ -727,9 +775,75 @@ impl World {
         self.schedule(next, Action::Fault);
     }
 
+    /// A client's process dies: the application kept its snapshot (taken after every event
+    /// it handled), its sockets close — or, when its machine vanished, its connection is left
+    /// for the hub to notice — and it is restored after a gap of 10 to 200 s: within or past
+    /// the session TTL and the dedupe window of what it had in flight (issue 20).
+    fn kill_client(&mut self) {
+        let candidates: Vec<usize> = (0..self.peers.len())
+            .filter(|&i| !self.peers[i].closed && self.peers[i].dead.is_none())
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let index = candidates[self.rng.between(0, candidates.len() as u64 - 1) as usize];
+        let tell_hub = self.rng.between(0, 1) == 0;
+        let gap = Duration::from_millis(self.rng.between(10_000, 200_000));
+        let snapshot = self.peers[index].client.snapshot();
+        let links: Vec<u64> = self
+            .links
+            .iter()
+            .filter(|(_, link)| link.client == index)
+            .map(|(id, _)| *id)
+            .collect();
+        for link_id in links {
+            if let Some(link) = self.links.get_mut(&link_id) {
+                link.client_gone = true;
+                link.deliver_stale = false;
+            }
+            self.close_link(link_id, false, tell_hub);
+        }
+        let peer = &mut self.peers[index];
+        peer.link = None;
+        peer.token_pending = false;
+        peer.dead = Some(snapshot);
+        self.record(index, Record::Died);
+        let at = self.now.saturating_add(gap);
+        self.schedule(at, Action::Restore(index));
+    }
+
+    /// A new process continues the dead client's session from its snapshot.
+    fn restore_client(&mut self, index: usize) {
+        let Some(snapshot) = self.peers[index].dead.take() else {
+            return;
+        };
+        self.stats.restores += 1;
+        let messages: Vec<_> = snapshot
+            .publishes
+            .iter()
+            .map(|p| p.messages.iter().map(|m| m.id.clone()).collect::<Vec<_>>())
+            .collect();
+        let mut seed = [0u8; 32];
+        self.rng.fill(&mut seed);
+        let config = self.peers[index].config.clone();
+        let (client, ids) =
+            Client::from_snapshot(config, seed, snapshot).expect("the client's own snapshot");
+        self.peers[index].client = client;
+        self.record(
+            index,
+            Record::Restored {
+                publishes: ids.into_iter().zip(messages).collect(),
+            },
+        );
+        let now = self.now;
+        self.peers[index].client.connect(now);
+    }
+
     fn all_connected(&self) -> bool {
         self.peers.iter().all(|p| {
-            p.closed || p.client.state() == tether_core::client::ConnectionState::Connected
+            p.closed
+                || (p.dead.is_none()
+                    && p.client.state() == tether_core::client::ConnectionState::Connected)
         })
     }
 
@@ -762,6 +876,7 @@ impl World {
             let timer = self
                 .peers
                 .iter()
+                .filter(|p| p.dead.is_none())
                 .filter_map(|p| p.client.poll_timeout())
                 .chain(self.hub.poll_timeout())
                 .min();
@@ -793,6 +908,7 @@ impl World {
                         Action::ProvideToken(index) => self.provide_token(index),
                         Action::Fault => self.fault(),
                         Action::Reachable => self.reachable = true,
+                        Action::Restore(index) => self.restore_client(index),
                         Action::ObserverHeartbeat => {
                             if let Some(connection) = self.observer {
                                 let bytes = wire::encode(&ClientFrame::Heartbeat, &Limits::DEFAULT)
@@ -811,7 +927,9 @@ impl World {
                     self.hub.handle_timeout(stamp);
                 }
                 for peer in &mut self.peers {
-                    if peer.client.poll_timeout().is_some_and(|d| d <= self.now) {
+                    if peer.dead.is_none()
+                        && peer.client.poll_timeout().is_some_and(|d| d <= self.now)
+                    {
                         peer.client.handle_timeout(self.now);
                     }
                 }

@@ -24,6 +24,14 @@ pub enum Record {
     CloseCalled,
     /// An event reached the application.
     Event(Event),
+    /// The client's process died; the application kept its snapshot.
+    Died,
+    /// A new process continued the client from its snapshot: the ids under which the
+    /// snapshot's unresolved publishes (their message ids) are now resolved, in order.
+    Restored {
+        /// New publish id and the message ids it carries.
+        publishes: Vec<(PublishId, Vec<MessageId>)>,
+    },
     /// Bytes of a transport that was no longer current reached the client, and the client
     /// produced this many outputs in response.
     StaleDelivery {

@@ -148,6 +148,10 @@ impl Client {
     /// [`RESEND_MARGIN`]) is not resent — the hub may have stored it and forgotten its id, so a
     /// resend could store it twice. It fails with `publish_outcome_unknown` (§6.5).
     fn forget_outlived_publishes(&mut self, server_time_ms: u64, dedupe_window_ms: Option<u32>) {
+        #[cfg(feature = "sabotage")]
+        if self.sabotage_resends_past_dedupe_window() {
+            return;
+        }
         let window = dedupe_window_ms.map_or(DEFAULT_DEDUPE_WINDOW, |ms| {
             Duration::from_millis(u64::from(ms))
         });

@@ -56,6 +56,11 @@ impl Client {
         self.sabotage() == Sabotage::ClientIgnoresAttachOfAttached
     }
 
+    /// True when the sabotage says to resend publishes older than the dedupe window.
+    pub(super) fn sabotage_resends_past_dedupe_window(&self) -> bool {
+        self.sabotage() == Sabotage::ClientResendsPastDedupeWindow
+    }
+
     /// True when the sabotage says not to schedule this retry.
     pub(super) fn sabotage_stops_retrying(&mut self) -> bool {
         self.sabotage_state.losses += 1;
