@@ -181,7 +181,7 @@ fn the_checker_catches_a_resend_stored_after_the_dedupe_window() {
         sabotage: Sabotage::HubWithoutPublishRecord,
         ..SimConfig::default()
     };
-    let report = sim::run(58, &sabotaged);
+    let report = sim::run(408, &sabotaged);
     assert!(
         report
             .violations
@@ -190,22 +190,22 @@ fn the_checker_catches_a_resend_stored_after_the_dedupe_window() {
         "{:?}",
         report.violations
     );
-    let clean = sim::run(58, &SimConfig::default());
+    let clean = sim::run(408, &SimConfig::default());
     assert!(clean.violations.is_empty(), "{:?}", clean.violations);
 }
 
-/// Issue 20, items 1 and 2: a client process dies 1 s after publishing (its
-/// acknowledgement lost with it) and is restored from its snapshot 127 s later; its
-/// session has expired. With the old client, which resent to the new session whatever it
-/// had, the hub — past its dedupe window — stores the message again and subscribers get it
-/// twice (seed 294); the client now fails that publish with `publish_outcome_unknown`.
+/// Issue 20, items 1 and 2: a client publishes at 48.6 s, its acknowledgements are lost,
+/// its process dies at 86.9 s and is restored from its snapshot at 282.5 s; its session has
+/// expired. With the old client, which resent to the new session whatever it had, the hub —
+/// past its dedupe window — stores the messages again and subscribers get them twice (seed
+/// 1252); the client now fails those publishes with `publish_outcome_unknown`.
 #[test]
 fn the_checker_catches_a_restored_client_resending_past_the_dedupe_window() {
     let sabotaged = SimConfig {
         sabotage: Sabotage::ClientResendsPastDedupeWindow,
         ..SimConfig::default()
     };
-    let report = sim::run(294, &sabotaged);
+    let report = sim::run(1252, &sabotaged);
     assert!(
         report
             .violations
@@ -214,7 +214,7 @@ fn the_checker_catches_a_restored_client_resending_past_the_dedupe_window() {
         "{:?}",
         report.violations
     );
-    let clean = sim::run(294, &SimConfig::default());
+    let clean = sim::run(1252, &SimConfig::default());
     assert!(clean.violations.is_empty(), "{:?}", clean.violations);
     let outcome_unknown = clean.trace.entries.iter().any(|entry| {
         matches!(
@@ -249,4 +249,13 @@ fn a_reconnect_storm_after_a_downtime_stays_spread() {
             report.all_connected_after
         );
     }
+}
+
+/// Found by the snapshot restores of issue 20's wider schedule: a client restored with
+/// every publish acknowledged started its serials at 0 again, so its next publish reused a
+/// serial of the resumed session and the hub refused it as `invalid_publish_serial` — a
+/// publish lost for no fault (the checker now flags bad-request refusals). Seed 3 showed it.
+#[test]
+fn regression_seed_3_a_restored_client_continues_its_serials() {
+    assert_seeds_keep_every_guarantee(&[3, 9, 15, 16]);
 }

@@ -480,3 +480,76 @@ fn hub_frames_are_decoded_with_the_limits_the_hub_announced() {
     assert_eq!(delivered(&events), vec![1], "{:?}", s.state());
     assert_eq!(s.state(), ConnectionState::Connected);
 }
+
+/// While the transport is down nothing is attached on the hub: an attach of a channel that
+/// was attached waits for the next transport's answer instead of being answered at once
+/// (a subscriber told "attached" while disconnected would believe it receives).
+#[test]
+fn an_attach_while_disconnected_waits_for_the_next_transports_answer() {
+    let mut s = Scripted::new(key_auth());
+    s.connect_new();
+    attach(&mut s, "news");
+    s.reply(attached("news", 5, 3, Continuity::Fresh));
+    s.take_events();
+    s.drop_transport();
+    s.client
+        .attach(s.now, channel("news"))
+        .expect("usable while disconnected");
+    assert!(
+        !s.take_events()
+            .iter()
+            .any(|e| matches!(e, Event::Attached { .. })),
+        "answered while disconnected"
+    );
+    s.wait_for_open(Duration::from_secs(2));
+    s.open();
+    s.reply(connected(true));
+    assert!(s.take_sent().contains(&ClientFrame::Attach {
+        channel: channel("news"),
+        from: Some(Position {
+            epoch: 5,
+            serial: 3
+        }),
+    }));
+    s.reply(attached("news", 5, 3, Continuity::Continuous));
+    assert!(s.take_events().contains(&Event::Attached {
+        channel: channel("news"),
+        position: Position {
+            epoch: 5,
+            serial: 3
+        },
+        continuity: Continuity::Continuous,
+    }));
+}
+
+/// Issue 20, item 10: the client checks an `attached` answer against its own position
+/// whatever continuity the hub claims — an answer beyond its last delivered position, or at
+/// another epoch, is a discontinuity (§6.6).
+#[test]
+fn a_continuous_answer_that_does_not_match_the_clients_position_is_a_discontinuity() {
+    for (epoch, serial) in [(5, 8), (6, 2)] {
+        let mut s = Scripted::new(key_auth());
+        s.connect_new();
+        attach(&mut s, "news");
+        s.reply(attached("news", 5, 0, Continuity::Fresh));
+        for delivered in 1..=3 {
+            s.reply(delivery("news", 5, delivered));
+        }
+        s.take_events();
+        reconnect(&mut s, true);
+        s.reply(attached("news", epoch, serial, Continuity::Continuous));
+        let last = Some(Position {
+            epoch: 5,
+            serial: 3,
+        });
+        let resumed_after = Position { epoch, serial };
+        assert!(
+            s.take_events().iter().any(|e| matches!(
+                e,
+                Event::Discontinuity { last: l, resumed_after: r, .. }
+                    if *l == last && *r == resumed_after
+            )),
+            "continuous at {epoch}:{serial} after 5:3 is not reported"
+        );
+    }
+}

@@ -177,3 +177,56 @@ fn a_publish_restored_after_the_dedupe_window_is_not_resent_to_a_new_session() {
         "{seen:?}"
     );
 }
+
+/// The snapshot carries the session's next publish serial: after a resume, a new publish
+/// takes the serial after the last one used, even when every earlier publish was
+/// acknowledged. Reusing a serial would make the hub answer it from its record as a resend
+/// of the old publish — acknowledged, never stored (§6.5).
+#[test]
+fn a_restored_client_continues_its_sessions_publish_serials() {
+    let mut before = Scripted::new(key_auth());
+    before.connect_new();
+    for text in ["a", "b", "c"] {
+        before
+            .client
+            .publish(
+                before.now,
+                channel("news"),
+                vec![NewMessage::new("t", text)],
+            )
+            .expect("accepted");
+    }
+    before.reply(ServerFrame::Ack {
+        serial: 0,
+        count: 1,
+    });
+    before.reply(ServerFrame::Ack {
+        serial: 1,
+        count: 2,
+    });
+    assert_eq!(before.client.pending_publishes(), 0);
+
+    let snapshot = stored_and_loaded(&before.client.snapshot());
+    assert_eq!(snapshot.next_serial, 3);
+    let (client, restored) =
+        Client::from_snapshot(ClientConfig::new(key_auth()), [2; 32], snapshot)
+            .expect("a valid snapshot");
+    assert!(restored.is_empty());
+    let mut after = Scripted::from_client(client);
+    after.connect();
+    after.reply(connected(true));
+    after.take_sent();
+    after
+        .client
+        .publish(after.now, channel("news"), vec![NewMessage::new("t", "d")])
+        .expect("accepted");
+    let serials: Vec<u64> = after
+        .take_sent()
+        .iter()
+        .filter_map(|frame| match frame {
+            ClientFrame::Publish { serial, .. } => Some(*serial),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(serials, vec![3]);
+}

@@ -143,6 +143,19 @@ pub fn check(trace: &Trace) -> Vec<Violation> {
             }
             Record::Event(event) => match event {
                 Event::PublishResolved { id, result } => {
+                    // A refusal for a malformed request (400xx) means the client broke the
+                    // protocol — a reused serial, say: the publish is lost for no fault.
+                    if let Err(error) = result {
+                        if error.code.status() == 400 {
+                            fail(
+                                Guarantee::G4,
+                                format!(
+                                    "client {client} publish {} refused as a bad request: {error}",
+                                    id.0
+                                ),
+                            );
+                        }
+                    }
                     let key = (client, process[client], *id);
                     let key = aliases.get(&key).copied().unwrap_or(key);
                     resolutions.entry(key).or_default().push(result.is_ok());

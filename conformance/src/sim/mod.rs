@@ -777,7 +777,7 @@ impl World {
 
     /// A client's process dies: the application kept its snapshot (taken after every event
     /// it handled), its sockets close — or, when its machine vanished, its connection is left
-    /// for the hub to notice — and it is restored after a gap of 10 to 200 s: within or past
+    /// for the hub to notice — and it is restored after a gap of 1 to 200 s: within or past
     /// the session TTL and the dedupe window of what it had in flight (issue 20).
     fn kill_client(&mut self) {
         let candidates: Vec<usize> = (0..self.peers.len())
@@ -788,7 +788,13 @@ impl World {
         }
         let index = candidates[self.rng.between(0, candidates.len() as u64 - 1) as usize];
         let tell_hub = self.rng.between(0, 1) == 0;
-        let gap = Duration::from_millis(self.rng.between(10_000, 200_000));
+        // Half come back soon (the session still there, the workload still running), half
+        // after a long gap.
+        let gap = if self.rng.between(0, 1) == 0 {
+            Duration::from_millis(self.rng.between(1_000, 30_000))
+        } else {
+            Duration::from_millis(self.rng.between(30_000, 200_000))
+        };
         let snapshot = self.peers[index].client.snapshot();
         let links: Vec<u64> = self
             .links

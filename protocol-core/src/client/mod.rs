@@ -309,15 +309,12 @@ impl Client {
             .publishes
             .into_iter()
             .map(|p| {
-                client.publishes.restore(
-                    p.channel,
-                    p.messages,
-                    p.serial,
-                    p.first_sent_ms,
-                    snapshot.next_serial,
-                )
+                client
+                    .publishes
+                    .restore(p.channel, p.messages, p.serial, p.first_sent_ms)
             })
             .collect();
+        client.publishes.restore_next_serial(snapshot.next_serial);
         Ok((client, ids))
     }
 

@@ -63,15 +63,19 @@ impl Publishes {
         messages: Vec<Message>,
         serial: Option<u64>,
         first_sent_ms: Option<u64>,
-        next_serial: u64,
     ) -> PublishId {
         let id = self.push(channel, messages);
         if let Some(pending) = self.queue.back_mut() {
             pending.serial = serial;
             pending.first_sent_ms = first_sent_ms;
         }
-        self.next_serial = next_serial;
         id
+    }
+
+    /// Restores the session's next serial from a snapshot, whether or not publishes are
+    /// pending: a resumed session must not reuse a serial the hub has answered.
+    pub(crate) fn restore_next_serial(&mut self, next_serial: u64) {
+        self.next_serial = next_serial;
     }
 
     /// A new session: serials restart at 0 and every publish will be sent again.
