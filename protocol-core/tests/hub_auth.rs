@@ -7,7 +7,7 @@ use std::time::Duration;
 use support::hub::*;
 use tether_core::ErrorCode;
 use tether_core::server::{Capabilities, Claims, HubEvent, Operation};
-use tether_core::wire::{ClientFrame, ServerFrame};
+use tether_core::wire::{ClientFrame, ClientId, ServerFrame};
 
 fn b64(text: &str) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -82,6 +82,38 @@ fn a_valid_token_connects_with_its_client_id_and_expiry() {
     };
     assert_eq!(client_id.as_str(), "alice");
     assert_eq!(token_expires_at_ms, Some(claims.exp * 1000));
+}
+
+/// A token connect may name a client id: the token's own connects, another is refused
+/// with `client_id_mismatch` (§4.2) — a token grants one identity only.
+#[test]
+fn a_token_connect_naming_its_own_client_id_connects_and_another_is_refused() {
+    let mut h = HubHarness::new();
+    let claims = claims("alice", h.unix_ms, Duration::from_secs(3600));
+    let named = |client_id: &str| match token_connect(token(&claims)) {
+        ClientFrame::Connect {
+            version,
+            credentials,
+            resume,
+            heartbeat_interval_ms,
+            options,
+            ..
+        } => ClientFrame::Connect {
+            version,
+            credentials,
+            client_id: Some(ClientId::new(client_id).expect("valid")),
+            resume,
+            heartbeat_interval_ms,
+            options,
+        },
+        other => other,
+    };
+    let frame = connects(&mut h, named("alice"));
+    assert!(
+        matches!(frame, ServerFrame::Connected { ref client_id, .. } if client_id.as_str() == "alice"),
+        "{frame:?}"
+    );
+    refused_with(&mut h, named("mallory"), ErrorCode::ClientIdMismatch);
 }
 
 #[test]
