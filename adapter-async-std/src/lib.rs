@@ -40,16 +40,7 @@ pub use runtime::{ClientTransport, ServerTransport};
 pub use spawner::Spawner;
 pub use tether_core;
 // The types applications name, so they need not depend on tether-core themselves.
-pub use tether_core::client::{ClientConfig, ConnectionState, HistoryPage, NewMessage};
-pub use tether_core::embed::{
-    ChannelEvent, ConnectionStateChange, ConnectionStats, Credentials, Error, Refusable,
-    TokenError, TokenFuture, TokenProvider,
-};
-pub use tether_core::server::{ApiKey, Capabilities, Claims, HubConfig, Operation, mint_token};
-pub use tether_core::wire::{
-    ChannelMessage, Continuity, Direction, HistoryBound, HistoryQuery, Message, Position,
-};
-pub use tether_core::{ErrorCode, ErrorInfo};
+pub use tether_driver::api::*;
 pub use tether_driver::{StateChanges, StateWatch, Subscription, Task, tls_from_pem};
 
 /// A tether client on async-std or smol (see [`tether_driver::Client`]). Cheap to clone;

@@ -353,3 +353,96 @@ pub async fn fan_out_thin(subscribers: usize, messages: usize, window: usize) ->
     server.shutdown().await;
     Measure::Rate((subscribers * messages) as f64 / elapsed.as_secs_f64())
 }
+
+/// What a reconnect storm looked like from the clients.
+pub struct Storm {
+    /// The largest share of the clients' connection attempts in one 100 ms window.
+    pub peak_share: f64,
+    /// Connection attempts per client, from the kill until all were back.
+    pub attempts_per_client: f64,
+    /// From the kill until every client was connected again.
+    pub all_back_after: Duration,
+}
+
+/// f. Reconnect storm on real sockets: `count` clients connected to a server process that
+/// is killed (SIGKILL) and started again on the same port `down` later. Every transition to
+/// Connecting after the kill is an attempt (those refused while the server is down too);
+/// they are counted per 100 ms window. `None` if the clients were not all back within
+/// `down` + 60 s.
+pub async fn reconnect_storm(count: usize, down: Duration) -> Option<Storm> {
+    let port = free_port();
+    let mut child = spawn_self("serve-tether", port).expect("spawns the server");
+    assert!(wait_for_port(port).await, "the server listens");
+    let url = format!("ws://127.0.0.1:{port}/");
+    let mut clients = Vec::with_capacity(count);
+    for batch in 0..count.div_ceil(500) {
+        let start = clients.len();
+        for _ in 0..500.min(count - batch * 500) {
+            clients.push(Client::connect(&url, options()).expect("url"));
+        }
+        for client in &clients[start..] {
+            assert!(connected(client).await, "connected");
+        }
+    }
+    // Each client's transitions, stamped as they are read; the stream keeps up to 64
+    // changes for a slow reader, far more than a client goes through here.
+    let attempts = Arc::new(std::sync::Mutex::new(Vec::<Instant>::with_capacity(
+        count * 4,
+    )));
+    let back = Arc::new(AtomicUsize::new(0));
+    let all_back = Arc::new(Notify::new());
+    let mut watchers = Vec::with_capacity(count);
+    for client in &clients {
+        let mut changes = client.state_changes();
+        let (attempts, back, all_back) = (attempts.clone(), back.clone(), all_back.clone());
+        watchers.push(tokio::spawn(async move {
+            let mut lost = false;
+            while let Some(change) = changes.next().await {
+                match change.current {
+                    ConnectionState::Connecting => {
+                        lost = true;
+                        if let Ok(mut attempts) = attempts.lock() {
+                            attempts.push(Instant::now());
+                        }
+                    }
+                    ConnectionState::Connected if lost => {
+                        if back.fetch_add(1, Ordering::SeqCst) + 1 == count {
+                            all_back.notify_one();
+                        }
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        }));
+    }
+    let kill = Instant::now();
+    drop(child);
+    tokio::time::sleep(down).await;
+    child = spawn_self("serve-tether", port).expect("restarts the server");
+    let in_time = tokio::time::timeout(down + Duration::from_secs(60), all_back.notified())
+        .await
+        .is_ok();
+    let all_back_after = kill.elapsed();
+    for watcher in watchers {
+        watcher.abort();
+    }
+    drop(clients);
+    drop(child);
+    if !in_time {
+        return None;
+    }
+    let attempts = attempts.lock().map(|a| a.clone()).unwrap_or_default();
+    let mut windows = std::collections::BTreeMap::<u128, usize>::new();
+    for at in &attempts {
+        *windows
+            .entry(at.saturating_duration_since(kill).as_millis() / 100)
+            .or_default() += 1;
+    }
+    let peak = windows.values().copied().max().unwrap_or(0);
+    Some(Storm {
+        peak_share: peak as f64 / count as f64,
+        attempts_per_client: attempts.len() as f64 / count as f64,
+        all_back_after,
+    })
+}
