@@ -159,7 +159,9 @@ const STORM_PEAK_TARGET: f64 = 0.15;
 /// busiest window is over the target or the clients did not all come back.
 async fn storm(clients: usize, down_ms: u64) {
     let down = std::time::Duration::from_millis(down_ms);
-    eprintln!("f. reconnect storm: {clients} clients, the server killed and back after {down_ms} ms …");
+    eprintln!(
+        "f. reconnect storm: {clients} clients, the server killed and back after {down_ms} ms …"
+    );
     let Some(storm) = tether::reconnect_storm(clients, down).await else {
         println!("the clients were not all connected again within {down_ms} ms + 60 s");
         std::process::exit(1);

@@ -29,14 +29,14 @@ pub(crate) enum Neutral {}
 
 impl Plumbing for Neutral {
     type Reply<T: Send + 'static> = oneshot::Sender<T>;
-    type Sink = futures_channel::mpsc::UnboundedSender<ChannelEvent>;
+    type Sink = tokio::sync::mpsc::UnboundedSender<ChannelEvent>;
 
     fn reply<T: Send + 'static>(reply: oneshot::Sender<T>, value: T) {
         let _ = reply.send(value);
     }
 
     fn deliver(sink: &Self::Sink, event: ChannelEvent) -> bool {
-        sink.unbounded_send(event).is_ok()
+        sink.send(event).is_ok()
     }
 }
 
@@ -242,7 +242,9 @@ impl<R: Runtime> Channel<R> {
     pub async fn subscribe(&self) -> Result<Subscription, Error> {
         // Unbounded: buffered until the application reads, like any subscription; a
         // subscriber that never reads is the application's own memory, not the server's.
-        let (sink, events) = futures_channel::mpsc::unbounded();
+        // Block-based: one allocation per 32 events, not one per event (tokio's channels
+        // run on any executor).
+        let (sink, events) = tokio::sync::mpsc::unbounded_channel();
         let channel = self.name.clone();
         let id = self
             .client
@@ -309,7 +311,7 @@ impl<R: Runtime> Channel<R> {
 /// client reached Failed or Closed). Dropping it unsubscribes, like
 /// [`unsubscribe`](Subscription::unsubscribe) without waiting.
 pub struct Subscription {
-    events: futures_channel::mpsc::UnboundedReceiver<ChannelEvent>,
+    events: tokio::sync::mpsc::UnboundedReceiver<ChannelEvent>,
     /// How to leave the channel; taken when done.
     leave: Option<Leave>,
 }
@@ -363,6 +365,6 @@ impl Stream for Subscription {
     type Item = ChannelEvent;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ChannelEvent>> {
-        Pin::new(&mut self.events).poll_next(cx)
+        self.events.poll_recv(cx)
     }
 }

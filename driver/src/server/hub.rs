@@ -4,7 +4,7 @@
 use std::task::Poll;
 use std::time::{Instant, SystemTime};
 
-use futures_lite::{FutureExt, StreamExt};
+use futures_lite::FutureExt;
 use tether_core::embed::{Connections, Flow, INPUT_BATCH, Origin, handle_batch};
 use tether_core::server::{Hub, HubEvent, Severity};
 
@@ -15,9 +15,8 @@ use crate::runtime::Runtime;
 pub(crate) async fn drive<R: Runtime>(
     runtime: R,
     mut hub: Hub,
-    inputs: async_channel::Receiver<Input>,
+    mut inputs: tokio::sync::mpsc::Receiver<Input>,
 ) {
-    let mut inputs = Box::pin(inputs);
     let origin = Origin::new(Instant::now());
     let mut connections = Connections::new();
     // One timer, moved only when the hub's deadline moves.
@@ -35,7 +34,7 @@ pub(crate) async fn drive<R: Runtime>(
             if deadline.is_some() && timer.poll(cx).is_ready() {
                 return Poll::Ready(None);
             }
-            inputs.as_mut().poll_next(cx).map(Some)
+            inputs.poll_recv(cx).map(Some)
         })
         .await;
         let now = origin.stamp_at(Instant::now(), SystemTime::now());

@@ -45,7 +45,7 @@ type Input = ServerInput<Neutral, Queue>;
 /// descriptors) back off exponentially up to 1 s, logged once per episode.
 pub struct Server<R: Runtime> {
     local_addr: SocketAddr,
-    inputs: async_channel::Sender<Input>,
+    inputs: tokio::sync::mpsc::Sender<Input>,
     /// Closing it stops the accept loop.
     stop_accepting: async_channel::Sender<()>,
     /// Ends (every sender dropped) once the accept loop and every connection task ended:
@@ -76,7 +76,7 @@ impl<R: Runtime> Server<R> {
             None => crate::fresh_seed()?,
         };
         let max_frame = config.hub.limits.max_frame_size;
-        let (inputs, receiver) = async_channel::bounded(1024);
+        let (inputs, receiver) = tokio::sync::mpsc::channel(1024);
         let (stop_accepting, stopped) = async_channel::bounded(1);
         runtime.spawn(hub::drive(
             runtime.clone(),
@@ -136,7 +136,7 @@ impl<R: Runtime> Server<R> {
 struct Accepting<R> {
     /// Held by the accept loop and cloned into each socket's task (see `Server::shutdown`).
     alive: async_channel::Sender<()>,
-    inputs: async_channel::Sender<Input>,
+    inputs: tokio::sync::mpsc::Sender<Input>,
     max_frame: usize,
     tls: Option<futures_rustls::TlsAcceptor>,
     runtime: R,
