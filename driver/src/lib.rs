@@ -16,7 +16,9 @@
 //!    executor), and [`Bind`] for the address types `Server::bind` should take.
 //! 2. Re-export the handles with your runtime filled in:
 //!    `pub type Client = tether_driver::Client<MyRuntime>;` (likewise [`Channel`],
-//!    [`Server`]), and [`Subscription`], [`tls_from_pem`] as they are.
+//!    [`Server`]), and [`Subscription`], [`tls_from_pem`] as they are, and
+//!    `pub use tether_driver::api::*;` for the types applications name (so every adapter
+//!    offers the same ones).
 //! 3. Give your transport options ([`Runtime::ClientTransport`],
 //!    [`Runtime::ServerTransport`]): at least the rustls configuration, and whatever your
 //!    runtime needs to be chosen by the user (an executor).
