@@ -58,10 +58,25 @@ fn usage() -> ExitCode {
     eprintln!(
         "usage:\n  tether-conformance vectors [DIR]\n  tether-conformance record-wire DIR [--force]\n  tether-conformance record-behaviour DIR [--force]\n  \
          tether-conformance sim --seeds N [--start S] [--sabotage NAME]\n  \
-         tether-conformance sim --seed S [--trace] [--sabotage NAME]\n  tether-conformance storm [--clients N [--down-ms MS]]"
+         tether-conformance sim --seed S [--trace] [--sabotage NAME]\n  tether-conformance storm [--clients N [--down-ms MS]]\n\
+         sabotage names: {}",
+        SABOTAGE_NAMES.join(", ")
     );
     ExitCode::from(2)
 }
+
+/// Every name `--sabotage` takes (see `sabotage_named`).
+const SABOTAGE_NAMES: [&str; 9] = [
+    "none",
+    "client-drops-deliveries",
+    "hub-forgets-message-ids",
+    "client-swaps-deliveries",
+    "client-forgets-pending-publishes",
+    "client-accepts-stale-transports",
+    "client-stops-retrying",
+    "hub-without-publish-record",
+    "client-resends-past-dedupe-window",
+];
 
 fn sabotage_named(name: &str) -> Option<Sabotage> {
     Some(match name {
@@ -234,5 +249,18 @@ fn record_wire(dir: &str, overwrite: bool) -> ExitCode {
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SABOTAGE_NAMES, sabotage_named};
+
+    #[test]
+    fn every_listed_sabotage_name_is_known() {
+        for name in SABOTAGE_NAMES {
+            assert!(sabotage_named(name).is_some(), "{name}");
+        }
+        assert!(sabotage_named("nope").is_none());
     }
 }

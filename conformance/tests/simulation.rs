@@ -177,21 +177,29 @@ fn regression_seeds_6134_8815_positions_of_undelivered_messages_come_from_the_hu
 /// twice, and the checker says so; the same seed is clean with the session record.
 #[test]
 fn the_checker_catches_a_resend_stored_after_the_dedupe_window() {
+    caught_on_seed_and_clean_without(Sabotage::HubWithoutPublishRecord, 408, Guarantee::G2);
+}
+
+/// Runs `seed` with `sabotage` and expects the checker to report `expected`; runs it again
+/// without the sabotage and expects no violation. Returns the clean report.
+fn caught_on_seed_and_clean_without(
+    sabotage: Sabotage,
+    seed: u64,
+    expected: Guarantee,
+) -> sim::SimReport {
     let sabotaged = SimConfig {
-        sabotage: Sabotage::HubWithoutPublishRecord,
+        sabotage,
         ..SimConfig::default()
     };
-    let report = sim::run(408, &sabotaged);
+    let report = sim::run(seed, &sabotaged);
     assert!(
-        report
-            .violations
-            .iter()
-            .any(|v| v.guarantee == Guarantee::G2),
-        "{:?}",
+        report.violations.iter().any(|v| v.guarantee == expected),
+        "{sabotage:?} on seed {seed}: {:?}",
         report.violations
     );
-    let clean = sim::run(408, &SimConfig::default());
+    let clean = sim::run(seed, &SimConfig::default());
     assert!(clean.violations.is_empty(), "{:?}", clean.violations);
+    clean
 }
 
 /// Issue 20, items 1 and 2: a client publishes at 48.6 s, its acknowledgements are lost,
@@ -201,21 +209,11 @@ fn the_checker_catches_a_resend_stored_after_the_dedupe_window() {
 /// 1252); the client now fails those publishes with `publish_outcome_unknown`.
 #[test]
 fn the_checker_catches_a_restored_client_resending_past_the_dedupe_window() {
-    let sabotaged = SimConfig {
-        sabotage: Sabotage::ClientResendsPastDedupeWindow,
-        ..SimConfig::default()
-    };
-    let report = sim::run(1252, &sabotaged);
-    assert!(
-        report
-            .violations
-            .iter()
-            .any(|v| v.guarantee == Guarantee::G2),
-        "{:?}",
-        report.violations
+    let clean = caught_on_seed_and_clean_without(
+        Sabotage::ClientResendsPastDedupeWindow,
+        1252,
+        Guarantee::G2,
     );
-    let clean = sim::run(1252, &SimConfig::default());
-    assert!(clean.violations.is_empty(), "{:?}", clean.violations);
     let outcome_unknown = clean.trace.entries.iter().any(|entry| {
         matches!(
             &entry.record,

@@ -20,14 +20,7 @@ fn a_client_started_from_a_snapshot_resumes_without_loss_or_duplicate() {
     before.reply(delivery("news", 3, 1));
     before.reply(delivery("news", 3, 2));
     for text in ["a", "b"] {
-        before
-            .client
-            .publish(
-                before.now,
-                channel("news"),
-                vec![NewMessage::new("t", text)],
-            )
-            .expect("accepted");
+        publish(&mut before, text);
     }
     let sent_before: Vec<ClientFrame> = before
         .take_sent()
@@ -84,10 +77,7 @@ fn a_client_started_from_a_snapshot_resumes_without_loss_or_duplicate() {
     }));
     assert_eq!(after.state(), ConnectionState::Connected);
     // New message ids continue the counter: no id is reused.
-    after
-        .client
-        .publish(after.now, channel("news"), vec![NewMessage::new("t", "c")])
-        .expect("accepted");
+    publish(&mut after, "c");
     let ClientFrame::Publish { messages, .. } = &after.take_sent()[0] else {
         panic!("a publish");
     };
@@ -101,6 +91,17 @@ fn a_client_started_from_a_snapshot_resumes_without_loss_or_duplicate() {
             .as_str()
             .starts_with(before.client.instance_id())
     );
+}
+
+/// Publishes one message `text` on "news"; the client accepts it.
+fn publish(s: &mut Scripted, text: &str) {
+    s.client
+        .publish(
+            s.now,
+            channel("news"),
+            vec![NewMessage::new("t", text.to_owned())],
+        )
+        .expect("accepted");
 }
 
 /// Stores a snapshot as bytes and loads it back, as an application would across a restart
@@ -131,14 +132,7 @@ fn a_snapshot_with_an_unusable_instance_id_is_refused_not_a_panic_later() {
 fn a_publish_restored_after_the_dedupe_window_is_not_resent_to_a_new_session() {
     let mut before = Scripted::new(key_auth());
     before.connect_new();
-    before
-        .client
-        .publish(
-            before.now,
-            channel("news"),
-            vec![NewMessage::new("t", "old")],
-        )
-        .expect("accepted");
+    publish(&mut before, "old");
     before.forget();
     let snapshot = stored_and_loaded(&before.client.snapshot());
     assert!(
@@ -187,14 +181,7 @@ fn a_restored_client_continues_its_sessions_publish_serials() {
     let mut before = Scripted::new(key_auth());
     before.connect_new();
     for text in ["a", "b", "c"] {
-        before
-            .client
-            .publish(
-                before.now,
-                channel("news"),
-                vec![NewMessage::new("t", text)],
-            )
-            .expect("accepted");
+        publish(&mut before, text);
     }
     before.reply(ServerFrame::Ack {
         serial: 0,
@@ -216,10 +203,7 @@ fn a_restored_client_continues_its_sessions_publish_serials() {
     after.connect();
     after.reply(connected(true));
     after.take_sent();
-    after
-        .client
-        .publish(after.now, channel("news"), vec![NewMessage::new("t", "d")])
-        .expect("accepted");
+    publish(&mut after, "d");
     let serials: Vec<u64> = after
         .take_sent()
         .iter()

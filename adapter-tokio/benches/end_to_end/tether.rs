@@ -184,6 +184,22 @@ pub async fn latency(rate: u64, count: usize) -> Measure {
     percentiles(&h)
 }
 
+/// `count` clients connected to `url`, 500 at a time (each batch connected before the
+/// next starts, so the server's handshake cap is not the bottleneck).
+async fn connect_all(url: &str, count: usize) -> Vec<Client> {
+    let mut clients = Vec::with_capacity(count);
+    for batch in 0..count.div_ceil(500) {
+        let start = clients.len();
+        for _ in 0..500.min(count - batch * 500) {
+            clients.push(Client::connect(url, options()).expect("url"));
+        }
+        for client in &clients[start..] {
+            assert!(connected(client).await, "connected");
+        }
+    }
+    clients
+}
+
 /// d. The server's memory per idle connection with `count` connected clients.
 pub async fn idle_memory(count: usize) -> Measure {
     let port = free_port();
@@ -192,16 +208,7 @@ pub async fn idle_memory(count: usize) -> Measure {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = rss(child.0.id()).expect("rss");
     let url = format!("ws://127.0.0.1:{port}/");
-    let mut clients = Vec::with_capacity(count);
-    for batch in 0..count.div_ceil(500) {
-        let start = clients.len();
-        for _ in 0..500.min(count - batch * 500) {
-            clients.push(Client::connect(&url, options()).expect("url"));
-        }
-        for client in &clients[start..] {
-            assert!(connected(client).await, "connected");
-        }
-    }
+    let clients = connect_all(&url, count).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss(child.0.id()).expect("rss");
     drop(clients);
@@ -374,16 +381,7 @@ pub async fn reconnect_storm(count: usize, down: Duration) -> Option<Storm> {
     let mut child = spawn_self("serve-tether", port).expect("spawns the server");
     assert!(wait_for_port(port).await, "the server listens");
     let url = format!("ws://127.0.0.1:{port}/");
-    let mut clients = Vec::with_capacity(count);
-    for batch in 0..count.div_ceil(500) {
-        let start = clients.len();
-        for _ in 0..500.min(count - batch * 500) {
-            clients.push(Client::connect(&url, options()).expect("url"));
-        }
-        for client in &clients[start..] {
-            assert!(connected(client).await, "connected");
-        }
-    }
+    let clients = connect_all(&url, count).await;
     // Each client's transitions, stamped as they are read; the stream keeps up to 64
     // changes for a slow reader, far more than a client goes through here.
     let attempts = Arc::new(std::sync::Mutex::new(Vec::<Instant>::with_capacity(

@@ -29,6 +29,9 @@ pub(crate) enum Neutral {}
 
 impl Plumbing for Neutral {
     type Reply<T: Send + 'static> = oneshot::Sender<T>;
+    /// Unbounded: a subscription's events wait until the application reads them. What it
+    /// holds is bounded by what the application subscribed to and does not read — its own
+    /// memory, never the server's (the hub bounds what it sends by its pending-bytes limit).
     type Sink = tokio::sync::mpsc::UnboundedSender<ChannelEvent>;
 
     fn reply<T: Send + 'static>(reply: oneshot::Sender<T>, value: T) {
@@ -240,10 +243,10 @@ impl<R: Runtime> Channel<R> {
     /// The hub's refusal (`forbidden`, `channel_name_too_long`, …); `connection_failed` or
     /// `connection_closed` when the client fails or closes before the answer.
     pub async fn subscribe(&self) -> Result<Subscription, Error> {
-        // Unbounded: buffered until the application reads, like any subscription; a
-        // subscriber that never reads is the application's own memory, not the server's.
-        // Block-based: one allocation per 32 events, not one per event (tokio's channels
-        // run on any executor).
+        // Unbounded: buffered until the application reads, like any subscription (see
+        // `Neutral::Sink`): a subscriber that never reads costs the application's own memory,
+        // not the server's. Block-based: one allocation per 32 events, not one per event
+        // (tokio's channels run on any executor).
         let (sink, events) = tokio::sync::mpsc::unbounded_channel();
         let channel = self.name.clone();
         let id = self

@@ -145,9 +145,12 @@ async fn run<R: Runtime, S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sink, mut source) = futures_util::StreamExt::split(ws);
-    // A growable ring buffer (flume): no allocation per frame — with 1,000 subscribers a
-    // message is 1,000 frames — and nothing reserved up front for an idle connection
-    // (tokio's unbounded channel reserves a 32-slot block: +1.3 KiB per connection).
+    // Unbounded as a channel, bounded in bytes by the hub (see `Queue`): every frame queued
+    // counts against the connection's `max_pending_bytes` until reported written, and past
+    // it the hub closes the connection instead of queueing more. A growable ring buffer
+    // (flume): no allocation per frame — with 1,000 subscribers a message is 1,000 frames —
+    // and nothing reserved for an idle connection (tokio's unbounded channel reserves a
+    // 32-slot block: +1.3 KiB per connection).
     let (writer, outbound) = flume::unbounded();
     let (hangup, hung_up) = oneshot::channel::<()>();
     let (reply, id) = oneshot::channel();
