@@ -109,18 +109,19 @@ fn main() {
             }
         }
     }
-    // `--storm N [--down-ms MS]`: the reconnect storm on real sockets alone.
+    // `--storm [N] [--down-ms MS]`: the reconnect storm on real sockets alone.
     if let Some(index) = args.iter().position(|a| a == "--storm") {
-        let clients = args
-            .get(index + 1)
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(2_000);
-        let down_ms = args
-            .iter()
-            .position(|a| a == "--down-ms")
-            .and_then(|i| args.get(i + 1))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(1_000);
+        let clients = match count_after(&args, index, 2_000) {
+            Ok(n) if n > 0 => n as usize,
+            _ => usage("--storm takes a number of clients, at least 1"),
+        };
+        let down_ms = match args.iter().position(|a| a == "--down-ms") {
+            None => 1_000,
+            Some(i) => match count_after(&args, i, u64::MAX) {
+                Ok(ms) if ms != u64::MAX => ms,
+                _ => usage("--down-ms takes a number of milliseconds"),
+            },
+        };
         if let Err(error) = rlimit::increase_nofile_limit(65_536) {
             eprintln!("could not raise the file limit: {error}");
         }
@@ -149,6 +150,25 @@ fn main() {
         "\n(all scenarios in {:.0} s; every server and broker started here is stopped)",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// The number after `args[index]`, or `default` when none follows (the next argument is
+/// another flag, such as the `--bench` cargo appends); an error when it is not a number.
+fn count_after(args: &[String], index: usize, default: u64) -> Result<u64, ()> {
+    match args.get(index + 1) {
+        None => Ok(default),
+        Some(next) if next.starts_with("--") => Ok(default),
+        Some(next) => next.parse().map_err(|_| ()),
+    }
+}
+
+/// Prints what is wrong with the arguments and exits with status 2.
+fn usage(why: &str) -> ! {
+    eprintln!(
+        "{why}\nusage: cargo bench -p tether-tokio --bench end_to_end -- [--quick] [--only a,b,…] \
+         [--tether-only] | --storm [N] [--down-ms MS]"
+    );
+    std::process::exit(2)
 }
 
 /// The largest share of clients one 100 ms window of reconnect attempts may hold (the
