@@ -446,6 +446,7 @@ fn hub_output(output: HubOutput) -> Value {
             serde_json::json!({"close": {"connection": connection, "reason": json(&reason)}})
         }
         HubOutput::Event(event) => serde_json::json!({"event": json(&event)}),
+        HubOutput::Storage(request) => serde_json::json!({"storage": format!("{request:?}")}),
     }
 }
 

@@ -130,6 +130,9 @@ error_codes! {
     PublishQueueFull = 42904, "publish_queue_full", 4037;
     /// 50000: the server failed in a way no more specific code describes.
     Internal = 50000, "internal", 4038;
+    /// 50001: the server's store could not keep a publish; it was not stored (§7.7). Added
+    /// in 1.1; a 1.0 client reads it as `internal`.
+    StorageFailed = 50001, "storage_failed", 4046;
     /// 50300: the service is unavailable in a way no more specific code describes.
     Unavailable = 50300, "unavailable", 4039;
     /// 50301: the connection is Suspended; pending publishes fail with this code.

@@ -473,6 +473,7 @@ impl World {
                 self.stats.slow_consumer_drops += 1;
             }
             HubOutput::Event(_) => {}
+            HubOutput::Storage(_) => {}
         }
     }
 

@@ -6,7 +6,7 @@ use std::time::{Instant, SystemTime};
 
 use futures_lite::FutureExt;
 use tether_core::embed::{Connections, Flow, INPUT_BATCH, Origin, handle_batch};
-use tether_core::server::{Hub, HubEvent, Severity};
+use tether_core::server::{Hub, HubEvent, RestoredState, Severity, StorageSink};
 
 use super::Input;
 use crate::runtime::Runtime;
@@ -16,9 +16,16 @@ pub(crate) async fn drive<R: Runtime>(
     runtime: R,
     mut hub: Hub,
     mut inputs: tokio::sync::mpsc::Receiver<Input>,
+    storage: Option<(RestoredState, Box<dyn StorageSink>)>,
 ) {
     let origin = Origin::new(Instant::now());
     let mut connections = Connections::new();
+    if let Some((restored, sink)) = storage {
+        let now = origin.stamp_at(Instant::now(), SystemTime::now());
+        hub.restore(now, restored);
+        connections = connections.with_storage(sink);
+        connections.drain(&mut hub, log_event);
+    }
     // One timer, moved only when the hub's deadline moves.
     let mut timer = runtime.timer(Instant::now());
     let mut armed: Option<Instant> = None;
@@ -59,6 +66,10 @@ pub(crate) async fn drive<R: Runtime>(
             }
         }
     }
+    // What is queued for the store is stored and synced before the server is gone (the
+    // input queue goes first, so the store's thread never waits for it meanwhile).
+    drop(inputs);
+    connections.close_storage();
 }
 
 /// Operator logs. Events never carry credentials, so nothing here can leak a token.

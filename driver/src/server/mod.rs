@@ -13,12 +13,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_channel::oneshot;
 use futures_lite::FutureExt;
 use tether_core::embed::{self, ServerInput, SocketLimits};
-use tether_core::server::Hub;
+use tether_core::server::{Hub, StorageMode};
 
 use crate::client::Neutral;
 use crate::runtime::{Bind, Runtime};
@@ -78,10 +78,29 @@ impl<R: Runtime> Server<R> {
         let max_frame = config.hub.limits.max_frame_size;
         let (inputs, receiver) = tokio::sync::mpsc::channel(1024);
         let (stop_accepting, stopped) = async_channel::bounded(1);
+        let mut hub_config = config.hub;
+        let storage = match &config.store {
+            Some(store) => {
+                hub_config.storage = StorageMode::External;
+                let restored = store.restore(embed::unix_ms(SystemTime::now()))?;
+                // The store's thread queues each completion for the hub's task; it waits
+                // when that queue is full (the hub task never waits for the store).
+                // A weak sender: the store alone does not keep the hub's task alive.
+                let completions = inputs.downgrade();
+                let sink = store.start(Box::new(move |completion| {
+                    if let Some(inputs) = completions.upgrade() {
+                        let _ = inputs.blocking_send(Input::Storage(completion));
+                    }
+                }))?;
+                Some((restored, sink))
+            }
+            None => None,
+        };
         runtime.spawn(hub::drive(
             runtime.clone(),
-            Hub::new(config.hub, seed),
+            Hub::new(hub_config, seed),
             receiver,
+            storage,
         ));
         // Every task that serves a socket holds a clone; `shutdown` waits for the last.
         let (alive, tasks_ended) = async_channel::bounded(1);

@@ -6,7 +6,9 @@ use bytes::Bytes;
 
 use crate::ErrorInfo;
 use crate::embed::Plumbing;
-use crate::server::{ConnectionId, Hub, HubEvent, HubOutput, TransportViolation};
+use crate::server::{
+    ConnectionId, Hub, HubEvent, HubOutput, StorageCompletion, StorageSink, TransportViolation,
+};
 use crate::time::Timestamp;
 
 /// What a connection's writer is asked to do, in order.
@@ -119,6 +121,8 @@ pub enum ServerInput<P: Plumbing, W> {
     Written(ConnectionId, usize),
     /// The connection's transport ended.
     Closed(ConnectionId),
+    /// The store answered a request.
+    Storage(StorageCompletion),
     /// Shut the hub down; answered once every close is queued.
     Shutdown(P::Reply<()>),
 }
@@ -135,12 +139,15 @@ pub enum Flow {
 /// The writers of the hub's live connections.
 pub struct Connections<W: Writer> {
     writers: HashMap<ConnectionId, W>,
+    /// Where storage requests go, when the hub has a store.
+    storage: Option<Box<dyn StorageSink>>,
 }
 
 impl<W: Writer> Default for Connections<W> {
     fn default() -> Self {
         Connections {
             writers: HashMap::new(),
+            storage: None,
         }
     }
 }
@@ -149,6 +156,22 @@ impl<W: Writer> Connections<W> {
     /// No connections.
     pub fn new() -> Connections<W> {
         Connections::default()
+    }
+
+    /// Hands the hub's storage requests to `sink` (a hub with
+    /// [`StorageMode::External`](crate::server::StorageMode::External) needs one: without
+    /// it, its publishes would never be answered).
+    pub fn with_storage(mut self, sink: Box<dyn StorageSink>) -> Connections<W> {
+        self.storage = Some(sink);
+        self
+    }
+
+    /// Closes the storage sink, if any: what is queued is stored and synced before this
+    /// returns (blocking: call it when the hub's task ends).
+    pub fn close_storage(&mut self) {
+        if let Some(sink) = self.storage.take() {
+            sink.close();
+        }
     }
 
     /// A new connection whose frames go to `writer`.
@@ -175,6 +198,7 @@ impl<W: Writer> Connections<W> {
             ServerInput::Violation(id, violation) => hub.handle_violation(now, id, violation),
             ServerInput::Written(id, len) => hub.handle_written(now, id, len),
             ServerInput::Closed(id) => self.closed(hub, now, id),
+            ServerInput::Storage(completion) => hub.handle_storage(now, completion),
             ServerInput::Shutdown(reply) => {
                 self.shutdown(hub, now, &mut log);
                 P::reply(reply, ());
@@ -219,6 +243,10 @@ impl<W: Writer> Connections<W> {
                     }
                     log(event)
                 }
+                HubOutput::Storage(request) => match self.storage.as_mut() {
+                    Some(sink) => sink.request(request),
+                    None => debug_assert!(false, "a storage request and no store: {request:?}"),
+                },
             }
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::Seed;
 use crate::client::ClientConfig;
 use crate::embed::credentials::{Credentials, TokenProvider};
-use crate::server::HubConfig;
+use crate::server::{HubConfig, Store};
 
 /// Options of a client: credentials, the core's configuration (protocol defaults), a seed,
 /// and the adapter's transport options.
@@ -61,6 +61,10 @@ pub struct ServerOptions<T> {
     pub sockets: SocketLimits,
     /// The adapter's part: TLS, executor, …
     pub transport: T,
+    /// A store for channel logs and sessions (e.g. `tether_engine::Engine`): the hub then
+    /// restores what it holds at start and acknowledges publishes once they are durable
+    /// (`docs/protocol.md` §7.7). `None` (the default): everything in memory.
+    pub store: Option<Arc<dyn Store>>,
 }
 
 impl<T: Default> ServerOptions<T> {
@@ -71,6 +75,7 @@ impl<T: Default> ServerOptions<T> {
             seed: None,
             sockets: SocketLimits::default(),
             transport: T::default(),
+            store: None,
         }
     }
 }

@@ -171,7 +171,7 @@ impl Claims {
 }
 
 /// Who a client is and what it may do, once its credentials are verified.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     /// The client id.
     pub client_id: ClientId,

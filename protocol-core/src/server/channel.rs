@@ -1,11 +1,11 @@
 //! One channel's state: positions, retained messages, dedupe window, subscribers, history.
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use super::SessionKey;
+use super::{SessionKey, history};
 use crate::client::Framing;
 use crate::error::{ErrorCode, ErrorInfo};
 use crate::time::Time;
@@ -33,12 +33,21 @@ struct Stored {
 pub(crate) struct Channel {
     pub(crate) name: ChannelName,
     pub(crate) epoch: u64,
-    /// Serial of the newest message (0: none yet).
+    /// Serial of the newest message stored (0: none yet).
     pub(crate) last: u64,
+    /// Serial of the newest message given a position: `last`, plus what is on its way to
+    /// the store (`StorageMode::External`).
+    pub(crate) assigned: u64,
+    /// Appends on their way to the store.
+    pub(crate) in_flight: usize,
+    /// Bumped when a failed append takes the assigned serials back, so the appends emitted
+    /// after it (which fail too) do not take them back again.
+    pub(crate) generation: u64,
     retained: VecDeque<Stored>,
     /// Sessions subscribed on a live transport, in key order (deterministic fan-out).
     pub(crate) subscribers: BTreeSet<SessionKey>,
-    dedupe: HashSet<MessageId>,
+    /// Remembered ids and when each was stored (its entry in `dedupe_order`).
+    dedupe: HashMap<MessageId, Time>,
     dedupe_order: VecDeque<(Time, MessageId)>,
 }
 
@@ -49,9 +58,12 @@ impl Channel {
             name,
             epoch: position.epoch,
             last: position.serial,
+            assigned: position.serial,
+            in_flight: 0,
+            generation: 0,
             retained: VecDeque::new(),
             subscribers: BTreeSet::new(),
-            dedupe: HashSet::new(),
+            dedupe: HashMap::new(),
             dedupe_order: VecDeque::new(),
         }
     }
@@ -65,11 +77,14 @@ impl Channel {
 
     /// Nothing refers to the channel any more: it can be freed.
     pub(crate) fn is_idle(&self) -> bool {
-        self.subscribers.is_empty() && self.retained.is_empty() && self.dedupe_order.is_empty()
+        self.subscribers.is_empty()
+            && self.retained.is_empty()
+            && self.dedupe_order.is_empty()
+            && self.in_flight == 0
     }
 
     pub(crate) fn is_duplicate(&self, id: &MessageId) -> bool {
-        self.dedupe.contains(id)
+        self.dedupe.contains_key(id)
     }
 
     /// Stores a new message: gives it the next serial, encodes its delivery frame once,
@@ -89,17 +104,41 @@ impl Channel {
     ) -> Result<(u64, Bytes), ErrorInfo> {
         let serial = self.last + 1;
         let id = message.id.clone();
+        let delivery = ChannelMessage {
+            position: Position {
+                epoch: self.epoch,
+                serial,
+            },
+            message,
+            publisher,
+            timestamp_ms: unix_ms,
+        };
+        let (bytes, body) = self.encode(delivery, framing, limits)?;
+        self.assigned = serial;
+        self.retain(
+            serial,
+            bytes.clone(),
+            body,
+            now,
+            unix_ms,
+            origin,
+            retention_count,
+        );
+        self.remember_id(id, now, dedupe_capacity);
+        Ok((serial, bytes))
+    }
+
+    /// The transport-ready delivery frame of `message` and where its body starts (after
+    /// any length prefix).
+    pub(crate) fn encode(
+        &self,
+        message: ChannelMessage,
+        framing: Framing,
+        limits: &Limits,
+    ) -> Result<(Bytes, usize), ErrorInfo> {
         let frame = ServerFrame::Message {
             channel: self.name.clone(),
-            message: ChannelMessage {
-                position: Position {
-                    epoch: self.epoch,
-                    serial,
-                },
-                message,
-                publisher,
-                timestamp_ms: unix_ms,
-            },
+            message,
         };
         let limits = limits.for_hub_frames();
         let encoded = match framing {
@@ -113,28 +152,59 @@ impl Channel {
                 })
             }
         };
-        let (bytes, body) =
-            encoded.map_err(|error| ErrorInfo::new(error.code(), error.to_string()))?;
+        encoded.map_err(|error| ErrorInfo::new(error.code(), error.to_string()))
+    }
+
+    /// Keeps the message at `serial` — the one after `last` — as the newest retained.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn retain(
+        &mut self,
+        serial: u64,
+        frame: Bytes,
+        body: usize,
+        received: Time,
+        unix_ms: u64,
+        origin: SessionKey,
+        retention_count: usize,
+    ) {
         self.last = serial;
         self.retained.push_back(Stored {
             serial,
-            received: now,
+            received,
             unix_ms,
-            frame: bytes.clone(),
+            frame,
             body,
             origin,
         });
         while self.retained.len() > retention_count.max(1) {
             self.retained.pop_front();
         }
-        self.dedupe.insert(id.clone());
-        self.dedupe_order.push_back((now, id));
+    }
+
+    /// Remembers a message id as stored at `at`, for the dedupe window.
+    pub(crate) fn remember_id(&mut self, id: MessageId, at: Time, dedupe_capacity: usize) {
+        self.dedupe.insert(id.clone(), at);
+        self.dedupe_order.push_back((at, id));
         while self.dedupe_order.len() > dedupe_capacity.max(1) {
-            if let Some((_, old)) = self.dedupe_order.pop_front() {
-                self.dedupe.remove(&old);
+            if let Some((at, old)) = self.dedupe_order.pop_front() {
+                self.expire_id(&old, at);
             }
         }
-        Ok((serial, bytes))
+    }
+
+    /// Forgets a message id that was not stored after all (a failed append). Its place in
+    /// the expiry order stays until it expires; it then removes nothing, even if the id
+    /// was stored again since.
+    pub(crate) fn forget_id(&mut self, id: &MessageId) {
+        self.dedupe.remove(id);
+    }
+
+    /// The entry of `id` stored at `at` leaves the window: the id is forgotten unless it
+    /// was stored again since.
+    fn expire_id(&mut self, id: &MessageId, at: Time) {
+        if self.dedupe.get(id) == Some(&at) {
+            self.dedupe.remove(id);
+        }
     }
 
     /// Drops what is older than the retention and dedupe windows. Returns when the next
@@ -157,8 +227,8 @@ impl Channel {
             .front()
             .is_some_and(|(at, _)| at.saturating_add(dedupe_window) <= now)
         {
-            if let Some((_, old)) = self.dedupe_order.pop_front() {
-                self.dedupe.remove(&old);
+            if let Some((at, old)) = self.dedupe_order.pop_front() {
+                self.expire_id(&old, at);
             }
         }
         let retained = self
@@ -203,76 +273,58 @@ impl Channel {
         query: &HistoryQuery,
         max_bytes: usize,
     ) -> Result<(Vec<ChannelMessage>, Option<HistoryQuery>), ErrorInfo> {
-        for bound in [query.start, query.end].into_iter().flatten() {
-            if let HistoryBound::Position(position) = bound {
-                if position.epoch != self.epoch {
-                    return Err(ErrorInfo::new(
-                        ErrorCode::EpochChanged,
-                        "the position is of another epoch",
-                    ));
-                }
-            }
+        history::check_epoch(query, self.epoch)?;
+        let items: Box<dyn Iterator<Item = Result<&Stored, ErrorInfo>>> = match query.direction {
+            Direction::Forwards => Box::new(self.retained.iter().map(Ok)),
+            Direction::Backwards => Box::new(self.retained.iter().rev().map(Ok)),
+        };
+        history::page(query, self.epoch, items, max_bytes)
+    }
+
+    /// Whether the cache alone answers `query` as the whole log would: every message the
+    /// query could want is cached (the cache starts at the epoch's first message, or the
+    /// query starts within it), or — newest first — the page fills before the cache ends.
+    pub(crate) fn caches(&self, query: &HistoryQuery, page_is_full: bool) -> bool {
+        let Some(front) = self.retained.front() else {
+            return self.last == 0;
+        };
+        if front.serial <= 1 || page_is_full && query.direction == Direction::Backwards {
+            return true;
         }
-        let after_start = |stored: &Stored| match query.start {
-            None => true,
-            Some(HistoryBound::Position(p)) => stored.serial >= p.serial,
-            Some(HistoryBound::Time(ms)) => stored.unix_ms >= ms,
-        };
-        let before_end = |stored: &Stored| match query.end {
-            None => true,
-            Some(HistoryBound::Position(p)) => stored.serial <= p.serial,
-            Some(HistoryBound::Time(ms)) => stored.unix_ms <= ms,
-        };
-        let matching = |stored: &&Stored| after_start(stored) && before_end(stored);
-        let mut ordered: Box<dyn Iterator<Item = &Stored>> = match query.direction {
-            Direction::Forwards => Box::new(self.retained.iter().filter(matching)),
-            Direction::Backwards => Box::new(self.retained.iter().rev().filter(matching)),
-        };
-        let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
-        let mut page = Vec::new();
-        let mut bytes = 0;
-        let mut last_serial = None;
-        for stored in ordered.by_ref() {
-            let size = stored.frame.len() - stored.body;
-            if page.len() == limit || (!page.is_empty() && bytes + size > max_bytes) {
-                // There is more: the next page starts after the last message of this one.
-                let serial = last_serial.unwrap_or(stored.serial);
-                let mut next = *query;
-                match query.direction {
-                    Direction::Forwards => {
-                        next.start = Some(HistoryBound::Position(Position {
-                            epoch: self.epoch,
-                            serial: serial + 1,
-                        }))
-                    }
-                    Direction::Backwards => {
-                        next.end = Some(HistoryBound::Position(Position {
-                            epoch: self.epoch,
-                            serial: serial.saturating_sub(1),
-                        }))
-                    }
-                }
-                return Ok((page, Some(next)));
-            }
-            let body = stored.frame.slice(stored.body..);
-            let ServerFrame::Message { message, .. } =
-                wire::decode::<ServerFrame>(&body, &Limits::PROTOCOL_MAX).map_err(|error| {
-                    ErrorInfo::new(
-                        ErrorCode::Internal,
-                        format!("stored frame unreadable: {error}"),
-                    )
-                })?
-            else {
-                return Err(ErrorInfo::new(
-                    ErrorCode::Internal,
-                    "stored frame is not a message",
-                ));
-            };
-            bytes += size;
-            last_serial = Some(stored.serial);
-            page.push(message);
+        match query.start {
+            Some(HistoryBound::Position(p)) => p.serial >= front.serial,
+            Some(HistoryBound::Time(ms)) => ms > front.unix_ms,
+            None => false,
         }
-        Ok((page, None))
+    }
+}
+
+impl history::PageItem for &Stored {
+    fn serial(&self) -> u64 {
+        self.serial
+    }
+
+    fn unix_ms(&self) -> u64 {
+        self.unix_ms
+    }
+
+    fn size(&self) -> usize {
+        self.frame.len() - self.body
+    }
+
+    fn message(self) -> Result<ChannelMessage, ErrorInfo> {
+        let body = self.frame.slice(self.body..);
+        match wire::decode::<ServerFrame>(&body, &Limits::PROTOCOL_MAX) {
+            Ok(ServerFrame::Message { message, .. }) => Ok(message),
+            Ok(_) => Err(ErrorInfo::new(
+                ErrorCode::Internal,
+                "stored frame is not a message",
+            )),
+            Err(error) => Err(ErrorInfo::new(
+                ErrorCode::Internal,
+                format!("stored frame unreadable: {error}"),
+            )),
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::auth::{ApiKey, TokenRules};
+use super::storage::StorageMode;
 use crate::client::Framing;
 use crate::wire::Limits;
 
@@ -47,7 +48,7 @@ pub struct HubConfig {
     /// publish is refused with `limit_exceeded`.
     pub channel_creations_per_second: u32,
     /// Publish outcomes each session remembers, to answer a resent serial from its record
-    /// for as long as the session lives (default 1,024; 16 bytes each). A resend older than
+    /// for as long as the session lives (default 1,024; 24 bytes each). A resend older than
     /// that is refused with `publish_outcome_unknown`. Clients keep at most this many
     /// publishes unacknowledged (§6.5).
     pub publish_record: usize,
@@ -61,6 +62,9 @@ pub struct HubConfig {
     pub dedupe_capacity: usize,
     /// How frames are delimited on transports.
     pub framing: Framing,
+    /// Where channel logs and sessions are kept (default: in memory; see
+    /// [`storage`](super::storage)).
+    pub storage: StorageMode,
     /// A deliberately broken behaviour, for checking the conformance checker.
     #[cfg(feature = "sabotage")]
     pub sabotage: crate::sabotage::Sabotage,
@@ -91,6 +95,7 @@ impl Default for HubConfig {
             dedupe_window: Duration::from_secs(120),
             dedupe_capacity: 100_000,
             framing: Framing::Message,
+            storage: StorageMode::Memory,
             #[cfg(feature = "sabotage")]
             sabotage: crate::sabotage::Sabotage::None,
         }

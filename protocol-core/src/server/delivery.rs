@@ -1,7 +1,16 @@
 //! Channels: attach, detach, publish, fan-out, flow-controlled replay, history.
 
-use super::record::Resend;
+use super::record::{Outcome, Resend};
 use super::*;
+use crate::wire::ChannelMessage;
+
+/// What became of a new publish.
+pub(super) enum Published {
+    /// Answered now: `None` stored (or every message a duplicate), or why it was refused.
+    Done(Option<ErrorInfo>),
+    /// Sent to the store: answered when it answers this request.
+    Pending(StorageRequestId),
+}
 
 impl Hub {
     pub(super) fn unsubscribe(&mut self, channel: ChannelKey, session: SessionKey) {
@@ -55,10 +64,17 @@ impl Hub {
         }
         let position = match self.positions.recall(name) {
             Some(position) => position,
-            None => Position {
-                epoch: self.rng.next_u64(),
-                serial: 0,
-            },
+            None => {
+                let position = Position {
+                    epoch: self.rng.next_u64(),
+                    serial: 0,
+                };
+                self.store_request(StorageRequest::SaveChannel {
+                    channel: name.clone(),
+                    position,
+                });
+                position
+            }
         };
         let key = ChannelKey(self.next_channel);
         self.next_channel += 1;
@@ -220,14 +236,25 @@ impl Hub {
         let forgets = false;
         if serial < session.next_serial && forgets {
             // Sabotage (G2): no record — a resend goes through dedupe only (or nothing).
-            let error = self.publish_new(now, key, &name, messages);
-            answers.push(Answer { serial, error });
+            let error = match self.publish_new(now, key, &name, messages, None) {
+                Published::Done(error) => error,
+                Published::Pending(request) => {
+                    self.queue_answer(key, serial, Some(request), None, answers);
+                    return;
+                }
+            };
+            self.queue_answer(key, serial, None, error, answers);
             return;
         }
         if serial < session.next_serial {
             // A resend: answered from the session's record, never stored again (§7.4).
             let error = match session.record.resend(serial, &messages) {
                 Resend::Answer(error) => error,
+                Resend::Pending(request) => {
+                    // Answered when the store answers the first send.
+                    self.queue_answer(key, serial, Some(request), None, answers);
+                    return;
+                }
                 Resend::Different => Some(ErrorInfo::new(
                     ErrorCode::InvalidPublishSerial,
                     "a resent serial carries other messages than it first did",
@@ -237,56 +264,106 @@ impl Hub {
                     "this serial is older than the session's record of outcomes",
                 )),
             };
-            answers.push(Answer { serial, error });
+            self.queue_answer(key, serial, None, error, answers);
             return;
         }
         session.next_serial += 1;
         let ids = super::record::digest(&messages);
-        let error = self.publish_new(now, key, &name, messages);
+        let published = self.publish_new(now, key, &name, messages, Some((serial, ids)));
+        let (outcome, waiting, error) = match published {
+            Published::Done(None) => (Outcome::Acked, None, None),
+            Published::Done(Some(error)) => (Outcome::Refused(error.code), None, Some(error)),
+            Published::Pending(request) => (Outcome::Pending(request), Some(request), None),
+        };
         if let Some(session) = self.sessions.get_mut(&key) {
             let capacity = self.config.publish_record;
-            session
-                .record
-                .record(serial, ids, error.as_ref().map(|e| e.code), capacity);
+            session.record.record(serial, ids, outcome, capacity);
+            let session_id = session.id;
+            if waiting.is_none() {
+                self.store_request(StorageRequest::RecordPublish(PublishOutcome {
+                    session: session_id,
+                    serial,
+                    digest: ids,
+                    refused: error.as_ref().map(|e| e.code.as_u32()),
+                }));
+            }
         }
-        answers.push(Answer { serial, error });
+        self.queue_answer(key, serial, waiting, error, answers);
     }
 
-    /// Stores and fans out a new publish; `None` when accepted, or why it was refused.
+    /// Answers a publish serial: at once (in `answers`) unless an earlier answer of the
+    /// session is held back for the store, in which case it waits behind it; `waiting`
+    /// holds it until the store answers that request.
+    pub(super) fn queue_answer(
+        &mut self,
+        key: SessionKey,
+        serial: u64,
+        waiting: Option<StorageRequestId>,
+        error: Option<ErrorInfo>,
+        answers: &mut Vec<Answer>,
+    ) {
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if waiting.is_none() && session.queued.is_empty() {
+            answers.push(Answer { serial, error });
+        } else {
+            session.queued.push_back(Queued {
+                serial,
+                waiting,
+                error,
+            });
+        }
+    }
+
+    /// Stores and fans out a new publish, or sends it to the store; `publish` is its serial
+    /// and digest when it came from a publish frame.
     fn publish_new(
         &mut self,
         now: Time,
         key: SessionKey,
         name: &ChannelName,
         messages: Vec<Message>,
-    ) -> Option<ErrorInfo> {
+        publish: Option<(u64, u64)>,
+    ) -> Published {
         if messages.is_empty() {
             // Every publish frame uses its serial, so the client's numbering stays in step;
             // one that carries nothing is refused, never acknowledged.
-            return Some(ErrorInfo::new(
+            return Published::Done(Some(ErrorInfo::new(
                 ErrorCode::InvalidMessage,
                 "a publish carries at least one message",
-            ));
+            )));
         }
-        let session = self.sessions.get(&key)?;
+        let Some(session) = self.sessions.get(&key) else {
+            return Published::Done(Some(ErrorInfo::new(
+                ErrorCode::Internal,
+                "the session is gone",
+            )));
+        };
         let publisher = session.identity.client_id.clone();
         if !session
             .identity
             .capabilities
             .allows(name, Operation::Publish)
         {
-            return Some(ErrorInfo::new(
+            return Published::Done(Some(ErrorInfo::new(
                 ErrorCode::Forbidden,
                 "no publish capability for this channel",
-            ));
+            )));
         }
         let channel_key = match self.channel_key(now, name, key) {
             Ok(channel_key) => channel_key,
-            Err(error) => return Some(error),
+            Err(error) => return Published::Done(Some(error)),
         };
+        if self.durable() {
+            return self.append(now, key, channel_key, messages, publisher, publish);
+        }
         for message in messages {
             let Some(channel) = self.channels.get_mut(&channel_key) else {
-                return Some(ErrorInfo::new(ErrorCode::Internal, "the channel is gone"));
+                return Published::Done(Some(ErrorInfo::new(
+                    ErrorCode::Internal,
+                    "the channel is gone",
+                )));
             };
             #[cfg(feature = "sabotage")]
             let forgets = self.config.sabotage == crate::sabotage::Sabotage::HubForgetsMessageIds;
@@ -317,11 +394,110 @@ impl Hub {
                 }
                 Err(error) => {
                     self.free_if_idle(channel_key);
-                    return Some(error);
+                    return Published::Done(Some(error));
                 }
             }
         }
-        None
+        Published::Done(None)
+    }
+
+    /// Gives the new messages of a publish their positions and sends them to the store
+    /// (§7.7): nothing is fanned out or acknowledged before it answers. Messages whose id
+    /// is in the dedupe window are dropped (acknowledged, not stored again); a publish
+    /// with a message that cannot be encoded is refused whole.
+    fn append(
+        &mut self,
+        now: Time,
+        key: SessionKey,
+        channel_key: ChannelKey,
+        messages: Vec<Message>,
+        publisher: wire::ClientId,
+        publish: Option<(u64, u64)>,
+    ) -> Published {
+        let unix_ms = self.unix_ms;
+        let framing = self.config.framing;
+        let Some(origin) = self.sessions.get(&key).map(|s| s.id) else {
+            return Published::Done(None);
+        };
+        let Some(channel) = self.channels.get_mut(&channel_key) else {
+            return Published::Done(Some(ErrorInfo::new(
+                ErrorCode::Internal,
+                "the channel is gone",
+            )));
+        };
+        let mut pending = Vec::new();
+        let mut deliveries = Vec::new();
+        for message in messages {
+            if channel.is_duplicate(&message.id)
+                || pending.iter().any(|p: &PendingMessage| p.id == message.id)
+            {
+                continue;
+            }
+            let serial = channel.assigned + 1 + pending.len() as u64;
+            let delivery = ChannelMessage {
+                position: Position {
+                    epoch: channel.epoch,
+                    serial,
+                },
+                message,
+                publisher: publisher.clone(),
+                timestamp_ms: unix_ms,
+            };
+            match channel.encode(delivery.clone(), framing, &self.config.limits) {
+                Ok((frame, body)) => {
+                    pending.push(PendingMessage {
+                        serial,
+                        frame,
+                        body,
+                        unix_ms,
+                        id: delivery.message.id.clone(),
+                    });
+                    deliveries.push(delivery);
+                }
+                Err(error) => {
+                    self.free_if_idle(channel_key);
+                    return Published::Done(Some(error));
+                }
+            }
+        }
+        if pending.is_empty() {
+            // Every message is a duplicate: acknowledged, nothing to store.
+            return Published::Done(None);
+        }
+        for message in &pending {
+            channel.remember_id(message.id.clone(), now, self.config.dedupe_capacity);
+        }
+        channel.assigned += pending.len() as u64;
+        channel.in_flight += 1;
+        let generation = channel.generation;
+        let name = channel.name.clone();
+        let trim_at = now.saturating_add(self.config.retention_age.min(self.config.dedupe_window));
+        self.schedule_trim(channel_key, trim_at);
+        let id = StorageRequestId(self.next_request);
+        self.next_request += 1;
+        self.appends.insert(
+            id,
+            PendingAppend {
+                channel: channel_key,
+                generation,
+                messages: pending,
+                origin: key,
+                publish: publish.map(|(serial, _)| serial),
+            },
+        );
+        self.store_request(StorageRequest::Append {
+            id,
+            channel: name,
+            messages: deliveries,
+            origin,
+            outcome: publish.map(|(serial, digest)| PublishOutcome {
+                session: origin,
+                serial,
+                digest,
+                refused: None,
+            }),
+        });
+        Published::Pending(id)
     }
 
     /// Sends a new message to every subscriber that is caught up; lagging ones get it from
@@ -515,28 +691,96 @@ impl Hub {
                 )),
             )
         } else {
-            match self
+            // Leave room for the page's own fields within the frame allowance.
+            let budget = self
+                .config
+                .limits
+                .max_frame_size
+                .saturating_sub(1024)
+                .max(1);
+            let durable = self.durable();
+            let held = self
                 .channel_keys
                 .get(&name)
-                .and_then(|k| self.channels.get(k))
-            {
-                None => page(vec![], None, None),
-                Some(channel) => {
-                    // Leave room for the page's own fields within the frame allowance.
-                    let budget = self
-                        .config
-                        .limits
-                        .max_frame_size
-                        .saturating_sub(1024)
-                        .max(1);
-                    match channel.history(&query, budget) {
-                        Ok((messages, next)) => page(messages, next, None),
-                        Err(error) => page(vec![], None, Some(error)),
-                    }
+                .and_then(|k| self.channels.get(k));
+            let cached = held.map(|channel| {
+                let answer = channel.history(&query, budget);
+                let full = matches!(&answer, Ok((_, Some(_))));
+                let cached = answer.is_err() || channel.caches(&query, full);
+                (answer, cached, channel.epoch, channel.last)
+            });
+            match cached {
+                Some((Ok((messages, next)), true, ..)) => page(messages, next, None),
+                Some((Err(error), ..)) => page(vec![], None, Some(error)),
+                None if !durable => page(vec![], None, None),
+                Some((Ok(_), false, epoch, last)) if durable => {
+                    return self.read(
+                        connection,
+                        request_id,
+                        name,
+                        query,
+                        Some((epoch, last)),
+                        budget,
+                    );
+                }
+                Some((Ok((messages, next)), ..)) => page(messages, next, None),
+                None => {
+                    let epoch = self.positions.peek(&name).map(|p| (p.epoch, p.serial));
+                    return self.read(connection, request_id, name, query, epoch, budget);
                 }
             }
         };
         self.send(now, connection, &frame);
+    }
+
+    /// Asks the store for a history page older than the cache (§7.7); `held` is the
+    /// channel's epoch and last serial when the hub knows them.
+    fn read(
+        &mut self,
+        connection: ConnectionId,
+        request_id: u64,
+        channel: ChannelName,
+        query: HistoryQuery,
+        held: Option<(u64, u64)>,
+        max_bytes: usize,
+    ) {
+        let now = self.clock.now();
+        let Some(conn) = self.connections.get_mut(&connection) else {
+            return;
+        };
+        if conn.reads >= MAX_READS_IN_FLIGHT {
+            let frame = ServerFrame::HistoryPage {
+                request_id,
+                channel,
+                messages: vec![],
+                next: None,
+                error: Some(ErrorInfo::new(
+                    ErrorCode::LimitExceeded,
+                    "too many history requests at once",
+                )),
+            };
+            self.send(now, connection, &frame);
+            return;
+        }
+        conn.reads += 1;
+        let id = StorageRequestId(self.next_request);
+        self.next_request += 1;
+        self.reads.insert(
+            id,
+            PendingRead {
+                connection,
+                request_id,
+                channel: channel.clone(),
+            },
+        );
+        self.store_request(StorageRequest::Read {
+            id,
+            channel,
+            epoch: held.map(|(epoch, _)| epoch),
+            until: held.map(|(_, last)| last),
+            query,
+            max_bytes,
+        });
     }
 
     /// Sends the publish answers of one input, coalescing consecutive ones into ranges.

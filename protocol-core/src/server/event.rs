@@ -32,6 +32,10 @@ pub enum HubOutput {
     },
     /// For the operator's logs and metrics.
     Event(HubEvent),
+    /// Carry out this request on the store, in order (only with
+    /// [`StorageMode::External`](super::StorageMode::External); see
+    /// [`storage`](super::storage) for the calling contract).
+    Storage(super::storage::StorageRequest),
 }
 
 /// What happened, for operators. Never contains credentials.
@@ -78,6 +82,13 @@ pub enum HubEvent {
         /// The session.
         session: SessionId,
     },
+    /// The store did not keep an append: its publish was refused with `reason` (§7.7).
+    StorageFailed {
+        /// The channel, if the hub still holds it.
+        channel: Option<crate::wire::ChannelName>,
+        /// The store's error.
+        reason: ErrorInfo,
+    },
 }
 
 /// How much an operator cares about a [`HubEvent`], for the adapter's logger.
@@ -96,7 +107,7 @@ impl HubEvent {
     pub fn severity(&self) -> Severity {
         match self {
             HubEvent::SessionExpired { .. } => Severity::Debug,
-            HubEvent::SlowConsumer { .. } => Severity::Warn,
+            HubEvent::SlowConsumer { .. } | HubEvent::StorageFailed { .. } => Severity::Warn,
             HubEvent::Connected { .. }
             | HubEvent::Reauthenticated { .. }
             | HubEvent::Disconnected { .. } => Severity::Info,
@@ -144,6 +155,13 @@ impl std::fmt::Display for HubEvent {
                 connection.0
             ),
             HubEvent::SessionExpired { session } => write!(f, "session expired: session={session}"),
+            HubEvent::StorageFailed { channel, reason } => write!(
+                f,
+                "store failed, publish refused: channel={} code={} reason={}",
+                channel.as_ref().map_or("?", |c| c.as_str()),
+                reason.code.as_u32(),
+                reason.message
+            ),
         }
     }
 }

@@ -10,9 +10,12 @@ mod config;
 mod deadlines;
 mod delivery;
 mod event;
+pub mod history;
 mod positions;
 mod record;
+mod restore;
 mod sessions;
+pub mod storage;
 mod timers;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -27,6 +30,10 @@ use self::channel::Channel;
 pub use self::config::HubConfig;
 pub use self::event::{ConnectionId, HubEvent, HubOutput, Severity};
 use self::positions::RememberedPositions;
+pub use self::storage::{
+    PublishOutcome, RestoredChannel, RestoredState, StorageCompletion, StorageMode, StorageRequest,
+    StorageRequestId, StorageSink, Store, StoredMessage, StoredSession,
+};
 use self::timers::TimerQueue;
 use crate::client::Framing;
 use crate::error::{ErrorCode, ErrorInfo};
@@ -70,6 +77,8 @@ struct Connection {
     /// fields of that version at most, §3).
     minor: u16,
     decoder: Option<StreamDecoder<ClientFrame>>,
+    /// History reads it has waiting for the store.
+    reads: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -94,6 +103,42 @@ struct Session {
     detached_at: Option<Time>,
     /// Channels it created lately, against [`HubConfig::channel_creations_per_second`].
     creations: CreationRate,
+    /// Publish answers held back behind one waiting for the store, in serial order
+    /// (`StorageMode::External`); emptied when the session loses its transport (the client
+    /// resends what was not answered). At most one per publish frame the client has
+    /// unacknowledged, which its publish record bounds.
+    queued: VecDeque<Queued>,
+}
+
+/// A publish answer held back (see `Session::queued`).
+#[derive(Clone, Debug)]
+struct Queued {
+    serial: u64,
+    /// `None` while waiting for the store's answer to this request.
+    waiting: Option<StorageRequestId>,
+    error: Option<ErrorInfo>,
+}
+
+/// An append on its way to the store.
+#[derive(Debug)]
+struct PendingAppend {
+    channel: ChannelKey,
+    /// The channel's generation when it was emitted.
+    generation: u64,
+    /// Each message's serial, delivery frame (and where its body starts), time and id.
+    messages: Vec<PendingMessage>,
+    origin: SessionKey,
+    /// The publish serial it answers, if it came from a publish frame.
+    publish: Option<u64>,
+}
+
+#[derive(Debug)]
+struct PendingMessage {
+    serial: u64,
+    frame: Bytes,
+    body: usize,
+    unix_ms: u64,
+    id: wire::MessageId,
 }
 
 /// How many channels a session created in the current one-second window.
@@ -230,6 +275,25 @@ pub struct Hub {
     next_channel: u64,
     timers: TimerQueue<Timer>,
     outputs: VecDeque<HubOutput>,
+    /// Appends on their way to the store (`StorageMode::External`): at most one per publish
+    /// frame awaiting its answer, which each session's publish record bounds.
+    appends: BTreeMap<StorageRequestId, PendingAppend>,
+    /// History reads on their way to the store: at most [`MAX_READS_IN_FLIGHT`] per
+    /// connection.
+    reads: BTreeMap<StorageRequestId, PendingRead>,
+    next_request: u64,
+}
+
+/// History requests one connection may have waiting for the store at once; beyond, a
+/// request is refused with `limit_exceeded`.
+pub const MAX_READS_IN_FLIGHT: usize = 16;
+
+/// A history read on its way to the store.
+#[derive(Debug)]
+struct PendingRead {
+    connection: ConnectionId,
+    request_id: u64,
+    channel: ChannelName,
 }
 
 impl Hub {
@@ -256,6 +320,9 @@ impl Hub {
             next_channel: 0,
             timers: TimerQueue::default(),
             outputs: VecDeque::new(),
+            appends: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            next_request: 0,
         }
     }
 
@@ -311,6 +378,7 @@ impl Hub {
                 echo: true,
                 minor: 0,
                 decoder,
+                reads: 0,
             },
         );
         if self.connections.len() + self.closing.len() > self.config.max_connections {
@@ -522,9 +590,24 @@ impl Hub {
         self.forget_connection(now, connection, reason);
     }
 
+    /// Whether the hub keeps its state in an external store.
+    fn durable(&self) -> bool {
+        self.config.storage == StorageMode::External
+    }
+
+    /// Emits a storage request when the hub has a store.
+    fn store_request(&mut self, request: StorageRequest) {
+        if self.durable() {
+            self.outputs.push_back(HubOutput::Storage(request));
+        }
+    }
+
     /// Frees a session for good.
     fn remove_session(&mut self, key: SessionKey) -> Option<SessionId> {
         let session = self.sessions.remove(&key)?;
+        self.store_request(StorageRequest::DropSession {
+            session: session.id,
+        });
         self.timers.cancel(Timer::TokenExpiry(key));
         self.timers.cancel(Timer::SessionExpiry(key));
         self.session_ids.remove(&session.id);
@@ -568,6 +651,7 @@ impl Hub {
                 session_id = Some(session.id);
                 if session.connection == Some(connection) {
                     session.connection = None;
+                    session.queued.clear();
                     session.detached_at = Some(now);
                     self.detached.insert((now, key));
                     let subscriptions = std::mem::take(&mut session.subscriptions);

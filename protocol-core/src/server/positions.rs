@@ -55,6 +55,11 @@ impl RememberedPositions {
         Some(position)
     }
 
+    /// Where `name` was, if it is remembered (the entry stays).
+    pub(crate) fn peek(&self, name: &ChannelName) -> Option<Position> {
+        self.by_name.get(name).map(|(position, _)| *position)
+    }
+
     /// How many positions are remembered.
     pub(crate) fn len(&self) -> usize {
         self.by_name.len()

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 
+use super::storage::StorageRequestId;
 use crate::error::{ErrorCode, ErrorInfo};
 use crate::wire::Message;
 
@@ -11,12 +12,22 @@ use crate::wire::Message;
 struct Entry {
     /// A digest of the publish's message ids, to refuse a resend that carries others.
     ids: u64,
-    /// `None`: acknowledged; otherwise the code it was refused with.
-    refused: Option<ErrorCode>,
+    outcome: Outcome,
+}
+
+/// Where a publish serial stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Acknowledged.
+    Acked,
+    /// Refused with this code.
+    Refused(ErrorCode),
+    /// Waiting for the store to make it durable (`StorageMode::External`).
+    Pending(StorageRequestId),
 }
 
 /// The outcomes of a session's last publishes, by serial: at most `capacity` (the oldest
-/// forgotten first), 16 bytes each.
+/// forgotten first), 24 bytes each.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct PublishRecord {
     /// The serial of `entries[0]`.
@@ -31,6 +42,8 @@ pub(crate) enum Resend {
     Answer(Option<ErrorInfo>),
     /// Not the messages it first carried.
     Different,
+    /// Still waiting for the store: answered with the first send's outcome.
+    Pending(StorageRequestId),
     /// Too old: its outcome is forgotten.
     Forgotten,
 }
@@ -38,17 +51,11 @@ pub(crate) enum Resend {
 impl PublishRecord {
     /// Records the outcome of the new serial `serial` (always the one after the last), whose
     /// messages have the [`digest`] `ids`.
-    pub(crate) fn record(
-        &mut self,
-        serial: u64,
-        ids: u64,
-        refused: Option<ErrorCode>,
-        capacity: usize,
-    ) {
+    pub(crate) fn record(&mut self, serial: u64, ids: u64, outcome: Outcome, capacity: usize) {
         if self.entries.is_empty() {
             self.first = serial;
         }
-        self.entries.push_back(Entry { ids, refused });
+        self.entries.push_back(Entry { ids, outcome });
         while self.entries.len() > capacity.max(1) {
             self.entries.pop_front();
             self.first += 1;
@@ -67,12 +74,39 @@ impl PublishRecord {
         if entry.ids != digest(messages) {
             return Resend::Different;
         }
-        Resend::Answer(entry.refused.map(|code| {
-            ErrorInfo::new(
+        match entry.outcome {
+            Outcome::Acked => Resend::Answer(None),
+            Outcome::Refused(code) => Resend::Answer(Some(ErrorInfo::new(
                 code,
                 format!("this publish was refused when first sent ({code})"),
-            )
-        }))
+            ))),
+            Outcome::Pending(request) => Resend::Pending(request),
+        }
+    }
+
+    /// Settles a pending serial once the store answered (nothing if it is forgotten).
+    pub(crate) fn settle(&mut self, serial: u64, outcome: Outcome) {
+        if let Some(entry) = serial
+            .checked_sub(self.first)
+            .and_then(|index| usize::try_from(index).ok())
+            .and_then(|index| self.entries.get_mut(index))
+        {
+            entry.outcome = outcome;
+        }
+    }
+
+    /// The digest recorded for `serial`, if it is still recorded.
+    pub(crate) fn digest_of(&self, serial: u64) -> Option<u64> {
+        serial
+            .checked_sub(self.first)
+            .and_then(|index| usize::try_from(index).ok())
+            .and_then(|index| self.entries.get(index))
+            .map(|entry| entry.ids)
+    }
+
+    /// The serial after the newest recorded one, if any is recorded.
+    pub(crate) fn next_serial(&self) -> Option<u64> {
+        (!self.entries.is_empty()).then(|| self.first + self.entries.len() as u64)
     }
 }
 
@@ -107,11 +141,11 @@ mod tests {
     #[test]
     fn answers_resends_as_the_first_time_and_forgets_the_oldest() {
         let mut record = PublishRecord::default();
-        record.record(0, digest(&publish(&["a:0"])), None, 2);
+        record.record(0, digest(&publish(&["a:0"])), Outcome::Acked, 2);
         record.record(
             1,
             digest(&publish(&["a:1", "a:2"])),
-            Some(ErrorCode::Forbidden),
+            Outcome::Refused(ErrorCode::Forbidden),
             2,
         );
         assert_eq!(
@@ -127,8 +161,19 @@ mod tests {
             record.resend(1, &publish(&["a:2", "a:1"])),
             Resend::Different
         );
-        record.record(2, digest(&publish(&["a:3"])), None, 2);
+        record.record(
+            2,
+            digest(&publish(&["a:3"])),
+            Outcome::Pending(StorageRequestId(7)),
+            2,
+        );
         assert_eq!(record.resend(0, &publish(&["a:0"])), Resend::Forgotten);
+        assert_eq!(
+            record.resend(2, &publish(&["a:3"])),
+            Resend::Pending(StorageRequestId(7))
+        );
+        record.settle(2, Outcome::Acked);
         assert_eq!(record.resend(2, &publish(&["a:3"])), Resend::Answer(None));
+        assert_eq!(record.next_serial(), Some(3));
     }
 }

@@ -181,6 +181,7 @@ impl Hub {
             }
             None => self.new_session(identity, heartbeat_interval, connection),
         };
+        self.save_session(key);
         if let Some(conn) = self.connections.get_mut(&connection) {
             conn.session = Some(key);
         }
@@ -275,6 +276,7 @@ impl Hub {
                 heartbeat_interval,
                 detached_at: None,
                 creations: CreationRate::default(),
+                queued: VecDeque::new(),
             },
         );
         key
@@ -374,6 +376,7 @@ impl Hub {
                     }
                 }
                 self.schedule_token_expiry(now, key);
+                self.save_session(key);
                 self.emit(HubEvent::Reauthenticated {
                     connection,
                     client_id,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tether_core::server::{
     ApiKey, Capabilities, Claims, ConnectionId, Hub, HubConfig, HubEvent, HubOutput, Operation,
-    mint_token,
+    StorageRequest, mint_token,
 };
 use tether_core::wire::{
     self, ChannelName, ClientFrame, ClientId, Credentials, Limits, Message, MessageId,
@@ -122,6 +122,8 @@ pub struct HubHarness {
     pub events: Vec<HubEvent>,
     /// Connections whose bytes are never reported written (they stopped reading).
     pub stalled: BTreeSet<ConnectionId>,
+    /// Storage requests the hub emitted, not yet taken.
+    pub storage: Vec<StorageRequest>,
 }
 
 impl HubHarness {
@@ -138,6 +140,7 @@ impl HubHarness {
             closed: BTreeMap::new(),
             events: Vec::new(),
             stalled: BTreeSet::new(),
+            storage: Vec::new(),
         }
     }
 
@@ -163,6 +166,7 @@ impl HubHarness {
                         self.closed.insert(connection, reason.code);
                     }
                     HubOutput::Event(event) => self.events.push(event),
+                    HubOutput::Storage(request) => self.storage.push(request),
                 }
             }
             if written.is_empty() {

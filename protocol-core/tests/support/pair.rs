@@ -150,6 +150,9 @@ impl World {
                     }
                 }
                 HubOutput::Event(_) => {}
+                HubOutput::Storage(request) => {
+                    panic!("an in-memory hub asked its store: {request:?}")
+                }
             }
         }
         while let Some((connection, bytes)) = self.to_hub.pop_front() {
