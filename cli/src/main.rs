@@ -87,6 +87,23 @@ enum Command {
         /// Require tokens whose `iss` is this issuer.
         #[arg(long)]
         issuer: Option<String>,
+        /// Keep channel history and sessions in this directory (created if absent): a
+        /// restart, even after kill -9, is invisible to clients. Without it, everything is
+        /// in memory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// With --data-dir: `batch` syncs every batch of publishes to disk before they are
+        /// acknowledged (the default); a duration (e.g. `10ms`) syncs at most that often
+        /// (a machine crash may lose that much; channels then start new epochs).
+        #[arg(long, default_value = "batch", requires = "data_dir")]
+        sync: String,
+        /// With --data-dir: history kept per channel pattern, as
+        /// `pattern=count/age` (e.g. `chat:*=10000/24h`, `cursor:*=0/0s`); first match wins.
+        #[arg(long = "retention", requires = "data_dir")]
+        retention: Vec<String>,
+        /// With --data-dir: history kept for channels no --retention matches.
+        #[arg(long, default_value = "10000/24h", requires = "data_dir")]
+        default_retention: String,
     },
     /// Mint a token (JWT, HS256) signed with an API key.
     Token {
@@ -180,6 +197,10 @@ async fn run(command: Command) -> Result<(), Failure> {
             handshake_timeout,
             audience,
             issuer,
+            data_dir,
+            sync,
+            retention,
+            default_retention,
         } => {
             serve::run(
                 serve::ServeOptions {
@@ -190,6 +211,12 @@ async fn run(command: Command) -> Result<(), Failure> {
                     handshake_timeout,
                     audience,
                     issuer,
+                    storage: data_dir.map(|dir| serve::StorageOptions {
+                        dir,
+                        sync,
+                        retention,
+                        default_retention,
+                    }),
                 },
                 signals.as_mut().expect("watched for serve"),
             )

@@ -4,6 +4,9 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use tether_engine::{Durability, Engine, EngineConfig, RetentionRule};
 use tether_tokio::{ApiKey, Capabilities, HubConfig, Server, ServerConfig};
 
 use crate::{Failure, StopSignals, parse_key};
@@ -18,6 +21,15 @@ pub(crate) struct ServeOptions {
     pub(crate) handshake_timeout: u64,
     pub(crate) audience: Option<String>,
     pub(crate) issuer: Option<String>,
+    pub(crate) storage: Option<StorageOptions>,
+}
+
+/// `--data-dir` and its options, as given.
+pub(crate) struct StorageOptions {
+    pub(crate) dir: PathBuf,
+    pub(crate) sync: String,
+    pub(crate) retention: Vec<String>,
+    pub(crate) default_retention: String,
 }
 
 /// One key as given, and where it came from (for errors).
@@ -57,6 +69,22 @@ pub(crate) async fn run(options: ServeOptions, signals: &mut StopSignals) -> Res
                 key.display()
             ))
         })?);
+    }
+    if let Some(storage) = &options.storage {
+        let engine_config = engine_config(storage, &config.hub)?;
+        let engine = Engine::open(&storage.dir, engine_config).map_err(|e| {
+            Failure::run(format!(
+                "cannot open the store in {}: {e}",
+                storage.dir.display()
+            ))
+        })?;
+        let state = if engine.unclean() {
+            "it was not stopped cleanly last time; recovered"
+        } else {
+            "opened"
+        };
+        println!("store {} ({state})", storage.dir.display());
+        config.store = Some(Arc::new(engine));
     }
     raise_file_limit(&config);
     let scheme = if config.transport.tls.is_some() {
@@ -138,4 +166,59 @@ fn raise_file_limit(config: &ServerConfig) {
         Ok(limit) => tracing::debug!(limit, "open-file limit"),
         Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
     }
+}
+
+/// The engine's configuration from `--sync`, `--retention` and `--default-retention`.
+fn engine_config(storage: &StorageOptions, hub: &HubConfig) -> Result<EngineConfig, Failure> {
+    let mut config = EngineConfig::for_hub(hub);
+    config.durability = match storage.sync.as_str() {
+        "batch" => Durability::Sync,
+        interval => {
+            let interval = humantime::parse_duration(interval).map_err(|e| {
+                Failure::usage(format!(
+                    "--sync {interval:?}: `batch` or a duration such as 10ms ({e})"
+                ))
+            })?;
+            if interval.is_zero() {
+                Durability::Sync
+            } else {
+                Durability::Interval(interval)
+            }
+        }
+    };
+    config.default_retention = parse_retention("--default-retention", &storage.default_retention)?;
+    for rule in &storage.retention {
+        let (pattern, retention) = rule.split_once('=').ok_or_else(|| {
+            Failure::usage(format!(
+                "--retention {rule:?}: pattern=count/age, e.g. chat:*=10000/24h"
+            ))
+        })?;
+        if pattern.is_empty() {
+            return Err(Failure::usage(format!(
+                "--retention {rule:?}: the pattern is empty"
+            )));
+        }
+        let (count, age) = parse_retention("--retention", retention)?;
+        config.retention.push(RetentionRule {
+            pattern: pattern.to_owned(),
+            count,
+            age,
+        });
+    }
+    Ok(config)
+}
+
+/// `count/age`, e.g. `10000/24h`.
+fn parse_retention(flag: &str, text: &str) -> Result<(u64, Duration), Failure> {
+    let usage = |why: String| {
+        Failure::usage(format!(
+            "{flag} {text:?}: count/age, e.g. 10000/24h ({why})"
+        ))
+    };
+    let (count, age) = text.split_once('/').ok_or_else(|| usage("no `/`".into()))?;
+    let count = count
+        .parse::<u64>()
+        .map_err(|e| usage(format!("count: {e}")))?;
+    let age = humantime::parse_duration(age).map_err(|e| usage(format!("age: {e}")))?;
+    Ok((count, age))
 }

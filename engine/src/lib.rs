@@ -119,6 +119,20 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
+    /// The defaults, with what must follow the hub's configuration taken from `hub`: the
+    /// dedupe window, the publish record, and the cache handed back at a restart (the hub's
+    /// retention count and age, so a resume after a restart replays what it would have
+    /// before).
+    pub fn for_hub(hub: &tether_core::server::HubConfig) -> EngineConfig {
+        EngineConfig {
+            dedupe_window: hub.dedupe_window.max(hub.session_ttl),
+            publish_record: u64::try_from(hub.publish_record).unwrap_or(u64::MAX),
+            cache_count: hub.retention_count,
+            cache_age: hub.retention_age,
+            ..EngineConfig::default()
+        }
+    }
+
     /// The retention of `channel`: (most messages, longest age).
     pub fn retention_of(&self, channel: &str) -> (u64, Duration) {
         self.retention

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -31,6 +32,8 @@ struct Sink {
     /// sessions' publish records bound; reads: 16 per connection).
     requests: Option<Sender<StorageRequest>>,
     thread: Option<JoinHandle<()>>,
+    /// Set by `close` (not by `abandon`): the thread marks the store stopped cleanly.
+    clean: Arc<AtomicBool>,
 }
 
 impl StorageSink for Sink {
@@ -43,6 +46,17 @@ impl StorageSink for Sink {
     }
 
     fn close(mut self: Box<Self>) {
+        self.clean.store(true, Ordering::Release);
+        self.finish();
+    }
+
+    fn abandon(mut self: Box<Self>) {
+        self.finish();
+    }
+}
+
+impl Sink {
+    fn finish(&mut self) {
         self.requests = None;
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
@@ -59,7 +73,9 @@ pub(crate) fn start(
     completions: Box<dyn FnMut(StorageCompletion) + Send>,
 ) -> io::Result<Box<dyn StorageSink>> {
     let (requests, queue) = mpsc::channel();
+    let clean = Arc::new(AtomicBool::new(false));
     let mut worker = Worker {
+        clean: clean.clone(),
         spaces,
         config,
         heads,
@@ -75,10 +91,12 @@ pub(crate) fn start(
     Ok(Box::new(Sink {
         requests: Some(requests),
         thread: Some(thread),
+        clean,
     }))
 }
 
 struct Worker {
+    clean: Arc<AtomicBool>,
     spaces: Spaces,
     config: Arc<EngineConfig>,
     heads: HashMap<ChannelName, Head>,
@@ -140,7 +158,7 @@ impl Worker {
 
     /// A clean stop: everything synced, then the marker removed (and synced).
     fn stop(&mut self) {
-        if self.poisoned.is_some() {
+        if self.poisoned.is_some() || !self.clean.load(Ordering::Acquire) {
             return;
         }
         let done = self

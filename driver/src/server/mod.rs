@@ -51,6 +51,8 @@ pub struct Server<R: Runtime> {
     /// Ends (every sender dropped) once the accept loop and every connection task ended:
     /// nothing is ever sent on it.
     tasks_ended: async_channel::Receiver<()>,
+    /// Closing it drops every socket at once (see [`Server::abort`]).
+    abort: async_channel::Sender<()>,
     runtime: R,
     close_timeout: Duration,
 }
@@ -104,8 +106,10 @@ impl<R: Runtime> Server<R> {
         ));
         // Every task that serves a socket holds a clone; `shutdown` waits for the last.
         let (alive, tasks_ended) = async_channel::bounded(1);
+        let (abort, aborted) = async_channel::bounded(1);
         let accepting = Accepting {
             alive,
+            aborted,
             inputs: inputs.clone(),
             max_frame,
             tls: tls.map(futures_rustls::TlsAcceptor::from),
@@ -127,6 +131,7 @@ impl<R: Runtime> Server<R> {
             inputs,
             stop_accepting,
             tasks_ended,
+            abort,
             runtime,
             close_timeout: config.sockets.close_timeout,
         })
@@ -150,11 +155,28 @@ impl<R: Runtime> Server<R> {
         let deadline = after(self.close_timeout);
         let _ = within(&self.runtime, deadline, self.tasks_ended.recv()).await;
     }
+
+    /// Stops as a crash would, for tests and demos of recovery: the listener and every
+    /// socket are dropped at once (no client is told anything; their transports just end),
+    /// the hub is dropped, and a store is abandoned — not marked stopped cleanly — once
+    /// released, so a new server can open it.
+    pub async fn abort(self) {
+        self.stop_accepting.close();
+        self.abort.close();
+        let (done, wait) = oneshot::channel();
+        if self.inputs.send(Input::Abort(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+        let deadline = after(self.close_timeout);
+        let _ = within(&self.runtime, deadline, self.tasks_ended.recv()).await;
+    }
 }
 
 struct Accepting<R> {
     /// Held by the accept loop and cloned into each socket's task (see `Server::shutdown`).
     alive: async_channel::Sender<()>,
+    /// Ends when the server is aborted: each socket's task stops there, dropping its socket.
+    aborted: async_channel::Receiver<()>,
     inputs: tokio::sync::mpsc::Sender<Input>,
     max_frame: usize,
     tls: Option<futures_rustls::TlsAcceptor>,
@@ -201,22 +223,29 @@ impl<R: Runtime> Accepting<R> {
                         handshaking,
                     };
                     let alive = self.alive.clone();
+                    let aborted = self.aborted.clone();
+                    let abort = async move {
+                        let _ = aborted.recv().await;
+                    };
                     match self.tls.clone() {
                         None => self.runtime.spawn(async move {
-                            connection.serve(stream).await;
+                            connection.serve(stream).or(abort).await;
                             drop(alive);
                         }),
-                        Some(acceptor) => self.runtime.spawn(async move {
-                            let _alive = alive;
-                            let runtime = connection.runtime.clone();
-                            match within(&runtime, deadline, acceptor.accept(stream)).await {
-                                Some(Ok(tls)) => connection.serve(tls).await,
-                                Some(Err(error)) => {
-                                    tracing::debug!(%peer, %error, "TLS handshake failed")
+                        Some(acceptor) => self.runtime.spawn(
+                            async move {
+                                let _alive = alive;
+                                let runtime = connection.runtime.clone();
+                                match within(&runtime, deadline, acceptor.accept(stream)).await {
+                                    Some(Ok(tls)) => connection.serve(tls).await,
+                                    Some(Err(error)) => {
+                                        tracing::debug!(%peer, %error, "TLS handshake failed")
+                                    }
+                                    None => tracing::debug!(%peer, "TLS handshake timed out"),
                                 }
-                                None => tracing::debug!(%peer, "TLS handshake timed out"),
                             }
-                        }),
+                            .or(abort),
+                        ),
                     }
                 }
                 Err(error) => {

@@ -125,6 +125,9 @@ pub enum ServerInput<P: Plumbing, W> {
     Storage(StorageCompletion),
     /// Shut the hub down; answered once every close is queued.
     Shutdown(P::Reply<()>),
+    /// Stop at once, as a crash would: no client is told, the store is abandoned (see
+    /// [`StorageSink::abandon`]); answered once it is released.
+    Abort(P::Reply<()>),
 }
 
 /// Whether the hub's task goes on after an input.
@@ -199,6 +202,14 @@ impl<W: Writer> Connections<W> {
             ServerInput::Written(id, len) => hub.handle_written(now, id, len),
             ServerInput::Closed(id) => self.closed(hub, now, id),
             ServerInput::Storage(completion) => hub.handle_storage(now, completion),
+            ServerInput::Abort(reply) => {
+                self.writers.clear();
+                if let Some(sink) = self.storage.take() {
+                    sink.abandon();
+                }
+                P::reply(reply, ());
+                return Flow::Stop;
+            }
             ServerInput::Shutdown(reply) => {
                 self.shutdown(hub, now, &mut log);
                 P::reply(reply, ());

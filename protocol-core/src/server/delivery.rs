@@ -147,6 +147,11 @@ impl Hub {
             Some(p) if p.serial <= current.serial && channel.retains_after(p.serial) => {
                 (Continuity::Continuous, p, None)
             }
+            Some(p) if p.serial < current.serial && self.durable() => {
+                // Older than the cache: the store may have it (answered on its page).
+                self.replay_read(connection, key, channel_key, p.serial, Some(p));
+                return;
+            }
             Some(_) => (
                 Continuity::Gap,
                 current,
@@ -164,6 +169,7 @@ impl Hub {
                 channel_key,
                 Subscription {
                     cursor: position.serial,
+                    fetching: false,
                 },
             );
         }
@@ -618,14 +624,17 @@ impl Hub {
                 if pending >= budget {
                     return;
                 }
-                let Some(cursor) = self
+                let Some((cursor, fetching)) = self
                     .sessions
                     .get(&key)
                     .and_then(|s| s.subscriptions.get(&channel_key))
-                    .map(|s| s.cursor)
+                    .map(|s| (s.cursor, s.fetching))
                 else {
                     break;
                 };
+                if fetching {
+                    break;
+                }
                 let Some(channel) = self.channels.get(&channel_key) else {
                     break;
                 };
@@ -636,6 +645,11 @@ impl Hub {
                     .delivery(cursor + 1)
                     .map(|(frame, origin)| (frame.clone(), origin))
                 else {
+                    if self.durable() {
+                        // Older than the cache: continued from the store.
+                        self.replay_read(connection, key, channel_key, cursor, None);
+                        break;
+                    }
                     self.slow_consumer(now, connection, pending);
                     return;
                 };
@@ -769,8 +783,8 @@ impl Hub {
             id,
             PendingRead {
                 connection,
-                request_id,
                 channel: channel.clone(),
+                purpose: ReadFor::History { request_id },
             },
         );
         self.store_request(StorageRequest::Read {
@@ -778,6 +792,69 @@ impl Hub {
             channel,
             epoch: held.map(|(epoch, _)| epoch),
             until: held.map(|(_, last)| last),
+            query,
+            max_bytes,
+        });
+    }
+
+    /// Asks the store for the messages after `cursor` of a channel, for a replay older than
+    /// the cache (§7.7); `attach` is the position of an attach waiting for the answer.
+    pub(super) fn replay_read(
+        &mut self,
+        connection: ConnectionId,
+        session: SessionKey,
+        channel_key: ChannelKey,
+        cursor: u64,
+        attach: Option<Position>,
+    ) {
+        let Some(channel) = self.channels.get_mut(&channel_key) else {
+            return;
+        };
+        if attach.is_some() {
+            // Not a subscriber yet: the channel must stay until the answer.
+            channel.in_flight += 1;
+        }
+        if let Some(subscription) = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| s.subscriptions.get_mut(&channel_key))
+        {
+            subscription.fetching = true;
+        }
+        let epoch = channel.epoch;
+        let until = channel.last;
+        let name = channel.name.clone();
+        let id = StorageRequestId(self.next_request);
+        self.next_request += 1;
+        self.reads.insert(
+            id,
+            PendingRead {
+                connection,
+                channel: name.clone(),
+                purpose: ReadFor::Replay {
+                    session,
+                    channel: channel_key,
+                    attach,
+                },
+            },
+        );
+        let query = HistoryQuery {
+            start: Some(wire::HistoryBound::Position(Position {
+                epoch,
+                serial: cursor + 1,
+            })),
+            end: None,
+            direction: wire::Direction::Forwards,
+            limit: REPLAY_BATCH,
+        };
+        let max_bytes = (self.config.max_pending_bytes / 4)
+            .min(self.config.limits.max_frame_size)
+            .max(1);
+        self.store_request(StorageRequest::Read {
+            id,
+            channel: name,
+            epoch: Some(epoch),
+            until: Some(until),
             query,
             max_bytes,
         });

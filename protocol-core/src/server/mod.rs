@@ -85,6 +85,8 @@ struct Connection {
 struct Subscription {
     /// The serial of the last message sent on this attachment.
     cursor: u64,
+    /// Waiting for the store to send messages older than the hub's cache (a replay, §7.7).
+    fetching: bool,
 }
 
 #[derive(Debug)]
@@ -288,13 +290,31 @@ pub struct Hub {
 /// request is refused with `limit_exceeded`.
 pub const MAX_READS_IN_FLIGHT: usize = 16;
 
-/// A history read on its way to the store.
+/// A read on its way to the store.
 #[derive(Debug)]
 struct PendingRead {
     connection: ConnectionId,
-    request_id: u64,
     channel: ChannelName,
+    purpose: ReadFor,
 }
+
+/// What a read is for.
+#[derive(Debug)]
+enum ReadFor {
+    /// A client's history request.
+    History { request_id: u64 },
+    /// A replay older than the hub's cache: the attach waiting for its first page (answered
+    /// `continuous` if the store has the message after `from`), or a subscription already
+    /// attached (`None`).
+    Replay {
+        session: SessionKey,
+        channel: ChannelKey,
+        attach: Option<Position>,
+    },
+}
+
+/// Messages per read of a replay from the store.
+const REPLAY_BATCH: u32 = 256;
 
 impl Hub {
     /// A hub with no connections. `seed` drives session ids, resume secrets and channel

@@ -91,6 +91,18 @@ impl Hub {
         let Some(read) = self.reads.remove(&id) else {
             return;
         };
+        let request_id = match read.purpose {
+            ReadFor::History { request_id } => request_id,
+            ReadFor::Replay {
+                session,
+                channel,
+                attach,
+            } => {
+                let messages = answer.map(|(messages, _)| messages).unwrap_or_default();
+                self.replayed(now, read.connection, session, channel, attach, messages);
+                return;
+            }
+        };
         let Some(conn) = self.connections.get_mut(&read.connection) else {
             return;
         };
@@ -100,13 +112,147 @@ impl Hub {
             Err(error) => (vec![], None, Some(error)),
         };
         let frame = ServerFrame::HistoryPage {
-            request_id: read.request_id,
+            request_id,
             channel: read.channel,
             messages,
             next,
             error,
         };
         self.send(now, read.connection, &frame);
+    }
+
+    /// The store's page of a replay: sent on if it continues the subscriber's position —
+    /// answering a waiting attach `continuous` — and the replay goes on (from the cache or
+    /// the store); otherwise the store no longer has what follows the position: a waiting
+    /// attach is answered with a gap, an attached subscriber is dropped as a slow consumer
+    /// (it resumes and is told of the gap).
+    fn replayed(
+        &mut self,
+        now: Time,
+        connection: ConnectionId,
+        key: SessionKey,
+        channel_key: ChannelKey,
+        attach: Option<Position>,
+        messages: Vec<wire::ChannelMessage>,
+    ) {
+        if attach.is_some() {
+            if let Some(channel) = self.channels.get_mut(&channel_key) {
+                channel.in_flight = channel.in_flight.saturating_sub(1);
+            }
+        }
+        let live = self.connections.get(&connection).and_then(|c| c.session) == Some(key)
+            && self.channels.contains_key(&channel_key);
+        if !live {
+            self.free_if_idle(channel_key);
+            return;
+        }
+        let cursor = match attach {
+            Some(from) => from.serial,
+            None => match self
+                .sessions
+                .get(&key)
+                .and_then(|s| s.subscriptions.get(&channel_key))
+            {
+                Some(subscription) => subscription.cursor,
+                None => return,
+            },
+        };
+        let continues = messages
+            .first()
+            .is_some_and(|m| m.position.serial == cursor + 1);
+        let Some(channel) = self.channels.get(&channel_key) else {
+            return;
+        };
+        let name = channel.name.clone();
+        let current = channel.position();
+        if let Some(from) = attach {
+            let (continuity, position, error) = if continues {
+                (Continuity::Continuous, from, None)
+            } else {
+                (
+                    Continuity::Gap,
+                    current,
+                    Some(ErrorInfo::new(
+                        ErrorCode::HistoryUnavailable,
+                        "the position is not in the retained history (older than it, or ahead of the channel)",
+                    )),
+                )
+            };
+            if let Some(channel) = self.channels.get_mut(&channel_key) {
+                channel.subscribers.insert(key);
+            }
+            if let Some(session) = self.sessions.get_mut(&key) {
+                session.subscriptions.insert(
+                    channel_key,
+                    Subscription {
+                        cursor: position.serial,
+                        fetching: false,
+                    },
+                );
+            }
+            let frame = ServerFrame::Attached {
+                channel: name.clone(),
+                position,
+                continuity,
+                error,
+            };
+            self.send(now, connection, &frame);
+            if !continues {
+                self.pump(now, connection);
+                return;
+            }
+        } else if !continues {
+            let pending = self
+                .connections
+                .get(&connection)
+                .map_or(0, |c| c.pending_bytes);
+            self.slow_consumer(now, connection, pending);
+            return;
+        }
+        // Send the page on, in order, up to what the hub itself has delivered.
+        let echo = self.connections.get(&connection).is_none_or(|c| c.echo);
+        let own = self
+            .sessions
+            .get(&key)
+            .map(|s| s.identity.client_id.clone());
+        let mut next = cursor + 1;
+        for message in messages {
+            let serial = message.position.serial;
+            if serial != next || serial > current.serial {
+                break;
+            }
+            if !echo && own.as_ref() == Some(&message.publisher) {
+                let frame = ServerFrame::OwnMessage {
+                    channel: name.clone(),
+                    position: message.position,
+                };
+                self.send(now, connection, &frame);
+            } else {
+                let Some(channel) = self.channels.get(&channel_key) else {
+                    return;
+                };
+                match channel.encode(message, self.config.framing, &self.config.limits) {
+                    Ok((frame, _)) => self.transmit(now, connection, frame),
+                    Err(error) => {
+                        self.close(now, connection, None, error);
+                        return;
+                    }
+                }
+            }
+            if !self.connections.contains_key(&connection) {
+                return;
+            }
+            next += 1;
+        }
+        if let Some(subscription) = self
+            .sessions
+            .get_mut(&key)
+            .and_then(|s| s.subscriptions.get_mut(&channel_key))
+        {
+            subscription.cursor = next - 1;
+            subscription.fetching = false;
+        }
+        self.pump(now, connection);
     }
 
     /// The messages of an append are stored: they join the channel and go to subscribers.

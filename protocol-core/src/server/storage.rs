@@ -227,6 +227,11 @@ pub trait StorageSink: Send {
     /// No more requests: finish what is queued, sync, stop cleanly, and return once done
     /// (so a process that exits next loses nothing).
     fn close(self: Box<Self>);
+
+    /// Stop as a crash would — what is queued may be lost and the store is not marked
+    /// stopped cleanly — but return only once the store is released (tests and demos that
+    /// restart a server in one process).
+    fn abandon(self: Box<Self>);
 }
 
 /// A store an adapter can run a hub on (an embedded engine, later a shared one).
