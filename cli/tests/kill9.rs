@@ -45,6 +45,8 @@ fn serve(port: u16, dir: &Path) -> Served {
         .arg(format!("127.0.0.1:{port}"))
         .arg("--data-dir")
         .arg(dir)
+        // Keep every message of the run, so history can be checked whole.
+        .args(["--default-retention", "10000000/1h"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -89,6 +91,21 @@ impl Schedule {
         self.0 ^= self.0 << 17;
         Duration::from_millis(low + self.0 % (high - low + 1))
     }
+}
+
+/// Waits for one publish's outcome.
+async fn resolve(
+    (sequence, handle): (
+        usize,
+        tokio::task::JoinHandle<Result<(), tether_tokio::Error>>,
+    ),
+) -> (usize, Result<(), String>) {
+    let outcome = match handle.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(error) => Err(error.to_string()),
+    };
+    (sequence, outcome)
 }
 
 fn client(url: &str) -> Client {
@@ -162,21 +179,24 @@ async fn kill_9_mid_stream_loses_and_duplicates_nothing() {
         let channel = client.channel(CHANNEL).expect("a valid name");
         let publishing = publishing.clone();
         publisher_tasks.push(tokio::spawn(async move {
-            let mut pending = Vec::new();
+            let mut pending = std::collections::VecDeque::new();
+            let mut outcomes = Vec::new();
             let mut sequence = 0;
             while publishing.load(Ordering::Relaxed) {
+                // At most 200 unacknowledged: while the server is down, publishers wait
+                // rather than fill the client's queue.
+                if pending.len() >= 200 {
+                    if let Some(oldest) = pending.pop_front() {
+                        outcomes.push(resolve(oldest).await);
+                    }
+                }
                 let publish = channel.publish("n", DeliveryAudit::label(index, sequence));
-                pending.push(tokio::spawn(publish));
+                pending.push_back((sequence, tokio::spawn(publish)));
                 sequence += 1;
                 tokio::time::sleep(Duration::from_millis(4)).await;
             }
-            let mut outcomes = Vec::new();
-            for (sequence, handle) in pending.into_iter().enumerate() {
-                let outcome = handle
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r.map_err(|e| e.to_string()));
-                outcomes.push((sequence, outcome));
+            for handle in pending {
+                outcomes.push(resolve(handle).await);
             }
             outcomes
         }));
@@ -184,15 +204,20 @@ async fn kill_9_mid_stream_loses_and_duplicates_nothing() {
 
     let mut schedule = Schedule(0x9e37_79b9_7f4a_7c15);
     let started = Instant::now();
+    let mut slowest_start = Duration::ZERO;
     for round in 0..rounds {
         tokio::time::sleep(schedule.next(300, 1500)).await;
         server.kill();
         tokio::time::sleep(schedule.next(50, 600)).await;
+        let restarting = Instant::now();
         server = serve(port, dir.path());
+        let took = restarting.elapsed();
+        slowest_start = slowest_start.max(took);
         eprintln!(
-            "kill {} of {rounds} at {:.1} s",
+            "kill {} of {rounds} at {:.1} s; listening again {} ms after the restart",
             round + 1,
-            started.elapsed().as_secs_f64()
+            started.elapsed().as_secs_f64(),
+            took.as_millis()
         );
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -269,7 +294,8 @@ async fn kill_9_mid_stream_loses_and_duplicates_nothing() {
     let report = audit.report();
     server.kill();
     eprintln!(
-        "{rounds} kills: {acked} acknowledged, history {} ({} distinct), received {:?}, lost {}, duplicated {}, reordered {}, discontinuities {discontinuities}, failed {}",
+        "{rounds} kills (slowest restart {} ms): {acked} acknowledged, history {} ({} distinct), received {:?}, lost {}, duplicated {}, reordered {}, discontinuities {discontinuities}, failed {}",
+        slowest_start.as_millis(),
         history.len(),
         sorted.len(),
         report.received,

@@ -3,8 +3,9 @@
 //! ```text
 //! tether-conformance vectors [DIR]          run every vector below DIR (default: the committed ones)
 //! tether-conformance record-wire DIR [--force]   write the wire vectors from the built-in samples
-//! tether-conformance sim --seeds N [--start S] [--sabotage NAME]   run N simulation seeds
+//! tether-conformance sim --seeds N [--start S] [--sabotage NAME] [--store]   run N simulation seeds
 //! tether-conformance sim --seed S --trace      replay one seed and print its trace
+//!   (--store: the hub on the reference store, with store faults)
 //! tether-conformance storm [--clients N]       the reconnect storm
 //! ```
 
@@ -57,8 +58,8 @@ fn record_behaviour(dir: &str, overwrite: bool) -> ExitCode {
 fn usage() -> ExitCode {
     eprintln!(
         "usage:\n  tether-conformance vectors [DIR]\n  tether-conformance record-wire DIR [--force]\n  tether-conformance record-behaviour DIR [--force]\n  \
-         tether-conformance sim --seeds N [--start S] [--sabotage NAME]\n  \
-         tether-conformance sim --seed S [--trace] [--sabotage NAME]\n  tether-conformance storm [--clients N [--down-ms MS]]\n\
+         tether-conformance sim --seeds N [--start S] [--sabotage NAME] [--store]\n  \
+         tether-conformance sim --seed S [--trace] [--sabotage NAME] [--store]\n  tether-conformance storm [--clients N [--down-ms MS]]\n\
          sabotage names: {}",
         SABOTAGE_NAMES.join(", ")
     );
@@ -113,6 +114,7 @@ fn simulate(args: &[&str]) -> ExitCode {
                 None => return usage(),
             },
             "--trace" => trace = true,
+            "--store" => config.store = true,
             "--sabotage" => match rest
                 .next()
                 .copied()
@@ -138,6 +140,8 @@ fn simulate(args: &[&str]) -> ExitCode {
         totals.state_losses += report.stats.state_losses;
         totals.restores += report.stats.restores;
         totals.slow_consumer_drops += report.stats.slow_consumer_drops;
+        totals.store_restarts += report.stats.store_restarts;
+        totals.store_failures += report.stats.store_failures;
         if trace {
             for entry in &report.trace.entries {
                 println!("{} c{} {:?}", entry.at, entry.client, entry.record);
@@ -153,7 +157,8 @@ fn simulate(args: &[&str]) -> ExitCode {
                 report.violations[0]
             );
             println!(
-                "  replay: cargo run -p tether-conformance --release -- sim --seed {seed} --trace --sabotage {sabotage_name}"
+                "  replay: cargo run -p tether-conformance --release -- sim --seed {seed} --trace --sabotage {sabotage_name}{}",
+                if config.store { " --store" } else { "" }
             );
         }
     }
@@ -167,6 +172,12 @@ fn simulate(args: &[&str]) -> ExitCode {
         totals.restores,
         totals.slow_consumer_drops
     );
+    if config.store {
+        println!(
+            "store: {} restarts on the store kept, {} appends refused by a failing store",
+            totals.store_restarts, totals.store_failures
+        );
+    }
     println!(
         "{} passed, {} failed ({} seeds in {:.1} s)",
         seeds - failed,

@@ -177,7 +177,7 @@ fn regression_seeds_6134_8815_positions_of_undelivered_messages_come_from_the_hu
 /// twice, and the checker says so; the same seed is clean with the session record.
 #[test]
 fn the_checker_catches_a_resend_stored_after_the_dedupe_window() {
-    caught_on_seed_and_clean_without(Sabotage::HubWithoutPublishRecord, 408, Guarantee::G2);
+    caught_on_seed_and_clean_without(Sabotage::HubWithoutPublishRecord, 91, Guarantee::G2);
 }
 
 /// Runs `seed` with `sabotage` and expects the checker to report `expected`; runs it again

@@ -11,8 +11,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fjall::{OwnedWriteBatch, PersistMode};
 use tether_core::server::history::{self, PageItem};
-use tether_core::server::{PublishOutcome, StorageCompletion, StorageRequest, StorageSink};
-use tether_core::wire::{ChannelMessage, ChannelName, HistoryQuery, SessionId};
+use tether_core::server::{
+    PublishOutcome, StorageCompletion, StorageRequest, StorageSink, continues,
+};
+use tether_core::wire::{ChannelMessage, ChannelName, HistoryQuery, Position, SessionId};
 use tether_core::{ErrorCode, ErrorInfo};
 
 use crate::{
@@ -326,22 +328,13 @@ impl Worker {
         origin: SessionId,
         outcome: Option<PublishOutcome>,
     ) -> Result<Head, ErrorInfo> {
-        let Some(first) = messages.first().map(|m| m.position) else {
-            return Err(self.failure("an append without messages"));
-        };
-        let continues = match head {
-            Some(head) if head.epoch == first.epoch => head.last + 1 == first.serial,
-            _ => first.serial == 1,
-        };
-        let consecutive = messages.iter().enumerate().all(|(index, m)| {
-            m.position.epoch == first.epoch && m.position.serial == first.serial + index as u64
+        let head = head.map(|h| Position {
+            epoch: h.epoch,
+            serial: h.last,
         });
-        if !continues || !consecutive {
-            return Err(self.failure(&format!(
-                "the append at {}:{} does not continue the stored log of {channel}",
-                first.epoch, first.serial
-            )));
-        }
+        let new_head = continues(head, messages)
+            .map_err(|error| self.failure(&format!("{channel}: {error}")))?;
+        let first = messages[0].position;
         let (keep, _) = self.config.retention_of(channel.as_str());
         for message in messages {
             let serial = message.position.serial;
@@ -371,8 +364,8 @@ impl Worker {
             );
         }
         let head = Head {
-            epoch: first.epoch,
-            last: first.serial + messages.len() as u64 - 1,
+            epoch: new_head.epoch,
+            last: new_head.serial,
         };
         self.put_head(batch, channel, head);
         if let Some(outcome) = outcome {

@@ -187,6 +187,16 @@ pub fn check(trace: &Trace) -> Vec<Violation> {
                     resumed_after,
                     ..
                 } => {
+                    if trace.store_kept {
+                        // The store kept every message and every epoch: nothing excuses a
+                        // gap (issue 18).
+                        fail(
+                            Guarantee::G1,
+                            format!(
+                                "client {client} on {channel}: a discontinuity after {last:?} to {resumed_after} although the store kept everything"
+                            ),
+                        );
+                    }
                     let sub = subscriptions.entry((client, channel.clone())).or_default();
                     sub.discontinuities.push((entry.at, *last, *resumed_after));
                     last_delivered.insert((client, channel.clone()), Some(*resumed_after));

@@ -24,8 +24,10 @@ use tether_core::client::{
 };
 use tether_core::sabotage::Sabotage;
 use tether_core::server::{
-    ApiKey, Capabilities, Claims, ConnectionId, Hub, HubConfig, HubEvent, HubOutput, mint_token,
+    ApiKey, Capabilities, Claims, ConnectionId, Hub, HubConfig, HubEvent, HubOutput, ModelStore,
+    StorageMode, StorageRequest, mint_token,
 };
+use tether_core::time::millis;
 use tether_core::wire::{
     self, ChannelName, ClientFrame, ClientId, Credentials, HistoryQuery, Limits, PROTOCOL_VERSION,
     ServerFrame,
@@ -53,6 +55,12 @@ pub struct SimConfig {
     pub settle: Duration,
     /// A broken behaviour to switch on, to show the checker catches it.
     pub sabotage: Sabotage,
+    /// The hub keeps its channels and sessions in a store ([`ModelStore`], the port's
+    /// reference) answering after scripted delays, with store faults: slow syncs, a store
+    /// that fails for a while, a crash between sync and acknowledgement with a restart on
+    /// the store kept, and (rarely) a store lost. Without a store lost, any discontinuity
+    /// is a violation (issue 18).
+    pub store: bool,
 }
 
 impl Default for SimConfig {
@@ -64,6 +72,7 @@ impl Default for SimConfig {
             // a link that died silently at the end of the active phase is noticed in time.
             settle: Duration::from_secs(480),
             sabotage: Sabotage::None,
+            store: false,
         }
     }
 }
@@ -98,6 +107,10 @@ pub struct SimStats {
     pub restores: u64,
     /// Connections the hub closed as slow consumers.
     pub slow_consumer_drops: u64,
+    /// Hub restarts on the store kept (store mode).
+    pub store_restarts: u64,
+    /// Appends the store refused (store mode).
+    pub store_failures: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -115,6 +128,10 @@ enum Action {
     Reachable,
     ObserverHeartbeat,
     Restore(usize),
+    /// The store carries out what is due.
+    Store,
+    /// The store works again.
+    StoreRecovers,
 }
 
 #[derive(Debug)]
@@ -168,6 +185,9 @@ struct World {
     observer: Option<ConnectionId>,
     trace: Trace,
     stats: SimStats,
+    /// Store mode: the store, and the requests it has not carried out yet (each with when).
+    store: Option<ModelStore>,
+    store_queue: VecDeque<(Time, StorageRequest)>,
     published: u64,
 }
 
@@ -195,6 +215,9 @@ impl World {
         // client that stops reading — a stall, a half-dead link, a dead process — is
         // dropped as a slow consumer within the simulation's modest traffic.
         hub_config.max_pending_bytes = SIM_MAX_PENDING_BYTES;
+        if config.store {
+            hub_config.storage = StorageMode::External;
+        }
         let mut hub_seed = [0u8; 32];
         rng.fill(&mut hub_seed);
         let hub = Hub::new(hub_config.clone(), hub_seed);
@@ -231,6 +254,7 @@ impl World {
                 }
             })
             .collect();
+        let store = config.store.then(ModelStore::new);
         World {
             config,
             rng,
@@ -248,6 +272,8 @@ impl World {
             observer: None,
             trace: Trace::default(),
             stats: SimStats::default(),
+            store,
+            store_queue: VecDeque::new(),
             published: 0,
         }
     }
@@ -290,6 +316,12 @@ impl World {
         let Some(link) = self.links.get_mut(&link_id) else {
             return;
         };
+        if !link.up {
+            // A dead link carries nothing sent after it died (only what was already in
+            // flight may still arrive): TCP never delivers a later frame after losing an
+            // earlier one.
+            return;
+        }
         let last = match dir {
             Dir::ToHub => {
                 link.to_hub.push_back(bytes);
@@ -472,9 +504,77 @@ impl World {
             HubOutput::Event(HubEvent::SlowConsumer { .. }) => {
                 self.stats.slow_consumer_drops += 1;
             }
+            HubOutput::Event(HubEvent::StorageFailed { .. }) => self.stats.store_failures += 1,
             HubOutput::Event(_) => {}
-            HubOutput::Storage(_) => {}
+            HubOutput::Storage(request) => {
+                // A sync takes 1-5 ms mostly, up to 50 ms often, up to 2 s now and then;
+                // the store answers in order.
+                let delay = match self.rng.between(0, 99) {
+                    0..=79 => self.rng.between(1, 5),
+                    80..=96 => self.rng.between(5, 50),
+                    _ => self.rng.between(200, 2000),
+                };
+                let at = self
+                    .now
+                    .saturating_add(Duration::from_millis(delay))
+                    .max(self.store_queue.back().map_or(Time::ZERO, |(at, _)| *at));
+                self.store_queue.push_back((at, request));
+                self.schedule(at, Action::Store);
+            }
         }
+    }
+
+    /// The store carries out every request due by now and answers the hub.
+    fn store_due(&mut self) {
+        while self
+            .store_queue
+            .front()
+            .is_some_and(|(at, _)| *at <= self.now)
+        {
+            let Some((_, request)) = self.store_queue.pop_front() else {
+                break;
+            };
+            let stamp = self.stamp();
+            let Some(store) = self.store.as_mut() else {
+                return;
+            };
+            if let Some(completion) = store.apply(request, stamp.unix_ms) {
+                self.hub.handle_storage(stamp, completion);
+            }
+        }
+    }
+
+    /// The hub's process dies and a new one starts on the store. What the store had not
+    /// carried out yet is partly synced (a random prefix, whose answers the dead hub never
+    /// sent: a crash between sync and acknowledgement) and partly lost (never acknowledged).
+    fn restart_on_store(&mut self, live: Vec<u64>) {
+        self.stats.store_restarts += 1;
+        for link_id in live {
+            self.close_link(link_id, true, true);
+        }
+        let synced = self.rng.between(0, self.store_queue.len() as u64) as usize;
+        let stamp = self.stamp();
+        let queued: Vec<StorageRequest> = self.store_queue.drain(..).map(|(_, r)| r).collect();
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        for request in queued.into_iter().take(synced) {
+            let _ = store.apply(request, stamp.unix_ms);
+        }
+        let config = &self.hub_config;
+        let state = store.restored(
+            stamp.unix_ms,
+            config.retention_count,
+            millis(config.retention_age),
+            millis(config.dedupe_window),
+            config.publish_record,
+        );
+        let mut seed = [0u8; 32];
+        self.rng.fill(&mut seed);
+        self.hub = Hub::new(self.hub_config.clone(), seed);
+        self.hub.restore(stamp, state);
+        self.by_connection.clear();
+        self.attach_observer();
     }
 
     /// Ends a link. `tell_hub` / `tell_client` say which side has not heard of it yet.
@@ -748,8 +848,25 @@ impl World {
                     self.close_link(link_id, true, true);
                 }
             }
+            68..=71 if self.store.is_some() => self.restart_on_store(live),
+            72..=73 if self.store.is_some() => {
+                // The disk fails for a while: appends are refused with storage_failed.
+                if let Some(store) = self.store.as_mut() {
+                    store.failing = true;
+                }
+                let at = self
+                    .now
+                    .saturating_add(Duration::from_millis(self.rng.between(500, 5000)));
+                self.schedule(at, Action::StoreRecovers);
+            }
             68..=74 => {
                 self.stats.state_losses += 1;
+                if self.store.is_some() {
+                    // The store is lost too: every epoch changes (discontinuities allowed).
+                    self.store = Some(ModelStore::new());
+                    self.store_queue.clear();
+                    self.trace.store_lost = true;
+                }
                 for link_id in live {
                     self.close_link(link_id, true, true);
                 }
@@ -916,6 +1033,12 @@ impl World {
                         Action::Fault => self.fault(),
                         Action::Reachable => self.reachable = true,
                         Action::Restore(index) => self.restore_client(index),
+                        Action::Store => self.store_due(),
+                        Action::StoreRecovers => {
+                            if let Some(store) = self.store.as_mut() {
+                                store.failing = false;
+                            }
+                        }
                         Action::ObserverHeartbeat => {
                             if let Some(connection) = self.observer {
                                 let bytes = wire::encode(&ClientFrame::Heartbeat, &Limits::DEFAULT)
@@ -944,6 +1067,7 @@ impl World {
             self.settle_outputs();
         }
         self.trace.final_states = self.peers.iter().map(|p| p.client.state()).collect();
+        self.trace.store_kept = self.config.store && !self.trace.store_lost;
         self.trace.quiet_from = quiet;
         std::mem::take(&mut self.trace)
     }

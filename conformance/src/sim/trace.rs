@@ -63,6 +63,11 @@ pub struct Trace {
     /// Every message the hub stored, as seen by an observer attached to every channel on
     /// the hub itself (no network faults): the ground truth of positions.
     pub stored: Vec<(ChannelName, MessageId, Position)>,
+    /// The hub ran on a store that was lost at least once (store mode).
+    pub store_lost: bool,
+    /// The hub ran on a store that was never lost: every restart continued every channel,
+    /// so any discontinuity is a violation.
+    pub store_kept: bool,
 }
 
 impl Trace {

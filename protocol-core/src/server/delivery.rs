@@ -223,6 +223,15 @@ impl Hub {
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
+        if serial > session.next_serial && session.restored {
+            // The serials between were refused before a crash lost their record (an
+            // acknowledged or stored publish has its record in the store): the client knows
+            // their outcome; a resend of one is answered publish_outcome_unknown (§7.7).
+            session.next_serial = serial;
+        }
+        if serial >= session.next_serial {
+            session.restored = false;
+        }
         if serial > session.next_serial {
             self.protocol_error(
                 now,

@@ -11,6 +11,7 @@ mod deadlines;
 mod delivery;
 mod event;
 pub mod history;
+mod model;
 mod positions;
 mod record;
 mod restore;
@@ -29,6 +30,7 @@ pub use self::auth::{
 use self::channel::Channel;
 pub use self::config::HubConfig;
 pub use self::event::{ConnectionId, HubEvent, HubOutput, Severity};
+pub use self::model::{ModelStore, continues};
 use self::positions::RememberedPositions;
 pub use self::storage::{
     PublishOutcome, RestoredChannel, RestoredState, StorageCompletion, StorageMode, StorageRequest,
@@ -110,6 +112,9 @@ struct Session {
     /// resends what was not answered). At most one per publish frame the client has
     /// unacknowledged, which its publish record bounds.
     queued: VecDeque<Queued>,
+    /// Restored from a store and not published on since: its first new serial may be
+    /// ahead of `next_serial` (§7.7).
+    restored: bool,
 }
 
 /// A publish answer held back (see `Session::queued`).

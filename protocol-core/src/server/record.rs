@@ -49,10 +49,12 @@ pub(crate) enum Resend {
 }
 
 impl PublishRecord {
-    /// Records the outcome of the new serial `serial` (always the one after the last), whose
-    /// messages have the [`digest`] `ids`.
+    /// Records the outcome of the new serial `serial`, whose messages have the [`digest`]
+    /// `ids`. It is the one after the last, except after a restore that lost the last
+    /// outcomes (§7.7): then the older ones are forgotten.
     pub(crate) fn record(&mut self, serial: u64, ids: u64, outcome: Outcome, capacity: usize) {
-        if self.entries.is_empty() {
+        if self.next_serial() != Some(serial) {
+            self.entries.clear();
             self.first = serial;
         }
         self.entries.push_back(Entry { ids, outcome });

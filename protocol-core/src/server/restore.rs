@@ -401,6 +401,7 @@ impl Hub {
                     detached_at: Some(now),
                     creations: CreationRate::default(),
                     queued: VecDeque::new(),
+                    restored: true,
                 },
             );
             self.detached.insert((now, key));

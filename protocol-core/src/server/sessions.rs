@@ -277,6 +277,7 @@ impl Hub {
                 detached_at: None,
                 creations: CreationRate::default(),
                 queued: VecDeque::new(),
+                restored: false,
             },
         );
         key
