@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_util::StreamExt;
 use tether_core::client::ClientConfig;
 use tether_core::embed::{DeliveryAudit, unix_ms};
-use tether_core::server::{ApiKey, Capabilities, Claims, HubConfig, mint_token};
+use tether_core::server::{ApiKey, Capabilities, Claims, HubConfig, Store, mint_token};
 
 use crate::proxy::{Proxy, ProxyConfig};
 use crate::{ChannelEvent, Client, ClientOptions, Server, ServerConfig};
@@ -35,6 +35,22 @@ pub struct DemoOptions {
     pub token_lifetime: Duration,
     /// Seed of the proxy's fault schedule.
     pub seed: u64,
+    /// The server's store (opened again for each start), if any: e.g. `tether_engine` on a
+    /// temporary directory.
+    pub store: Option<StoreFactory>,
+    /// With a store: the embedded server is stopped as a crash would ([`Server::abort`])
+    /// this long after the publishers start, and started again on the same store.
+    pub restart_after: Option<Duration>,
+}
+
+/// Opens the demo server's store; called at each start.
+#[derive(Clone)]
+pub struct StoreFactory(pub Arc<dyn Fn() -> std::io::Result<Arc<dyn Store>> + Send + Sync>);
+
+impl std::fmt::Debug for StoreFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreFactory")
+    }
 }
 
 impl Default for DemoOptions {
@@ -49,6 +65,8 @@ impl Default for DemoOptions {
             tune: |_| {},
             token_lifetime: Duration::from_secs(8),
             seed: 7,
+            store: None,
+            restart_after: None,
         }
     }
 }
@@ -78,6 +96,8 @@ pub struct DemoReport {
     pub resumed: u64,
     /// Token renewals, in-band.
     pub renewals: u64,
+    /// Hard restarts of the embedded server.
+    pub restarts: u64,
     /// Wall time of the run.
     pub elapsed: Duration,
     /// Subscribers still short of the acknowledged messages when the run gave up waiting, or
@@ -120,7 +140,15 @@ pub async fn run(options: DemoOptions) -> std::io::Result<DemoReport> {
         config.retention_count = 100_000;
         config
     };
-    let server = Server::bind("127.0.0.1:0", ServerConfig::new(hub)).await?;
+    let server_config = |store: &Option<StoreFactory>| -> std::io::Result<ServerConfig> {
+        let mut config = ServerConfig::new(hub.clone());
+        if let Some(factory) = store {
+            config.store = Some((factory.0)()?);
+        }
+        Ok(config)
+    };
+    let mut server = Server::bind("127.0.0.1:0", server_config(&options.store)?).await?;
+    let server_address = server.local_addr();
     let mut proxy_config = ProxyConfig::new(server.local_addr());
     proxy_config.seed = options.seed;
     proxy_config.cut_after = options.cut_after;
@@ -213,6 +241,13 @@ pub async fn run(options: DemoOptions) -> std::io::Result<DemoReport> {
     }
 
     let mut report = DemoReport::default();
+    if let (Some(after), Some(_)) = (options.restart_after, &options.store) {
+        // A hard stop mid-stream: no client is told, the store is not closed cleanly.
+        tokio::time::sleep(after).await;
+        server.abort().await;
+        server = Server::bind(server_address, server_config(&options.store)?).await?;
+        report.restarts += 1;
+    }
     let mut audit = DeliveryAudit::new();
     for (index, publisher) in publishers.into_iter().enumerate() {
         for (sequence, outcome) in publisher.await.map_err(std::io::Error::other)? {
