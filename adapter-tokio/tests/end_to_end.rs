@@ -455,6 +455,8 @@ async fn chaos_20000_messages_through_a_proxy_cutting_connections_keep_every_gua
             },
             token_lifetime: Duration::from_secs(6),
             seed: 11,
+            store: None,
+            restart_after: None,
         }),
     )
     .await

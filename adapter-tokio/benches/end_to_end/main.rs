@@ -13,6 +13,7 @@
 
 mod common;
 mod gate;
+mod jetstream;
 mod mqtt;
 mod raw;
 mod tether;
@@ -144,8 +145,11 @@ fn main() {
     // `--tether-only` skips the baselines (for profiling tether).
     let baselines = !args.iter().any(|a| a == "--tether-only");
     let started = Instant::now();
-    let rows = runtime.block_on(run(sizes, &only, baselines));
+    let (rows, durable) = runtime.block_on(run(sizes, &only, baselines));
     print_table(&rows);
+    for line in durable {
+        println!("{line}");
+    }
     println!(
         "\n(all scenarios in {:.0} s; every server and broker started here is stopped)",
         started.elapsed().as_secs_f64()
@@ -203,7 +207,8 @@ async fn storm(clients: usize, down_ms: u64) {
     );
 }
 
-async fn run(s: &Sizes, only: &str, baselines: bool) -> Vec<Row> {
+async fn run(s: &Sizes, only: &str, baselines: bool) -> (Vec<Row>, Vec<String>) {
+    let mut durable = Vec::new();
     let broker = if baselines {
         mqtt::Broker::start().await
     } else {
@@ -273,6 +278,7 @@ async fn run(s: &Sizes, only: &str, baselines: bool) -> Vec<Row> {
             Ok(b) => median_of!(s.repeat, mqtt::publish_ack(b, s.acked_messages).await),
             Err(why) => skipped(why),
         };
+        let memory = tether.clone();
         rows.push(Row {
             scenario: format!(
                 "b. publish → ACK, 100 in flight ({} × 100 B), messages/s",
@@ -283,6 +289,42 @@ async fn run(s: &Sizes, only: &str, baselines: bool) -> Vec<Row> {
             mqtt,
             target: "≥ 1.0 × MQTT QoS 1",
         });
+        eprintln!("b″. durable publish → ACK …");
+        let stored = median_of!(
+            s.repeat,
+            tether::publish_ack_durable(s.acked_messages, 100).await
+        );
+        let nats = if baselines {
+            median_of!(
+                s.repeat,
+                jetstream::publish_ack(s.acked_messages, 100)
+                    .await
+                    .unwrap_or_else(Measure::Skipped)
+            )
+        } else {
+            skipped("")
+        };
+        durable.push(format!(
+            "\nb″. durable publish → ACK, 100 in flight ({} × 100 B), messages/s:",
+            s.acked_messages
+        ));
+        durable.push(
+            "| tether --data-dir (sync per batch) | tether in memory | ÷ memory | NATS JetStream (file, acked) | ÷ JetStream | target |".into(),
+        );
+        durable.push("|---|---|---|---|---|---|".into());
+        durable.push(format!(
+            "| {} | {} | {} | {} | {} | ≥ 1.0 × JetStream |",
+            show(&stored),
+            show(&memory),
+            ratio(&stored, &memory),
+            show(&nats),
+            ratio(&stored, &nats),
+        ));
+        if let Measure::Skipped(why) = &nats {
+            if !why.is_empty() {
+                durable.push(format!("JetStream skipped: {why}"));
+            }
+        }
     }
 
     if only.contains('c') {
@@ -357,7 +399,7 @@ async fn run(s: &Sizes, only: &str, baselines: bool) -> Vec<Row> {
         });
     }
     drop(broker);
-    rows
+    (rows, durable)
 }
 
 fn show(m: &Measure) -> String {

@@ -143,6 +143,29 @@ pub async fn publish_ack(messages: usize, window: usize) -> Measure {
     Measure::Rate(messages as f64 / elapsed.as_secs_f64())
 }
 
+/// b″. The same on a durable server (`--data-dir`: the embedded store, synced per batch
+/// before each acknowledgement).
+pub async fn publish_ack_durable(messages: usize, window: usize) -> Measure {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut config = ServerConfig::new(hub_config());
+    let engine = tether_engine::Engine::open(
+        dir.path(),
+        tether_engine::EngineConfig::for_hub(&config.hub),
+    )
+    .expect("opens the store");
+    config.store = Some(std::sync::Arc::new(engine));
+    let server = Server::bind("127.0.0.1:0", config).await.expect("binds");
+    let url = format!("ws://{}/", server.local_addr());
+    let publisher = Client::connect(&url, options()).expect("url");
+    connected(&publisher).await;
+    let channel = publisher.channel("bench").expect("name");
+    let started = Instant::now();
+    publish_acknowledged(&channel, messages, window).await;
+    let elapsed = started.elapsed();
+    server.shutdown().await;
+    Measure::Rate(messages as f64 / elapsed.as_secs_f64())
+}
+
 /// c. One publisher at `rate` messages/s for `count` messages, one subscriber: latency from
 /// publish call to delivery.
 pub async fn latency(rate: u64, count: usize) -> Measure {
