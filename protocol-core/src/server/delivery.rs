@@ -152,18 +152,38 @@ impl Hub {
                 self.replay_read(connection, key, channel_key, p.serial, Some(p));
                 return;
             }
-            Some(_) => (
-                Continuity::Gap,
-                current,
-                Some(ErrorInfo::new(
-                    ErrorCode::HistoryUnavailable,
-                    "the position is not in the retained history (older than it, or ahead of the channel)",
-                )),
-            ),
+            Some(_) => (Continuity::Gap, current, Some(history_unavailable())),
         };
-        if let Some(channel) = self.channels.get_mut(&channel_key) {
-            channel.subscribers.insert(key);
-        }
+        self.answer_attach(
+            now,
+            connection,
+            key,
+            channel_key,
+            continuity,
+            position,
+            error,
+        );
+        self.pump(now, connection);
+    }
+
+    /// Attaches the session to a channel at `position` (its subscription's cursor) and
+    /// answers the client's attach with `attached`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn answer_attach(
+        &mut self,
+        now: Time,
+        connection: ConnectionId,
+        key: SessionKey,
+        channel_key: ChannelKey,
+        continuity: Continuity,
+        position: Position,
+        error: Option<ErrorInfo>,
+    ) {
+        let Some(channel) = self.channels.get_mut(&channel_key) else {
+            return;
+        };
+        channel.subscribers.insert(key);
+        let name = channel.name.clone();
         if let Some(session) = self.sessions.get_mut(&key) {
             session.subscriptions.insert(
                 channel_key,
@@ -173,17 +193,20 @@ impl Hub {
                 },
             );
         }
-        self.send(
-            now,
-            connection,
-            &ServerFrame::Attached {
-                channel: name,
-                position,
-                continuity,
-                error,
-            },
-        );
-        self.pump(now, connection);
+        let frame = ServerFrame::Attached {
+            channel: name,
+            position,
+            continuity,
+            error,
+        };
+        self.send(now, connection, &frame);
+    }
+
+    /// A new id for a request with a completion.
+    pub(super) fn next_request_id(&mut self) -> StorageRequestId {
+        let id = StorageRequestId(self.next_request);
+        self.next_request += 1;
+        id
     }
 
     pub(super) fn on_detach(
@@ -488,8 +511,7 @@ impl Hub {
         let name = channel.name.clone();
         let trim_at = now.saturating_add(self.config.retention_age.min(self.config.dedupe_window));
         self.schedule_trim(channel_key, trim_at);
-        let id = StorageRequestId(self.next_request);
-        self.next_request += 1;
+        let id = self.next_request_id();
         self.appends.insert(
             id,
             PendingAppend {
@@ -786,8 +808,7 @@ impl Hub {
             return;
         }
         conn.reads += 1;
-        let id = StorageRequestId(self.next_request);
-        self.next_request += 1;
+        let id = self.next_request_id();
         self.reads.insert(
             id,
             PendingRead {
@@ -833,8 +854,7 @@ impl Hub {
         let epoch = channel.epoch;
         let until = channel.last;
         let name = channel.name.clone();
-        let id = StorageRequestId(self.next_request);
-        self.next_request += 1;
+        let id = self.next_request_id();
         self.reads.insert(
             id,
             PendingRead {
@@ -919,4 +939,13 @@ impl Hub {
             self.send(now, connection, &frame);
         }
     }
+}
+
+/// Why an attach from a position cannot continue: what follows it is no longer kept (or the
+/// position is ahead of the channel).
+pub(super) fn history_unavailable() -> ErrorInfo {
+    ErrorInfo::new(
+        ErrorCode::HistoryUnavailable,
+        "the position is not in the retained history (older than it, or ahead of the channel)",
+    )
 }

@@ -1,6 +1,7 @@
 //! The hub's side of the storage port: store completions, sessions kept in the store, and
 //! the state a store hands back at a restart (§7.7).
 
+use super::delivery::history_unavailable;
 use super::record::Outcome;
 use super::*;
 
@@ -169,34 +170,17 @@ impl Hub {
             let (continuity, position, error) = if continues {
                 (Continuity::Continuous, from, None)
             } else {
-                (
-                    Continuity::Gap,
-                    current,
-                    Some(ErrorInfo::new(
-                        ErrorCode::HistoryUnavailable,
-                        "the position is not in the retained history (older than it, or ahead of the channel)",
-                    )),
-                )
+                (Continuity::Gap, current, Some(history_unavailable()))
             };
-            if let Some(channel) = self.channels.get_mut(&channel_key) {
-                channel.subscribers.insert(key);
-            }
-            if let Some(session) = self.sessions.get_mut(&key) {
-                session.subscriptions.insert(
-                    channel_key,
-                    Subscription {
-                        cursor: position.serial,
-                        fetching: false,
-                    },
-                );
-            }
-            let frame = ServerFrame::Attached {
-                channel: name.clone(),
-                position,
+            self.answer_attach(
+                now,
+                connection,
+                key,
+                channel_key,
                 continuity,
+                position,
                 error,
-            };
-            self.send(now, connection, &frame);
+            );
             if !continues {
                 self.pump(now, connection);
                 return;
