@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use support::hub::*;
 use tether_core::ErrorCode;
-use tether_core::server::{
-    Hub, HubConfig, ModelStore, StorageCompletion, StorageMode, StorageRequest,
-};
+use tether_core::server::{HubConfig, ModelStore, StorageCompletion, StorageMode, StorageRequest};
 use tether_core::wire::{
     ClientFrame, Continuity, Direction, HistoryBound, HistoryQuery, Position, ServerFrame,
 };
@@ -514,7 +512,6 @@ fn an_in_memory_hub_emits_no_storage_request() {
         vec![(0, None)]
     );
     assert!(h.storage.is_empty());
-    let _ = Hub::new(HubConfig::default(), [0; 32]);
 }
 
 /// Found by the simulator (seed 3151 with `--store`): a publish refused just before a crash
