@@ -18,21 +18,22 @@ fn now_ms() -> u64 {
 }
 
 fn config() -> EngineConfig {
-    let mut config = EngineConfig::default();
-    config.retention = vec![
-        RetentionRule {
-            pattern: "cursor:*".into(),
-            count: 0,
-            age: Duration::ZERO,
-        },
-        RetentionRule {
-            pattern: "chat:*".into(),
-            count: 3,
-            age: Duration::from_secs(3600),
-        },
-    ];
-    config.default_retention = (1000, Duration::from_secs(3600));
-    config
+    EngineConfig {
+        retention: vec![
+            RetentionRule {
+                pattern: "cursor:*".into(),
+                count: 0,
+                age: Duration::ZERO,
+            },
+            RetentionRule {
+                pattern: "chat:*".into(),
+                count: 3,
+                age: Duration::from_secs(3600),
+            },
+        ],
+        default_retention: (1000, Duration::from_secs(3600)),
+        ..EngineConfig::default()
+    }
 }
 
 fn append(channel: &ChannelName, epoch: u64, serial: u64, id: u64) -> StorageRequest {
