@@ -87,18 +87,20 @@ enum Command {
         /// Require tokens whose `iss` is this issuer.
         #[arg(long)]
         issuer: Option<String>,
-        /// Keep channel history and sessions in this directory (created if absent): a
-        /// restart, even after kill -9, is invisible to clients. Without it, everything is
-        /// in memory.
+        /// Keep channel history and sessions in this directory (created if absent): with
+        /// `--sync batch` a restart, even after kill -9, is invisible to clients. Without it,
+        /// everything is in memory.
         #[arg(long)]
         data_dir: Option<PathBuf>,
         /// With --data-dir: `batch` syncs every batch of publishes to disk before they are
-        /// acknowledged (the default); a duration (e.g. `10ms`) syncs at most that often
-        /// (a machine crash may lose that much; channels then start new epochs).
+        /// acknowledged (the default); a duration (e.g. `10ms`) syncs at most that often: a
+        /// machine crash may lose that much, so after any unclean stop of such a run
+        /// (kill -9 included) every channel starts a new epoch. `0s` means `batch`.
         #[arg(long, default_value = "batch", requires = "data_dir")]
         sync: String,
         /// With --data-dir: history kept per channel pattern, as
         /// `pattern=count/age` (e.g. `chat:*=10000/24h`, `cursor:*=0/0s`); first match wins.
+        /// A message goes when either bound is passed.
         #[arg(long = "retention", requires = "data_dir")]
         retention: Vec<String>,
         /// With --data-dir: history kept for channels no --retention matches.

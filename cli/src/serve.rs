@@ -72,13 +72,30 @@ pub(crate) async fn run(options: ServeOptions, signals: &mut StopSignals) -> Res
     }
     if let Some(storage) = &options.storage {
         let engine_config = engine_config(storage, &config.hub)?;
-        let engine = Engine::open(&storage.dir, engine_config).map_err(|e| {
-            Failure::run(format!(
-                "cannot open the store in {}: {e}",
-                storage.dir.display()
-            ))
+        let dir = &storage.dir;
+        if dir.exists() && !dir.is_dir() {
+            return Err(Failure::usage(format!(
+                "--data-dir {}: not a directory",
+                dir.display()
+            )));
+        }
+        let engine = Engine::open(dir, engine_config).map_err(|e| {
+            let why = e.to_string();
+            let why = if why.contains("Locked") {
+                "another process (a tether server?) is using it".to_owned()
+            } else if e.kind() == std::io::ErrorKind::PermissionDenied
+                || why.contains("PermissionDenied")
+            {
+                "permission denied".to_owned()
+            } else {
+                why
+            };
+            Failure::run(format!("cannot open the store in {}: {why}", dir.display()))
         })?;
-        let state = if engine.unclean() {
+        let state = if engine.starts_new_epochs() {
+            "it was not stopped cleanly last time, syncing on an interval: recovered, and every \
+             channel starts a new epoch (clients see epoch_changed)"
+        } else if engine.unclean() {
             "it was not stopped cleanly last time; recovered"
         } else {
             "opened"
@@ -186,7 +203,10 @@ fn engine_config(storage: &StorageOptions, hub: &HubConfig) -> Result<EngineConf
             }
         }
     };
-    config.default_retention = parse_retention("--default-retention", &storage.default_retention)?;
+    config.default_retention = parse_retention(
+        &format!("--default-retention {:?}", storage.default_retention),
+        &storage.default_retention,
+    )?;
     for rule in &storage.retention {
         let (pattern, retention) = rule.split_once('=').ok_or_else(|| {
             Failure::usage(format!(
@@ -198,7 +218,7 @@ fn engine_config(storage: &StorageOptions, hub: &HubConfig) -> Result<EngineConf
                 "--retention {rule:?}: the pattern is empty"
             )));
         }
-        let (count, age) = parse_retention("--retention", retention)?;
+        let (count, age) = parse_retention(&format!("--retention {rule:?}"), retention)?;
         config.retention.push(RetentionRule {
             pattern: pattern.to_owned(),
             count,
@@ -208,13 +228,9 @@ fn engine_config(storage: &StorageOptions, hub: &HubConfig) -> Result<EngineConf
     Ok(config)
 }
 
-/// `count/age`, e.g. `10000/24h`.
+/// `count/age`, e.g. `10000/24h`; `flag` names the option and its whole value in errors.
 fn parse_retention(flag: &str, text: &str) -> Result<(u64, Duration), Failure> {
-    let usage = |why: String| {
-        Failure::usage(format!(
-            "{flag} {text:?}: count/age, e.g. 10000/24h ({why})"
-        ))
-    };
+    let usage = |why: String| Failure::usage(format!("{flag}: count/age, e.g. 10000/24h ({why})"));
     let (count, age) = text.split_once('/').ok_or_else(|| usage("no `/`".into()))?;
     let count = count
         .parse::<u64>()

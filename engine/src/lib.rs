@@ -178,7 +178,11 @@ pub(crate) struct RecordValue {
 /// Most bytes of journal kept before memtables are flushed (bounds recovery after a crash).
 const JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
 
-/// The `meta` key that says a run is under way (removed at a clean stop).
+/// The value of [`RUNNING`] for a run that syncs on an interval (it may have reported
+/// appends stored that a machine crash then lost).
+pub(crate) const RUNNING_INTERVAL: &[u8] = b"interval";
+
+/// The `meta` key that says a run is under way (its value: the run's durability mode) (removed at a clean stop).
 pub(crate) const RUNNING: &[u8] = b"running";
 
 /// The embedded store: open it on a directory, hand it to a server's options
@@ -191,6 +195,10 @@ pub struct Engine {
     heads: Mutex<Option<HashMap<ChannelName, Head>>>,
     /// Whether the previous run stopped without closing the engine.
     unclean: bool,
+    /// Whether that run synced on an interval (then its last acknowledged appends may be
+    /// lost, and the hub starts new epochs): the mode the store was *written* in, whatever
+    /// this run's mode.
+    unclean_interval: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -236,7 +244,9 @@ impl Engine {
             meta: open("meta")?,
             db,
         };
-        let unclean = spaces.meta.contains_key(RUNNING).map_err(io_error)?;
+        let running = spaces.meta.get(RUNNING).map_err(io_error)?;
+        let unclean = running.is_some();
+        let unclean_interval = running.is_some_and(|mode| &mode[..] == RUNNING_INTERVAL);
         let mut heads = HashMap::new();
         for guard in spaces.channels.iter() {
             let (key, value) = guard.into_inner().map_err(io_error)?;
@@ -252,6 +262,7 @@ impl Engine {
             spaces,
             heads: Mutex::new(Some(heads)),
             unclean,
+            unclean_interval,
         })
     }
 
@@ -264,6 +275,14 @@ impl Engine {
     /// (a crash, `kill -9`).
     pub fn unclean(&self) -> bool {
         self.unclean
+    }
+
+    /// Whether the hub restored from this store starts new epochs: the previous run synced
+    /// on an interval and did not stop cleanly, so it may have acknowledged appends a crash
+    /// lost (`docs/protocol.md` §7.7). Decided by the mode the store was written in, not by
+    /// this run's.
+    pub fn starts_new_epochs(&self) -> bool {
+        self.unclean_interval
     }
 
     /// Bytes on disk.
@@ -353,8 +372,7 @@ impl Engine {
             session.record = record;
             sessions.push(session);
         }
-        let positions_lost =
-            self.unclean && matches!(self.config.durability, Durability::Interval(_));
+        let positions_lost = self.unclean_interval;
         Ok(RestoredState {
             channels,
             sessions,
@@ -379,7 +397,11 @@ impl Store for Engine {
             .take()
             .ok_or_else(|| io::Error::other("the engine is already started"))?;
         // From here until a clean stop, a crash leaves the marker.
-        self.spaces.meta.insert(RUNNING, []).map_err(io_error)?;
+        let mode: &[u8] = match self.config.durability {
+            Durability::Sync => b"sync",
+            Durability::Interval(_) => RUNNING_INTERVAL,
+        };
+        self.spaces.meta.insert(RUNNING, mode).map_err(io_error)?;
         self.spaces
             .db
             .persist(fjall::PersistMode::SyncAll)

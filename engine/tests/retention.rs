@@ -141,3 +141,53 @@ fn retention_follows_the_first_matching_pattern_across_a_restart() {
         )
     );
 }
+
+/// Opens `dir` with `durability`, stores one message, and stops as a crash would.
+fn crash_after_one_append(dir: &std::path::Path, durability: tether_engine::Durability) {
+    let engine = Engine::open(
+        dir,
+        EngineConfig {
+            durability,
+            ..config()
+        },
+    )
+    .expect("opens");
+    let (done, answers) = mpsc::channel();
+    let mut sink = engine
+        .start(Box::new(move |c| {
+            let _ = done.send(c);
+        }))
+        .expect("starts");
+    let channel = ChannelName::new("chat:a").expect("valid");
+    sink.request(append(&channel, 7, 1, 0));
+    let _ = answers.recv_timeout(Duration::from_secs(10));
+    sink.abandon();
+}
+
+/// Found by a helper trying `--data-dir`: whether a restart starts new epochs followed the
+/// *new* run's `--sync`, so an interval run killed and restarted with `--sync batch` reused
+/// positions a machine crash may have lost, and a batch run restarted with an interval
+/// changed every epoch for nothing. It follows the mode the store was written in.
+#[test]
+fn regression_new_epochs_follow_the_mode_the_store_was_written_in() {
+    use tether_engine::Durability;
+    let interval = Durability::Interval(Duration::from_millis(10));
+    let dir = tempfile::tempdir().expect("a directory");
+    crash_after_one_append(dir.path(), interval);
+    let engine = Engine::open(dir.path(), config()).expect("opens with sync: batch");
+    assert!(engine.unclean() && engine.starts_new_epochs());
+    assert!(engine.restore(now_ms()).expect("restores").positions_lost);
+
+    let dir = tempfile::tempdir().expect("a directory");
+    crash_after_one_append(dir.path(), Durability::Sync);
+    let engine = Engine::open(
+        dir.path(),
+        EngineConfig {
+            durability: interval,
+            ..config()
+        },
+    )
+    .expect("opens with an interval");
+    assert!(engine.unclean() && !engine.starts_new_epochs());
+    assert!(!engine.restore(now_ms()).expect("restores").positions_lost);
+}
