@@ -553,3 +553,85 @@ fn a_continuous_answer_that_does_not_match_the_clients_position_is_a_discontinui
         );
     }
 }
+
+/// Simulator seed 200948 with a store: a stalled link held attach, detach, attach, detach,
+/// attach of one channel; the hub's late answers to the first two attaches (`attached` at
+/// 83, carrying no request id) were taken for the newest attach, so the client set its
+/// position to 83 and reported the newest attach's `attached` at 101 as a discontinuity.
+/// Answers to superseded requests are now counted off and dropped.
+#[test]
+fn regression_answers_to_superseded_attaches_are_not_taken_for_the_newest() {
+    let mut s = Scripted::new(key_auth());
+    s.connect_new();
+    for _ in 0..2 {
+        s.client.attach(s.now, channel("b")).expect("usable");
+        s.client.detach(s.now, &channel("b"));
+    }
+    s.client.attach(s.now, channel("b")).expect("usable");
+    assert_eq!(s.take_sent().len(), 5, "each request was sent");
+    // The hub answers all five in order, late.
+    s.reply(attached("b", 7, 83, Continuity::Fresh));
+    s.reply(delivery("b", 7, 84));
+    s.reply(ServerFrame::Detached {
+        channel: channel("b"),
+        error: None,
+    });
+    s.reply(attached("b", 7, 83, Continuity::Fresh));
+    s.reply(ServerFrame::Detached {
+        channel: channel("b"),
+        error: None,
+    });
+    s.reply(attached("b", 7, 101, Continuity::Fresh));
+    s.reply(delivery("b", 7, 102));
+    let events = s.take_events();
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::Discontinuity { .. } | Event::Detached { .. })),
+        "{events:?}"
+    );
+    let attached_at: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Attached { position, .. } => Some(position.serial),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(attached_at, vec![101], "{events:?}");
+    assert_eq!(delivered(&events), vec![102]);
+}
+
+/// The same class for a refusal: an attach refused (`detached` with an error) after the
+/// application already detached and attached again does not end the new attachment.
+#[test]
+fn a_refusal_of_a_superseded_attach_does_not_end_the_newest() {
+    let mut s = Scripted::new(key_auth());
+    s.connect_new();
+    attach(&mut s, "b");
+    s.client.detach(s.now, &channel("b"));
+    attach(&mut s, "b");
+    s.take_sent();
+    s.reply(ServerFrame::Detached {
+        channel: channel("b"),
+        error: Some(tether_core::ErrorInfo::new(
+            ErrorCode::TooManyChannels,
+            "full",
+        )),
+    });
+    s.reply(ServerFrame::Detached {
+        channel: channel("b"),
+        error: None,
+    });
+    s.reply(attached("b", 7, 5, Continuity::Fresh));
+    let events = s.take_events();
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Detached { .. })),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Attached { position, .. } if position.serial == 5)),
+        "{events:?}"
+    );
+}

@@ -419,6 +419,113 @@ fn a_replay_older_than_the_cache_comes_from_the_store() {
     assert_eq!(delivered(&frames), vec![2, 3, 4, 5, 6]);
 }
 
+/// A hub with old messages only in the store and a subscriber whose attach from serial 1
+/// waits for the store's page.
+fn attach_waiting_for_the_store() -> (
+    HubHarness,
+    ModelStore,
+    tether_core::server::ConnectionId,
+    u64,
+) {
+    let mut config = durable();
+    config.retention_count = 2;
+    let mut h = HubHarness::with(config, 1);
+    let mut store = ModelStore::new();
+    let (subscriber, _) = h.connect_as("sub");
+    let (start, _) = attached(&h.attach(subscriber, "news", None));
+    h.drop_connection(subscriber);
+    let (publisher, _) = h.connect_as("pub");
+    for serial in 0..6 {
+        h.publish(
+            publisher,
+            serial,
+            "news",
+            vec![message(&format!("m-{serial}"), "x")],
+        );
+    }
+    store_all(&mut h, &mut store);
+    let (subscriber, _) = h.connect_as("sub2");
+    let from = Position {
+        epoch: start.epoch,
+        serial: 1,
+    };
+    assert!(h.attach(subscriber, "news", Some(from)).is_empty());
+    (h, store, subscriber, start.epoch)
+}
+
+/// Found by reading the client defect of simulator seed 200948: an attach waiting for the
+/// store was overtaken by the same session's detach and next attach — `detached` went out
+/// first, the store's page then attached the session anyway (after it detached) and the
+/// answers no longer kept the order of the requests, which carry no request id (§6.6).
+#[test]
+fn regression_requests_behind_an_attach_waiting_for_the_store_are_answered_in_order() {
+    let (mut h, mut store, subscriber, epoch) = attach_waiting_for_the_store();
+    let news = channel("news");
+    h.send(
+        subscriber,
+        &ClientFrame::Detach {
+            channel: news.clone(),
+        },
+    );
+    h.send(
+        subscriber,
+        &ClientFrame::Attach {
+            channel: news.clone(),
+            from: Some(Position { epoch, serial: 1 }),
+        },
+    );
+    h.send(
+        subscriber,
+        &ClientFrame::Detach {
+            channel: news.clone(),
+        },
+    );
+    assert!(
+        h.take(subscriber).is_empty(),
+        "all wait behind the first attach"
+    );
+    store_all(&mut h, &mut store);
+    let answers: Vec<&'static str> = h
+        .take(subscriber)
+        .iter()
+        .filter_map(|frame| match frame {
+            ServerFrame::Attached { .. } => Some("attached"),
+            ServerFrame::Detached { error: None, .. } => Some("detached"),
+            ServerFrame::Detached { .. } => Some("refused"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answers, ["attached", "detached", "attached", "detached"]);
+    // Detached at the end: a new publish reaches it no more.
+    let (publisher, _) = h.connect_as("pub2");
+    h.publish(publisher, 0, "news", vec![message("late", "x")]);
+    store_all(&mut h, &mut store);
+    assert_eq!(delivered(&h.take(subscriber)), Vec::<u64>::new());
+}
+
+/// The requests held behind an attach waiting for the store are bounded per connection.
+#[test]
+fn requests_held_behind_the_store_are_bounded() {
+    let (mut h, _store, subscriber, _) = attach_waiting_for_the_store();
+    let news = channel("news");
+    for _ in 0..tether_core::server::MAX_HELD_CHANNEL_REQUESTS {
+        h.send(
+            subscriber,
+            &ClientFrame::Detach {
+                channel: news.clone(),
+            },
+        );
+    }
+    assert!(!h.closed.contains_key(&subscriber));
+    h.send(
+        subscriber,
+        &ClientFrame::Detach {
+            channel: news.clone(),
+        },
+    );
+    assert_eq!(h.closed.get(&subscriber), Some(&ErrorCode::LimitExceeded));
+}
+
 #[test]
 fn history_older_than_the_cache_is_read_from_the_store() {
     let mut config = durable();

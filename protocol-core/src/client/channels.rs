@@ -24,9 +24,22 @@ struct Channel {
     phase: Phase,
     /// The last position delivered to the application (or set by `attached`).
     last: Option<Position>,
-    /// `detached` answers still to come on this transport for detaches that an attach
-    /// overtook: the hub answers in order, so the next ones are theirs, not this attach's.
-    stale_detached: u32,
+    /// Attach and detach frames sent on this transport and not answered yet. The hub answers
+    /// each with one `attached` or `detached`, in order, and attach answers carry no request
+    /// id (§6.6): while more than one is outstanding, the next answer belongs to a request
+    /// the latest one superseded and is dropped.
+    outstanding: u32,
+}
+
+impl Channel {
+    /// Takes one answer off the outstanding requests: whether it answers one that a later
+    /// request superseded (to be dropped). With none outstanding, the answer is the hub's
+    /// own (a revocation) and concerns the current state.
+    fn superseded(&mut self) -> bool {
+        let superseded = self.outstanding > 1;
+        self.outstanding = self.outstanding.saturating_sub(1);
+        superseded
+    }
 }
 
 /// What an attach asks of the client.
@@ -74,7 +87,7 @@ impl Channels {
             Channel {
                 phase: Phase::Pending,
                 last,
-                stale_detached: 0,
+                outstanding: 0,
             },
         );
     }
@@ -85,7 +98,7 @@ impl Channels {
         let channel = self.map.entry(name.clone()).or_insert(Channel {
             phase: Phase::Pending,
             last: None,
-            stale_detached: 0,
+            outstanding: 0,
         });
         match channel.phase {
             Phase::Attaching { .. } => Attach::Underway,
@@ -99,12 +112,10 @@ impl Channels {
                     // current position like any first attach (§6.6); the detach's answer,
                     // if this transport still brings it, belongs to the detach.
                     channel.last = None;
-                    if connected {
-                        channel.stale_detached += 1;
-                    }
                 }
                 if connected {
                     channel.phase = Phase::Attaching { deadline };
+                    channel.outstanding += 1;
                     Attach::Send(ClientFrame::Attach {
                         channel: name,
                         from: channel.last,
@@ -130,6 +141,7 @@ impl Channels {
             Phase::Detaching { .. } => Detach::Underway,
             Phase::Attaching { .. } | Phase::Attached => {
                 channel.phase = Phase::Detaching { deadline };
+                channel.outstanding += 1;
                 Detach::Send(ClientFrame::Detach {
                     channel: name.clone(),
                 })
@@ -155,7 +167,7 @@ impl Channels {
             }
             _ => {
                 channel.phase = Phase::Attaching { deadline };
-                channel.stale_detached = 0;
+                channel.outstanding = 1;
                 frames.push(ClientFrame::Attach {
                     channel: name.clone(),
                     from: channel.last,
@@ -173,7 +185,7 @@ impl Channels {
                 channel.phase = Phase::Pending;
             }
             // Answers of the old transport never come.
-            channel.stale_detached = 0;
+            channel.outstanding = 0;
         }
     }
 
@@ -206,6 +218,9 @@ impl Channels {
         let Some(channel) = self.map.get_mut(&name) else {
             return; // detached meanwhile: nothing to do
         };
+        if channel.superseded() {
+            return; // the answer to an attach a later request superseded
+        }
         if matches!(channel.phase, Phase::Detaching { .. }) {
             return;
         }
@@ -244,9 +259,8 @@ impl Channels {
         events: &mut Vec<Event>,
     ) {
         if let Some(channel) = self.map.get_mut(&name) {
-            if channel.stale_detached > 0 {
-                channel.stale_detached -= 1;
-                return; // the answer to a detach this channel's new attach overtook
+            if channel.superseded() {
+                return; // the answer to a request a later one superseded
             }
         }
         if self.map.remove(&name).is_some() {

@@ -84,6 +84,76 @@ impl Hub {
         Ok(key)
     }
 
+    /// An `attach` or `detach`: taken now, or held behind an attach of the same channel
+    /// that waits for the store (§7.7).
+    pub(super) fn on_channel_request(
+        &mut self,
+        now: Time,
+        connection: ConnectionId,
+        key: SessionKey,
+        frame: ClientFrame,
+    ) {
+        let name = match &frame {
+            ClientFrame::Attach { channel, .. } | ClientFrame::Detach { channel } => channel,
+            _ => return,
+        };
+        if let Some(conn) = self.connections.get_mut(&connection) {
+            if let Some(held) = conn.attaching.get_mut(name) {
+                if conn.held >= MAX_HELD_CHANNEL_REQUESTS {
+                    self.protocol_error(
+                        now,
+                        connection,
+                        ErrorCode::LimitExceeded,
+                        "too many attach and detach requests wait for the store",
+                    );
+                } else {
+                    held.push_back(frame);
+                    conn.held += 1;
+                }
+                return;
+            }
+        }
+        match frame {
+            ClientFrame::Attach { channel, from } => {
+                self.on_attach(now, connection, key, channel, from);
+            }
+            ClientFrame::Detach { channel } => self.on_detach(now, connection, key, channel),
+            _ => {}
+        }
+    }
+
+    /// The attach of `name` that waited for the store is answered: takes the requests held
+    /// behind it, in order, until one waits for the store again.
+    pub(super) fn release_held(
+        &mut self,
+        now: Time,
+        connection: ConnectionId,
+        key: SessionKey,
+        name: &ChannelName,
+    ) {
+        let Some(conn) = self.connections.get_mut(&connection) else {
+            return;
+        };
+        let Some(mut held) = conn.attaching.remove(name) else {
+            return;
+        };
+        conn.held -= held.len();
+        while let Some(frame) = held.pop_front() {
+            if self.connections.get(&connection).and_then(|c| c.session) != Some(key) {
+                return;
+            }
+            self.on_channel_request(now, connection, key, frame);
+            if let Some(conn) = self.connections.get_mut(&connection) {
+                if let Some(waiting) = conn.attaching.get_mut(name) {
+                    // Waiting for the store again: the rest stays behind this attach.
+                    conn.held += held.len();
+                    waiting.extend(held);
+                    return;
+                }
+            }
+        }
+    }
+
     pub(super) fn on_attach(
         &mut self,
         now: Time,
@@ -843,6 +913,9 @@ impl Hub {
         if attach.is_some() {
             // Not a subscriber yet: the channel must stay until the answer.
             channel.in_flight += 1;
+            if let Some(conn) = self.connections.get_mut(&connection) {
+                conn.attaching.insert(channel.name.clone(), VecDeque::new());
+            }
         }
         if let Some(subscription) = self
             .sessions

@@ -81,6 +81,12 @@ struct Connection {
     decoder: Option<StreamDecoder<ClientFrame>>,
     /// History reads it has waiting for the store.
     reads: usize,
+    /// Channels whose attach waits for the store's page (§7.7), each with the `attach` and
+    /// `detach` frames for that channel that came after it, taken in order once it is
+    /// answered (answers keep the order of requests, §6.6).
+    attaching: BTreeMap<ChannelName, VecDeque<ClientFrame>>,
+    /// Frames waiting in `attaching`: at most [`MAX_HELD_CHANNEL_REQUESTS`].
+    held: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -295,6 +301,10 @@ pub struct Hub {
 /// request is refused with `limit_exceeded`.
 pub const MAX_READS_IN_FLIGHT: usize = 16;
 
+/// `attach` and `detach` frames one connection may have waiting behind attaches that wait
+/// for the store (§7.7); beyond, the connection is closed with `limit_exceeded`.
+pub const MAX_HELD_CHANNEL_REQUESTS: usize = 64;
+
 /// A read on its way to the store.
 #[derive(Debug)]
 struct PendingRead {
@@ -404,6 +414,8 @@ impl Hub {
                 minor: 0,
                 decoder,
                 reads: 0,
+                attaching: BTreeMap::new(),
+                held: 0,
             },
         );
         if self.connections.len() + self.closing.len() > self.config.max_connections {

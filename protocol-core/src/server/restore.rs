@@ -101,6 +101,9 @@ impl Hub {
             } => {
                 let messages = answer.map(|(messages, _)| messages).unwrap_or_default();
                 self.replayed(now, read.connection, session, channel, attach, messages);
+                if attach.is_some() {
+                    self.release_held(now, read.connection, session, &read.channel);
+                }
                 return;
             }
         };

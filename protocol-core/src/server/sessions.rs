@@ -66,10 +66,9 @@ impl Hub {
                 "a second connect",
             ),
             ClientFrame::Auth { token } => self.on_auth(now, connection, key, &token),
-            ClientFrame::Attach { channel, from } => {
-                self.on_attach(now, connection, key, channel, from)
+            frame @ (ClientFrame::Attach { .. } | ClientFrame::Detach { .. }) => {
+                self.on_channel_request(now, connection, key, frame)
             }
-            ClientFrame::Detach { channel } => self.on_detach(now, connection, key, channel),
             ClientFrame::Publish {
                 serial,
                 channel,
