@@ -259,8 +259,14 @@ impl Worker {
         }
         if writes > 0 && self.poisoned.is_none() {
             if let Err(error) = self.commit(batch) {
-                tracing::error!(%error, "the store could not write; publishes refused");
+                tracing::error!(%error, "the store could not write; it takes no more writes");
+                // What a failed write left in the journal is unknown (a part of the batch may
+                // be recovered at the next start): no later batch may reuse its positions, so
+                // the engine takes no more writes until it is opened again.
                 let error = self.failure(&format!("the store could not write: {error}"));
+                if self.poisoned.is_none() {
+                    self.poisoned = Some(error.message.clone());
+                }
                 for answer in &mut answers {
                     if let StorageCompletion::Appended { id } = *answer {
                         *answer = StorageCompletion::Failed {
