@@ -237,7 +237,6 @@ impl Worker {
                         epoch: position.epoch,
                         last: position.serial,
                     };
-                    self.put_head(&mut batch, &channel, head);
                     heads.insert(channel, head);
                     writes += 1;
                 }
@@ -258,6 +257,9 @@ impl Worker {
             }
         }
         if writes > 0 && self.poisoned.is_none() {
+            for (channel, head) in &heads {
+                self.put_head(&mut batch, channel, *head);
+            }
             if let Err(error) = self.commit(batch) {
                 tracing::error!(%error, "the store could not write; it takes no more writes");
                 // What a failed write left in the journal is unknown (a part of the batch may
@@ -373,7 +375,7 @@ impl Worker {
             epoch: new_head.epoch,
             last: new_head.serial,
         };
-        self.put_head(batch, channel, head);
+        // The head is written once per batch (`handle`), however many appends it holds.
         if let Some(outcome) = outcome {
             self.record(batch, &outcome);
         }

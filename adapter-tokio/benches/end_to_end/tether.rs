@@ -145,14 +145,16 @@ pub async fn publish_ack(messages: usize, window: usize) -> Measure {
 
 /// b″. The same on a durable server (`--data-dir`: the embedded store, synced per batch
 /// before each acknowledgement).
-pub async fn publish_ack_durable(messages: usize, window: usize) -> Measure {
+pub async fn publish_ack_durable(
+    messages: usize,
+    window: usize,
+    durability: tether_engine::Durability,
+) -> Measure {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut config = ServerConfig::new(hub_config());
-    let engine = tether_engine::Engine::open(
-        dir.path(),
-        tether_engine::EngineConfig::for_hub(&config.hub),
-    )
-    .expect("opens the store");
+    let mut engine_config = tether_engine::EngineConfig::for_hub(&config.hub);
+    engine_config.durability = durability;
+    let engine = tether_engine::Engine::open(dir.path(), engine_config).expect("opens the store");
     config.store = Some(std::sync::Arc::new(engine));
     let server = Server::bind("127.0.0.1:0", config).await.expect("binds");
     let url = format!("ws://{}/", server.local_addr());
