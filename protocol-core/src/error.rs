@@ -106,7 +106,7 @@ error_codes! {
     Gone = 41000, "gone", 4027;
     /// 41001: the requested position is older than the retained history.
     HistoryUnavailable = 41001, "history_unavailable", 4028;
-    /// 41002: the channel's epoch changed (its history was lost); positions do not carry over.
+    /// 41002: the channel's epoch changed (its history was lost, or a store that syncs on an interval stopped uncleanly, §7.7); positions do not carry over.
     EpochChanged = 41002, "epoch_changed", 4029;
     /// 41003: whether this publish was stored is no longer known — too old to be answered
     /// from the session's record or resent within the dedupe window (§6.5, §7.4). Added in

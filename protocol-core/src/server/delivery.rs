@@ -211,7 +211,7 @@ impl Hub {
                 current,
                 Some(ErrorInfo::new(
                     ErrorCode::EpochChanged,
-                    "the channel's history was lost",
+                    "the channel started a new epoch: positions of the old one do not carry over",
                 )),
             ),
             Some(p) if p.serial <= current.serial && channel.retains_after(p.serial) => {
