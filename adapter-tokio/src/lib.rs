@@ -26,6 +26,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "axum")]
+pub mod axum;
 pub mod demo;
 pub mod proxy;
 mod runtime;
@@ -68,6 +70,10 @@ pub type Channel = tether_driver::Channel<Tokio>;
 /// # }
 /// ```
 pub type Server = tether_driver::Server<Tokio>;
+/// A tether server without a listener of its own (see [`tether_driver::Service`]): its
+/// connections come from another server's routes — [`axum::websocket`] mounts it in an
+/// axum application. `Service::start` must be called inside a tokio runtime.
+pub type Service = tether_driver::Service<Tokio>;
 /// Options of a [`Client`]: credentials, the core's configuration (protocol defaults), a
 /// seed, and [`ClientTransport`].
 pub type ClientOptions = tether_core::embed::ClientOptions<ClientTransport>;

@@ -133,6 +133,31 @@ impl<R: Runtime> Accepted<R> {
     }
 }
 
+impl<R: Runtime> Accepted<R> {
+    /// Serves `stream`, a socket whose WebSocket upgrade was answered elsewhere, until the
+    /// peer or the hub ends it.
+    pub(crate) async fn serve_upgraded<S>(self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let ws = async_tungstenite::WebSocketStream::from_raw_socket(
+            stream,
+            async_tungstenite::tungstenite::protocol::Role::Server,
+            Some(websocket_config(self.max_frame)),
+        )
+        .await;
+        run(
+            self.runtime,
+            ws,
+            self.peer,
+            self.inputs,
+            self.close_timeout,
+            self.handshaking,
+        )
+        .await;
+    }
+}
+
 /// Moves frames between an open WebSocket and the hub until either ends the connection.
 async fn run<R: Runtime, S>(
     runtime: R,

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_channel::oneshot;
-use futures_lite::FutureExt;
+use futures_lite::{AsyncRead, AsyncWrite, FutureExt};
 use tether_core::embed::{self, ServerInput, SocketLimits};
 use tether_core::server::{Hub, StorageMode};
 
@@ -26,7 +26,10 @@ use connection::Queue;
 
 type Input = ServerInput<Neutral, Queue>;
 
-/// A running tether server.
+/// A running tether server without a listener of its own: the hub, its store, and what
+/// serves the connections handed to it — WebSocket connections whose HTTP upgrade another
+/// server answered (an axum or hyper application, through
+/// [`serve_upgraded`](Service::serve_upgraded)). [`Server`] is a `Service` with a listener.
 ///
 /// One task drives the [`Hub`]; each connection has one task that reads (every binary
 /// WebSocket message is one frame for the hub) and writes (frames from the hub, in order;
@@ -38,48 +41,58 @@ type Input = ServerInput<Neutral, Queue>;
 /// [`ErrorCode::close_code`](tether_core::ErrorCode::close_code)) and the reason is the
 /// code's name.
 ///
-/// Sockets are bounded outside the hub too ([`SocketLimits`]): a handshake (TLS, WebSocket
-/// upgrade) must finish within its deadline, only so many may be under way at once (beyond,
-/// a new socket is closed at once), and a connection the hub closed is dropped within the
-/// close timeout whether or not its peer reads. Accept errors (e.g. out of file
-/// descriptors) back off exponentially up to 1 s, logged once per episode.
-pub struct Server<R: Runtime> {
-    local_addr: SocketAddr,
-    inputs: tokio::sync::mpsc::Sender<Input>,
-    /// Closing it stops the accept loop.
-    stop_accepting: async_channel::Sender<()>,
-    /// Ends (every sender dropped) once the accept loop and every connection task ended:
-    /// nothing is ever sent on it.
-    tasks_ended: async_channel::Receiver<()>,
-    /// Closing it drops every socket at once (see [`Server::abort`]).
-    abort: async_channel::Sender<()>,
-    runtime: R,
-    close_timeout: Duration,
+/// Cheap to clone (every clone is the same server); it runs until
+/// [`shutdown`](Service::shutdown) or [`abort`](Service::abort) is called on one clone, or
+/// until every clone and every connection is gone.
+pub struct Service<R: Runtime> {
+    shared: Arc<Shared<R>>,
 }
 
-impl<R: Runtime> Server<R> {
-    /// Binds `address` and starts serving `ws://` (or, with TLS in the options, `wss://`).
+impl<R: Runtime> Clone for Service<R> {
+    fn clone(&self) -> Self {
+        Service {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+struct Shared<R> {
+    inputs: tokio::sync::mpsc::Sender<Input>,
+    /// Cloned into every task that serves a socket; taken by `shutdown` and `abort`, after
+    /// which no new connection is served.
+    alive: std::sync::Mutex<Option<async_channel::Sender<()>>>,
+    /// Ends (every sender dropped) once every connection task ended: nothing is ever sent
+    /// on it.
+    tasks_ended: async_channel::Receiver<()>,
+    /// Closing it drops every socket at once (see [`Service::abort`]).
+    abort: async_channel::Sender<()>,
+    /// Ends when the server is aborted: each socket's task stops there.
+    aborted: async_channel::Receiver<()>,
+    runtime: R,
+    max_frame: usize,
+    limits: SocketLimits,
+    /// Sockets in their handshake now (TLS, WebSocket upgrade, or not yet past `connect`).
+    handshakes: Arc<AtomicUsize>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl<R: Runtime> Service<R> {
+    /// Starts the hub (restoring it from the store of the options, if any) with no
+    /// listener: connections come from [`serve_upgraded`](Service::serve_upgraded). The
+    /// options' TLS configuration is not used here (the server that answers the HTTP
+    /// upgrade terminates TLS); [`Server::bind`] uses it.
     ///
     /// # Errors
-    /// The bind's error; `internal` when no seed could be drawn or the runtime cannot be
-    /// reached from here.
-    pub async fn bind<A>(
-        address: A,
-        config: embed::ServerOptions<R::ServerTransport>,
-    ) -> io::Result<Server<R>>
-    where
-        R: Bind<A>,
-    {
+    /// `internal` when no seed could be drawn or the runtime cannot be reached from here;
+    /// the store's error when it cannot be restored or started.
+    pub fn start(config: embed::ServerOptions<R::ServerTransport>) -> io::Result<Service<R>> {
         let (runtime, tls) = R::for_server(&config.transport)?;
-        let listener = R::bind(address).await?;
-        let local_addr = R::local_addr(&listener)?;
         let seed = match config.seed {
             Some(seed) => seed,
             None => crate::fresh_seed()?,
         };
         let max_frame = config.hub.limits.max_frame_size;
         let (inputs, receiver) = tokio::sync::mpsc::channel(1024);
-        let (stop_accepting, stopped) = async_channel::bounded(1);
         let mut hub_config = config.hub;
         let storage = match &config.store {
             Some(store) => {
@@ -104,20 +117,169 @@ impl<R: Runtime> Server<R> {
             receiver,
             storage,
         ));
-        // Every task that serves a socket holds a clone; `shutdown` waits for the last.
         let (alive, tasks_ended) = async_channel::bounded(1);
         let (abort, aborted) = async_channel::bounded(1);
-        let accepting = Accepting {
-            alive,
-            aborted,
-            inputs: inputs.clone(),
-            max_frame,
-            tls: tls.map(futures_rustls::TlsAcceptor::from),
-            runtime: runtime.clone(),
-            limits: config.sockets,
-            handshakes: Arc::new(AtomicUsize::new(0)),
+        Ok(Service {
+            shared: Arc::new(Shared {
+                inputs,
+                alive: std::sync::Mutex::new(Some(alive)),
+                tasks_ended,
+                abort,
+                aborted,
+                runtime,
+                max_frame,
+                limits: config.sockets,
+                handshakes: Arc::new(AtomicUsize::new(0)),
+                tls,
+            }),
+        })
+    }
+
+    /// Serves one WebSocket connection whose HTTP upgrade was answered elsewhere (`101
+    /// Switching Protocols` sent): `stream` is the raw socket after that response, `peer`
+    /// the client's address if known (for logs). Returns when the connection ended. The
+    /// socket limits hold as for [`Server`]'s own sockets: beyond
+    /// [`SocketLimits::max_pending_handshakes`] connections not yet past `connect`, or once
+    /// the service is shutting down, the socket is dropped at once.
+    pub async fn serve_upgraded<S>(&self, stream: S, peer: Option<SocketAddr>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let peer = peer.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let Some(connection) = self.accepted(peer) else {
+            return;
         };
-        runtime.spawn(async move {
+        let Some(alive) = self.alive() else {
+            return;
+        };
+        let aborted = self.shared.aborted.clone();
+        connection
+            .serve_upgraded(stream)
+            .or(async move {
+                let _ = aborted.recv().await;
+            })
+            .await;
+        drop(alive);
+    }
+
+    /// A clone of the liveness sender, unless the service is shutting down.
+    fn alive(&self) -> Option<async_channel::Sender<()>> {
+        self.shared
+            .alive
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// What serving a new socket needs, unless too many handshakes are under way.
+    fn accepted(&self, peer: SocketAddr) -> Option<connection::Accepted<R>> {
+        let shared = &self.shared;
+        if shared.handshakes.load(Ordering::Relaxed) >= shared.limits.max_pending_handshakes {
+            tracing::debug!(%peer, "too many handshakes under way: socket closed");
+            return None;
+        }
+        shared.handshakes.fetch_add(1, Ordering::Relaxed);
+        Some(connection::Accepted {
+            runtime: shared.runtime.clone(),
+            peer,
+            inputs: shared.inputs.clone(),
+            max_frame: shared.max_frame,
+            deadline: after(shared.limits.handshake_timeout),
+            close_timeout: shared.limits.close_timeout,
+            handshaking: Handshaking(shared.handshakes.clone()),
+        })
+    }
+
+    /// Stops serving new connections, tells every client the server is shutting down
+    /// (they reconnect elsewhere or later), and waits until each connection has sent that
+    /// and closed — at most the close timeout ([`SocketLimits::close_timeout`], default 5 s)
+    /// after the hub finished — so a process that exits next does not cut the last frames.
+    /// A store is closed cleanly.
+    pub async fn shutdown(self) {
+        self.stop_serving();
+        let (done, wait) = oneshot::channel();
+        if self.shared.inputs.send(Input::Shutdown(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+        self.wait_for_tasks().await;
+    }
+
+    /// Stops as a crash would, for tests and demos of recovery: every socket is dropped at
+    /// once (no client is told anything; their transports just end), the hub is dropped,
+    /// and a store is abandoned — not marked stopped cleanly — once released, so a new
+    /// server can open it.
+    pub async fn abort(self) {
+        self.stop_serving();
+        self.shared.abort.close();
+        let (done, wait) = oneshot::channel();
+        if self.shared.inputs.send(Input::Abort(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+        self.wait_for_tasks().await;
+    }
+
+    fn stop_serving(&self) {
+        self.shared
+            .alive
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+    }
+
+    async fn wait_for_tasks(&self) {
+        let deadline = after(self.shared.limits.close_timeout);
+        let _ = within(
+            &self.shared.runtime,
+            deadline,
+            self.shared.tasks_ended.recv(),
+        )
+        .await;
+    }
+}
+
+/// A running tether server with its own listener: a [`Service`] and an accept loop.
+///
+/// Sockets are bounded outside the hub too ([`SocketLimits`]): a handshake (TLS, WebSocket
+/// upgrade) must finish within its deadline, only so many may be under way at once (beyond,
+/// a new socket is closed at once), and a connection the hub closed is dropped within the
+/// close timeout whether or not its peer reads. Accept errors (e.g. out of file
+/// descriptors) back off exponentially up to 1 s, logged once per episode.
+pub struct Server<R: Runtime> {
+    service: Service<R>,
+    local_addr: SocketAddr,
+    /// Closing it stops the accept loop.
+    stop_accepting: async_channel::Sender<()>,
+}
+
+impl<R: Runtime> Server<R> {
+    /// Binds `address` and starts serving `ws://` (or, with TLS in the options, `wss://`).
+    ///
+    /// # Errors
+    /// The bind's error; `internal` when no seed could be drawn or the runtime cannot be
+    /// reached from here; the store's error when it cannot be restored or started.
+    pub async fn bind<A>(
+        address: A,
+        config: embed::ServerOptions<R::ServerTransport>,
+    ) -> io::Result<Server<R>>
+    where
+        R: Bind<A>,
+    {
+        // The runtime and TLS configuration are checked before binding.
+        R::for_server(&config.transport)?;
+        let listener = R::bind(address).await?;
+        let local_addr = R::local_addr(&listener)?;
+        let service = Service::<R>::start(config)?;
+        let (stop_accepting, stopped) = async_channel::bounded(1);
+        let accepting = Accepting {
+            tls: service
+                .shared
+                .tls
+                .clone()
+                .map(futures_rustls::TlsAcceptor::from),
+            alive: service.alive(),
+            service: service.clone(),
+        };
+        service.shared.runtime.spawn(async move {
             accepting
                 .run(listener)
                 .or(async {
@@ -127,13 +289,9 @@ impl<R: Runtime> Server<R> {
         });
         tracing::info!(%local_addr, "tether server listening");
         Ok(Server {
+            service,
             local_addr,
-            inputs,
             stop_accepting,
-            tasks_ended,
-            abort,
-            runtime,
-            close_timeout: config.sockets.close_timeout,
         })
     }
 
@@ -142,48 +300,29 @@ impl<R: Runtime> Server<R> {
         self.local_addr
     }
 
-    /// Stops accepting, tells every client the server is shutting down (they reconnect
-    /// elsewhere or later), and waits until each connection has sent that and closed — at
-    /// most the close timeout ([`SocketLimits::close_timeout`], default 5 s) after the hub
-    /// finished — so a process that exits next does not cut the last frames.
-    pub async fn shutdown(self) {
-        self.stop_accepting.close();
-        let (done, wait) = oneshot::channel();
-        if self.inputs.send(Input::Shutdown(done)).await.is_ok() {
-            let _ = wait.await;
-        }
-        let deadline = after(self.close_timeout);
-        let _ = within(&self.runtime, deadline, self.tasks_ended.recv()).await;
+    /// The server's [`Service`]: to hand it connections upgraded elsewhere too.
+    pub fn service(&self) -> &Service<R> {
+        &self.service
     }
 
-    /// Stops as a crash would, for tests and demos of recovery: the listener and every
-    /// socket are dropped at once (no client is told anything; their transports just end),
-    /// the hub is dropped, and a store is abandoned — not marked stopped cleanly — once
-    /// released, so a new server can open it.
+    /// Stops accepting, then [`Service::shutdown`].
+    pub async fn shutdown(self) {
+        self.stop_accepting.close();
+        self.service.shutdown().await;
+    }
+
+    /// Stops accepting, then [`Service::abort`] (as a crash would).
     pub async fn abort(self) {
         self.stop_accepting.close();
-        self.abort.close();
-        let (done, wait) = oneshot::channel();
-        if self.inputs.send(Input::Abort(done)).await.is_ok() {
-            let _ = wait.await;
-        }
-        let deadline = after(self.close_timeout);
-        let _ = within(&self.runtime, deadline, self.tasks_ended.recv()).await;
+        self.service.abort().await;
     }
 }
 
-struct Accepting<R> {
-    /// Held by the accept loop and cloned into each socket's task (see `Server::shutdown`).
-    alive: async_channel::Sender<()>,
-    /// Ends when the server is aborted: each socket's task stops there, dropping its socket.
-    aborted: async_channel::Receiver<()>,
-    inputs: tokio::sync::mpsc::Sender<Input>,
-    max_frame: usize,
+struct Accepting<R: Runtime> {
+    service: Service<R>,
+    /// Held by the accept loop and cloned into each socket's task (see `Service::shutdown`).
+    alive: Option<async_channel::Sender<()>>,
     tls: Option<futures_rustls::TlsAcceptor>,
-    runtime: R,
-    limits: SocketLimits,
-    /// Sockets in their handshake now.
-    handshakes: Arc<AtomicUsize>,
 }
 
 /// One socket counted in [`Accepting::handshakes`] until its handshake ended either way.
@@ -200,39 +339,30 @@ const ACCEPT_ERRORS_LOGGED_EVERY: u64 = 100;
 
 impl<R: Runtime> Accepting<R> {
     async fn run(self, listener: R::Listener) {
+        let Some(alive) = self.alive else {
+            return;
+        };
+        let runtime = self.service.shared.runtime.clone();
         let mut errors: u64 = 0;
         loop {
             match R::accept(&listener).await {
                 Ok((stream, peer)) => {
                     errors = 0;
-                    if self.handshakes.load(Ordering::Relaxed) >= self.limits.max_pending_handshakes
-                    {
-                        tracing::debug!(%peer, "too many handshakes under way: socket closed");
+                    let Some(connection) = self.service.accepted(peer) else {
                         continue;
-                    }
-                    self.handshakes.fetch_add(1, Ordering::Relaxed);
-                    let handshaking = Handshaking(self.handshakes.clone());
-                    let deadline = after(self.limits.handshake_timeout);
-                    let connection = connection::Accepted {
-                        runtime: self.runtime.clone(),
-                        peer,
-                        inputs: self.inputs.clone(),
-                        max_frame: self.max_frame,
-                        deadline,
-                        close_timeout: self.limits.close_timeout,
-                        handshaking,
                     };
-                    let alive = self.alive.clone();
-                    let aborted = self.aborted.clone();
+                    let deadline = connection.deadline;
+                    let alive = alive.clone();
+                    let aborted = self.service.shared.aborted.clone();
                     let abort = async move {
                         let _ = aborted.recv().await;
                     };
                     match self.tls.clone() {
-                        None => self.runtime.spawn(async move {
+                        None => runtime.spawn(async move {
                             connection.serve(stream).or(abort).await;
                             drop(alive);
                         }),
-                        Some(acceptor) => self.runtime.spawn(
+                        Some(acceptor) => runtime.spawn(
                             async move {
                                 let _alive = alive;
                                 let runtime = connection.runtime.clone();
@@ -257,7 +387,7 @@ impl<R: Runtime> Accepting<R> {
                     }
                     let shift = u32::try_from(errors.min(7)).unwrap_or(7);
                     let pause = Duration::from_millis(10 << shift).min(Duration::from_secs(1));
-                    let mut timer = self.runtime.timer(Instant::now() + pause);
+                    let mut timer = runtime.timer(Instant::now() + pause);
                     (&mut timer).await;
                 }
             }

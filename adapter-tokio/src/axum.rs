@@ -1,0 +1,116 @@
+//! tether inside an axum application: its connections on a route of the application's own
+//! router, on the application's listener (and its TLS, if it terminates TLS), next to its
+//! other routes.
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use tether_tokio::{HubConfig, Service, ServerConfig};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let service = Service::start(ServerConfig::new(HubConfig::default()))?;
+//! let app = Router::new()
+//!     .route("/", get(|| async { "the application's own page" }))
+//!     .route("/realtime", tether_tokio::axum::websocket(service.clone()));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:7400").await?;
+//! axum::serve(listener, app).await?;
+//! service.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The route answers a WebSocket upgrade (`GET`, `Connection: Upgrade`, `Upgrade:
+//! websocket`, `Sec-WebSocket-Version: 13`, a `Sec-WebSocket-Key`) with `101 Switching
+//! Protocols` and hands the upgraded socket to [`Service::serve_upgraded`]; anything else
+//! gets `405 Method Not Allowed` (not `GET`), `426 Upgrade Required` (no upgrade asked) or
+//! `400 Bad Request` (no key, another version) — as [`Server`](crate::Server) answers on
+//! its own listener. The socket limits and every protocol rule are the service's.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use axum::routing::{MethodRouter, any};
+use hyper_util::rt::TokioIo;
+use tokio_util::compat::TokioAsyncReadCompatExt;
+
+use crate::Service;
+
+/// A route (any method; non-`GET` requests are answered 405) that serves tether
+/// connections: mount it at any path of an axum router with `.route(path, …)`. The peer's
+/// address reaches the logs when the application is served with
+/// `into_make_service_with_connect_info::<SocketAddr>()`.
+pub fn websocket<S>(service: Service) -> MethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    any(upgrade).with_state(service)
+}
+
+/// Whether `name`'s comma-separated values contain `token` (case-insensitive).
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|value| {
+        value.to_str().is_ok_and(|value| {
+            value
+                .split(',')
+                .any(|part| part.trim().eq_ignore_ascii_case(token))
+        })
+    })
+}
+
+fn status(code: StatusCode) -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = code;
+    if code == StatusCode::UPGRADE_REQUIRED {
+        let headers = response.headers_mut();
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    }
+    response
+}
+
+async fn upgrade(State(service): State<Service>, mut request: Request) -> Response {
+    if request.method() != Method::GET {
+        return status(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let headers = request.headers();
+    if !has_token(headers, header::UPGRADE, "websocket")
+        || !has_token(headers, header::CONNECTION, "upgrade")
+    {
+        return status(StatusCode::UPGRADE_REQUIRED);
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|version| version.as_bytes() != b"13")
+    {
+        return status(StatusCode::BAD_REQUEST);
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return status(StatusCode::BAD_REQUEST);
+    };
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let Ok(accept) = HeaderValue::from_str(&accept) else {
+        return status(StatusCode::BAD_REQUEST);
+    };
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0);
+    let upgraded = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        match upgraded.await {
+            Ok(upgraded) => {
+                let stream = TokioIo::new(upgraded).compat();
+                service.serve_upgraded(stream, peer).await;
+            }
+            Err(error) => tracing::debug!(%error, "the WebSocket upgrade did not complete"),
+        }
+    });
+    let mut response = status(StatusCode::SWITCHING_PROTOCOLS);
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    response
+}
