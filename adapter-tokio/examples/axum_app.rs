@@ -1,6 +1,7 @@
 //! An axum application that serves its own routes and tether on one port (issue 19):
-//! `GET /` is the application's page, `GET /api/hello` its API, and `/realtime` is tether —
-//! clients connect to `ws://127.0.0.1:7400/realtime`.
+//! `GET /` is the application's page, `GET /api/hello` its API, `/realtime` is tether —
+//! clients connect to `ws://127.0.0.1:7400/realtime` — and `/metrics`, `/health`, `/ready`
+//! are tether's operator routes.
 //!
 //! ```sh
 //! TETHER_SECRET=app-secret cargo run -p tether-tokio --example axum_app
@@ -22,7 +23,9 @@ pub fn app(service: Service) -> Router {
             "/api/hello",
             get(|| async { "hello from the application's API\n" }),
         )
-        .route("/realtime", tether_tokio::axum::websocket(service))
+        .route("/realtime", tether_tokio::axum::websocket(service.clone()))
+        // /metrics, /health and /ready for the operator.
+        .merge(tether_tokio::axum::operator_routes(service))
 }
 
 /// A tether service with one API key, `app`, whose secret is `secret`.

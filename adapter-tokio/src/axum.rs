@@ -31,7 +31,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
-use axum::routing::{MethodRouter, any};
+use axum::routing::{MethodRouter, any, get};
 use hyper_util::rt::TokioIo;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
@@ -46,6 +46,63 @@ where
     S: Clone + Send + Sync + 'static,
 {
     any(upgrade).with_state(service)
+}
+
+/// The operator's routes, to merge into the application's router (or serve on a port of
+/// their own): `GET /metrics` (OpenMetrics text, [`Service::metrics`]), `GET /health` (200
+/// while the process answers) and `GET /ready` (200 when [`Service::ready`], else 503 with
+/// the reason) — what [`Server`](crate::Server) answers on its own listener.
+pub fn operator_routes<S>(service: Service) -> axum::Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route(
+            "/health",
+            get(|| async { text(StatusCode::OK, "ok\n".into()) }),
+        )
+        .route("/ready", get(ready))
+        .with_state(service)
+}
+
+fn text(code: StatusCode, body: String) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = code;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+async fn metrics(State(service): State<Service>) -> Response {
+    match service.metrics().await {
+        Some(body) => {
+            let mut response = text(StatusCode::OK, body);
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            response
+        }
+        None => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the hub has stopped\n".into(),
+        ),
+    }
+}
+
+async fn ready(State(service): State<Service>) -> Response {
+    match service.ready().await {
+        Ok(()) => text(StatusCode::OK, "ready\n".into()),
+        Err(why) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
+    }
 }
 
 /// Whether `name`'s comma-separated values contain `token` (case-insensitive).

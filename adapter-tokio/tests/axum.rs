@@ -55,6 +55,25 @@ async fn the_example_app_serves_its_routes_and_tether_on_one_port() {
     )
     .await;
     assert!(api.contains("hello from the application's API"), "{api}");
+    // The operator's routes.
+    let health = http(
+        address,
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let ready = http(
+        address,
+        "GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let metrics = http(
+        address,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(metrics.contains("tether_connections 0"), "{metrics}");
     // tether's route answers what is not a WebSocket upgrade over HTTP.
     let plain = http(
         address,
@@ -128,6 +147,12 @@ async fn the_example_app_serves_its_routes_and_tether_on_one_port() {
     .await
     .expect("in time");
     assert_eq!(told, ErrorCode::ServerShuttingDown);
+    let ready = http(
+        address,
+        "GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
     subscriber.close().await;
     publisher.close().await;
     serving.abort();

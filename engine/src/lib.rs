@@ -52,7 +52,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use serde::{Deserialize, Serialize};
 use tether_core::server::{
     PublishOutcome, RestoredChannel, RestoredState, StorageCompletion, StorageSink, Store,
-    StoredMessage, StoredSession, pattern_matches,
+    StoredMessage, StoredSession, SyncTimes, pattern_matches,
 };
 use tether_core::wire::{ChannelMessage, ChannelName, MessageId, Position, SessionId};
 
@@ -199,6 +199,8 @@ pub struct Engine {
     /// lost, and the hub starts new epochs): the mode the store was *written* in, whatever
     /// this run's mode.
     unclean_interval: bool,
+    /// Shared with the worker thread: why it stopped taking writes, and its sync times.
+    observed: Arc<worker::Observed>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -263,6 +265,7 @@ impl Engine {
             heads: Mutex::new(Some(heads)),
             unclean,
             unclean_interval,
+            observed: Arc::new(worker::Observed::default()),
         })
     }
 
@@ -411,7 +414,19 @@ impl Store for Engine {
             Arc::new(self.config.clone()),
             heads,
             completions,
+            self.observed.clone(),
         )
+    }
+
+    fn health(&self) -> Result<(), String> {
+        match self.observed.poisoned() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    fn sync_times(&self) -> Option<SyncTimes> {
+        Some(self.observed.sync_times())
     }
 }
 

@@ -3,16 +3,16 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fjall::{OwnedWriteBatch, PersistMode};
 use tether_core::server::history::{self, PageItem};
 use tether_core::server::{
-    PublishOutcome, StorageCompletion, StorageRequest, StorageSink, continues,
+    PublishOutcome, StorageCompletion, StorageRequest, StorageSink, SyncTimes, continues,
 };
 use tether_core::wire::{ChannelMessage, ChannelName, HistoryQuery, Position, SessionId};
 use tether_core::{ErrorCode, ErrorInfo};
@@ -26,6 +26,42 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// Most keys one sweep deletes (the rest waits for the next: a sweep never stalls appends
 /// for long).
 const SWEEP_LIMIT: usize = 50_000;
+
+/// What the engine's thread shows the rest of the process (readiness, metrics).
+#[derive(Debug, Default)]
+pub(crate) struct Observed {
+    /// Why the engine stopped taking writes, once it did.
+    poisoned: Mutex<Option<String>>,
+    /// How long its syncs took.
+    syncs: Mutex<SyncTimes>,
+}
+
+impl Observed {
+    pub(crate) fn poisoned(&self) -> Option<String> {
+        self.poisoned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn poison(&self, error: &str) {
+        self.poisoned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert_with(|| error.to_owned());
+    }
+
+    pub(crate) fn sync_times(&self) -> SyncTimes {
+        *self.syncs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn synced(&self, took: Duration) {
+        self.syncs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .record(took);
+    }
+}
 
 /// The hub's end of the engine's queue.
 struct Sink {
@@ -73,6 +109,7 @@ pub(crate) fn start(
     config: Arc<EngineConfig>,
     heads: HashMap<ChannelName, Head>,
     completions: Box<dyn FnMut(StorageCompletion) + Send>,
+    observed: Arc<Observed>,
 ) -> io::Result<Box<dyn StorageSink>> {
     let (requests, queue) = mpsc::channel();
     let clean = Arc::new(AtomicBool::new(false));
@@ -83,6 +120,7 @@ pub(crate) fn start(
         heads,
         completions,
         poisoned: None,
+        observed,
         last_sync: Instant::now(),
         unsynced: false,
         last_sweep: Instant::now(),
@@ -105,6 +143,8 @@ struct Worker {
     completions: Box<dyn FnMut(StorageCompletion) + Send>,
     /// Set when a sync failed: what reached the disk is unknown, so nothing more is taken.
     poisoned: Option<String>,
+    /// Shared with the engine: the poison and sync times, for readiness and metrics.
+    observed: Arc<Observed>,
     last_sync: Instant,
     /// Written to the operating system since the last sync (interval durability).
     unsynced: bool,
@@ -175,8 +215,12 @@ impl Worker {
     }
 
     fn sync_now(&mut self) {
-        if let Err(error) = self.spaces.db.persist(PersistMode::SyncAll) {
+        let started = Instant::now();
+        let synced = self.spaces.db.persist(PersistMode::SyncAll);
+        self.observed.synced(started.elapsed());
+        if let Err(error) = synced {
             tracing::error!(%error, "the store could not sync; it takes no more writes");
+            self.observed.poison(&error.to_string());
             self.poisoned = Some(error.to_string());
         }
         self.unsynced = false;
@@ -267,6 +311,7 @@ impl Worker {
                 // the engine takes no more writes until it is opened again.
                 let error = self.failure(&format!("the store could not write: {error}"));
                 if self.poisoned.is_none() {
+                    self.observed.poison(&error.message);
                     self.poisoned = Some(error.message.clone());
                 }
                 for answer in &mut answers {

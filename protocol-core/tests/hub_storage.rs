@@ -662,3 +662,47 @@ fn regression_a_restored_session_accepts_a_serial_past_outcomes_a_crash_lost() {
         vec![ErrorCode::InvalidPublishSerial]
     );
 }
+
+/// Issue 19, metrics: the hub's totals count what it stored, delivered, acknowledged and
+/// refused, and how long acknowledgements waited for the store.
+#[test]
+fn totals_count_messages_publishes_and_the_wait_for_the_store() {
+    let mut h = HubHarness::with(durable(), 1);
+    let mut store = ModelStore::new();
+    let (subscriber, _) = h.connect_as("sub");
+    h.attach(subscriber, "news", None);
+    let (publisher, _) = h.connect_as("pub");
+    h.publish(
+        publisher,
+        0,
+        "news",
+        vec![message("a", "x"), message("b", "x")],
+    );
+    h.advance(Duration::from_millis(30));
+    store_all(&mut h, &mut store);
+    h.publish(publisher, 1, "news", vec![message("c", "x")]);
+    store_all(&mut h, &mut store);
+    // A resend is not a new publish; a duplicate id is not a new message.
+    h.publish(publisher, 1, "news", vec![message("c", "x")]);
+    h.publish(publisher, 2, "news", vec![message("a", "x")]);
+    store_all(&mut h, &mut store);
+    let totals = h.hub.stats().totals;
+    assert_eq!(totals.messages_stored, 3);
+    assert_eq!(totals.messages_delivered, 3);
+    assert_eq!(totals.publishes_acknowledged, 3);
+    assert_eq!(totals.publishes_refused, 0);
+    let bucket = |ms: u64| {
+        tether_core::server::PUBLISH_LATENCY_BOUNDS_MS
+            .iter()
+            .position(|b| ms <= *b)
+            .expect("a bucket")
+    };
+    assert_eq!(totals.publish_latency[bucket(30)], 1, "{totals:?}");
+    assert_eq!(totals.publish_latency[bucket(0)], 2, "{totals:?}");
+    assert_eq!(totals.publish_latency_sum_ms, 30);
+    assert_eq!(totals.publish_latency.iter().sum::<u64>(), 3);
+    // A refused publish (no such capability is needed: an empty publish is refused).
+    h.publish(publisher, 3, "news", vec![]);
+    store_all(&mut h, &mut store);
+    assert_eq!(h.hub.stats().totals.publishes_refused, 1);
+}

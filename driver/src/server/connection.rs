@@ -8,11 +8,12 @@ use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use futures_channel::oneshot;
-use futures_lite::{AsyncRead, AsyncWrite, FutureExt, StreamExt};
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt, FutureExt, StreamExt};
 use futures_util::SinkExt;
 use tether_core::embed::{Outbound, WriteBatch, Writer, close_code};
 use tether_core::server::TransportViolation;
 
+use super::observe::{Observer, response};
 use super::{Handshaking, Input, after, http, within};
 use crate::runtime::Runtime;
 use crate::tls::websocket_config;
@@ -86,6 +87,8 @@ pub(crate) struct Accepted<R> {
     pub(crate) deadline: Instant,
     pub(crate) close_timeout: Duration,
     pub(crate) handshaking: Handshaking,
+    /// For the operator's endpoints.
+    pub(crate) observer: Observer,
 }
 
 impl<R: Runtime> Accepted<R> {
@@ -102,6 +105,7 @@ impl<R: Runtime> Accepted<R> {
             deadline,
             close_timeout,
             handshaking,
+            observer,
         } = self;
         // Boxed: the handshake's state is large and needed only once; inline, it would size
         // the connection task's allocation for the connection's whole life.
@@ -110,9 +114,18 @@ impl<R: Runtime> Accepted<R> {
             let (request, mut stream) = http::read_request(stream)
                 .await
                 .map_err(|e| e.to_string())?;
-            if let http::Request::Refused(status) = request {
-                http::refuse(&mut stream, status).await;
-                return Err(format!("not a WebSocket upgrade: answered {status}"));
+            match request {
+                http::Request::Refused(status) => {
+                    http::refuse(&mut stream, status).await;
+                    return Err(format!("not a WebSocket upgrade: answered {status}"));
+                }
+                http::Request::Endpoint(endpoint) => {
+                    let answer = endpoint_answer(&observer, endpoint).await;
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                    let _ = stream.close().await;
+                    return Err(format!("{endpoint:?} answered"));
+                }
+                http::Request::Upgrade => {}
             }
             async_tungstenite::accept_async_with_config(stream, Some(websocket_config(max_frame)))
                 .await
@@ -130,6 +143,33 @@ impl<R: Runtime> Accepted<R> {
             }
         };
         run(runtime, ws, peer, inputs, close_timeout, handshaking).await;
+    }
+}
+
+/// The answer to an operator's endpoint.
+async fn endpoint_answer(observer: &Observer, endpoint: http::Endpoint) -> String {
+    match endpoint {
+        http::Endpoint::Health => response("200 OK", "text/plain; charset=utf-8", "ok\n"),
+        http::Endpoint::Ready => match observer.ready().await {
+            Ok(()) => response("200 OK", "text/plain; charset=utf-8", "ready\n"),
+            Err(why) => response(
+                "503 Service Unavailable",
+                "text/plain; charset=utf-8",
+                &format!("not ready: {why}\n"),
+            ),
+        },
+        http::Endpoint::Metrics => match observer.metrics().await {
+            Some(text) => response(
+                "200 OK",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                &text,
+            ),
+            None => response(
+                "503 Service Unavailable",
+                "text/plain; charset=utf-8",
+                "the hub has stopped\n",
+            ),
+        },
     }
 }
 

@@ -20,6 +20,19 @@ pub(crate) enum Request {
     Upgrade,
     /// Not an upgrade; answered with this status, then closed.
     Refused(&'static str),
+    /// A plain `GET` of an operator's endpoint; answered, then closed.
+    Endpoint(Endpoint),
+}
+
+/// The operator's endpoints on the server's own port (plain `GET`, no upgrade).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    /// `/metrics`: Prometheus text.
+    Metrics,
+    /// `/health`: alive (the process answers).
+    Health,
+    /// `/ready`: serving, the hub answering, the store taking writes.
+    Ready,
 }
 
 /// Reads the request head from `stream`; returns what it asks for and the stream with the
@@ -75,7 +88,14 @@ fn classify(request: &httparse::Request<'_, '_>) -> Request {
         return Request::Refused("405 Method Not Allowed");
     }
     if !has("upgrade", "websocket") || !has("connection", "upgrade") {
-        return Request::Refused("426 Upgrade Required");
+        let path = request.path.unwrap_or("/");
+        let path = path.split('?').next().unwrap_or(path);
+        return match path {
+            "/metrics" => Request::Endpoint(Endpoint::Metrics),
+            "/health" => Request::Endpoint(Endpoint::Health),
+            "/ready" => Request::Endpoint(Endpoint::Ready),
+            _ => Request::Refused("426 Upgrade Required"),
+        };
     }
     Request::Upgrade
 }

@@ -1,6 +1,7 @@
 //! The hub's task: inputs from the accept loop and the connections, in bursts, and one
 //! timer for the hub's deadline.
 
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Instant, SystemTime};
 
@@ -9,6 +10,7 @@ use tether_core::embed::{Connections, Flow, INPUT_BATCH, Origin, handle_batch};
 use tether_core::server::{Hub, HubEvent, RestoredState, Severity, StorageSink};
 
 use super::Input;
+use super::observe::Counters;
 use crate::runtime::Runtime;
 
 /// Drives `hub` until it is shut down or every sender of `inputs` is gone.
@@ -17,7 +19,12 @@ pub(crate) async fn drive<R: Runtime>(
     mut hub: Hub,
     mut inputs: tokio::sync::mpsc::Receiver<Input>,
     storage: Option<(RestoredState, Box<dyn StorageSink>)>,
+    counters: Arc<Counters>,
 ) {
+    let log_event = |event: HubEvent| {
+        counters.event(&event);
+        log_event(event);
+    };
     let origin = Origin::new(Instant::now());
     let mut connections = Connections::new();
     if let Some((restored, sink)) = storage {
@@ -53,7 +60,10 @@ pub(crate) async fn drive<R: Runtime>(
                     input,
                     INPUT_BATCH,
                     || inputs.try_recv().ok(),
-                    |input| connections.input(&mut hub, now, input, log_event),
+                    |input| {
+                        counters.input(&input);
+                        connections.input(&mut hub, now, input, log_event)
+                    },
                 );
                 if flow == Flow::Stop {
                     break;

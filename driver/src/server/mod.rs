@@ -7,6 +7,7 @@
 mod connection;
 mod http;
 mod hub;
+mod observe;
 
 use std::future::Future;
 use std::io;
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_channel::oneshot;
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt};
 use tether_core::embed::{self, ServerInput, SocketLimits};
-use tether_core::server::{Hub, StorageMode};
+use tether_core::server::{Hub, HubStats, StorageMode};
 
 use crate::client::Neutral;
 use crate::runtime::{Bind, Runtime};
@@ -74,6 +75,7 @@ struct Shared<R> {
     /// Sockets in their handshake now (TLS, WebSocket upgrade, or not yet past `connect`).
     handshakes: Arc<AtomicUsize>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    observer: observe::Observer,
 }
 
 impl<R: Runtime> Service<R> {
@@ -111,12 +113,20 @@ impl<R: Runtime> Service<R> {
             }
             None => None,
         };
+        let counters = Arc::new(observe::Counters::default());
         runtime.spawn(hub::drive(
             runtime.clone(),
             Hub::new(hub_config, seed),
             receiver,
             storage,
+            counters.clone(),
         ));
+        let observer = observe::Observer {
+            inputs: inputs.clone(),
+            counters,
+            store: config.store.clone(),
+            serving: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        };
         let (alive, tasks_ended) = async_channel::bounded(1);
         let (abort, aborted) = async_channel::bounded(1);
         Ok(Service {
@@ -131,6 +141,7 @@ impl<R: Runtime> Service<R> {
                 limits: config.sockets,
                 handshakes: Arc::new(AtomicUsize::new(0)),
                 tls,
+                observer,
             }),
         })
     }
@@ -187,7 +198,32 @@ impl<R: Runtime> Service<R> {
             deadline: after(shared.limits.handshake_timeout),
             close_timeout: shared.limits.close_timeout,
             handshaking: Handshaking(shared.handshakes.clone()),
+            observer: shared.observer.clone(),
         })
+    }
+
+    /// The hub's statistics and totals now; `None` once its task has stopped.
+    pub async fn stats(&self) -> Option<HubStats> {
+        self.shared.observer.stats().await
+    }
+
+    /// Every metric in the OpenMetrics text format (Prometheus scrapes it) (what `GET /metrics` answers): the
+    /// connections, sessions and channels now; messages stored and delivered, publishes by
+    /// outcome, bytes received and sent, slow consumers, resumes by outcome, disconnects and
+    /// authentication failures by error code since the start; publish → ACK time and, with
+    /// a store, its sync time as histograms in seconds. `None` once the hub has stopped.
+    pub async fn metrics(&self) -> Option<String> {
+        self.shared.observer.metrics().await
+    }
+
+    /// Whether the server takes connections and publishes now (what `GET /ready` answers
+    /// 200 for): not shutting down, its hub answering, its store (if any) taking writes;
+    /// otherwise why not.
+    ///
+    /// # Errors
+    /// The reason it is not ready, for people.
+    pub async fn ready(&self) -> Result<(), String> {
+        self.shared.observer.ready().await
     }
 
     /// Stops serving new connections, tells every client the server is shutting down
@@ -219,6 +255,7 @@ impl<R: Runtime> Service<R> {
     }
 
     fn stop_serving(&self) {
+        self.shared.observer.serving.store(false, Ordering::Relaxed);
         self.shared
             .alive
             .lock()

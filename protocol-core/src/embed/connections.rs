@@ -7,7 +7,8 @@ use bytes::Bytes;
 use crate::ErrorInfo;
 use crate::embed::Plumbing;
 use crate::server::{
-    ConnectionId, Hub, HubEvent, HubOutput, StorageCompletion, StorageSink, TransportViolation,
+    ConnectionId, Hub, HubEvent, HubOutput, HubStats, StorageCompletion, StorageSink,
+    TransportViolation,
 };
 use crate::time::Timestamp;
 
@@ -128,6 +129,8 @@ pub enum ServerInput<P: Plumbing, W> {
     /// Stop at once, as a crash would: no client is told, the store is abandoned (see
     /// [`StorageSink::abandon`]); answered once it is released.
     Abort(P::Reply<()>),
+    /// Answered with the hub's [`HubStats`] (for metrics and readiness).
+    Stats(P::Reply<HubStats>),
 }
 
 /// Whether the hub's task goes on after an input.
@@ -209,6 +212,10 @@ impl<W: Writer> Connections<W> {
                 }
                 P::reply(reply, ());
                 return Flow::Stop;
+            }
+            ServerInput::Stats(reply) => {
+                P::reply(reply, hub.stats());
+                return Flow::Continue;
             }
             ServerInput::Shutdown(reply) => {
                 self.shutdown(hub, now, &mut log);

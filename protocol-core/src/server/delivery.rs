@@ -379,8 +379,14 @@ impl Hub {
         let ids = super::record::digest(&messages);
         let published = self.publish_new(now, key, &name, messages, Some((serial, ids)));
         let (outcome, waiting, error) = match published {
-            Published::Done(None) => (Outcome::Acked, None, None),
-            Published::Done(Some(error)) => (Outcome::Refused(error.code), None, Some(error)),
+            Published::Done(None) => {
+                self.totals.acknowledged(Duration::ZERO);
+                (Outcome::Acked, None, None)
+            }
+            Published::Done(Some(error)) => {
+                self.totals.publishes_refused += 1;
+                (Outcome::Refused(error.code), None, Some(error))
+            }
             Published::Pending(request) => (Outcome::Pending(request), Some(request), None),
         };
         if let Some(session) = self.sessions.get_mut(&key) {
@@ -495,6 +501,7 @@ impl Hub {
             );
             match stored {
                 Ok((stored_serial, frame)) => {
+                    self.totals.messages_stored += 1;
                     let trim_at = now
                         .saturating_add(self.config.retention_age.min(self.config.dedupe_window));
                     self.schedule_trim(channel_key, trim_at);
@@ -590,6 +597,7 @@ impl Hub {
                 messages: pending,
                 origin: key,
                 publish: publish.map(|(serial, _)| serial),
+                received: now,
             },
         );
         self.store_request(StorageRequest::Append {
@@ -648,7 +656,7 @@ impl Hub {
             if key == origin && !echo {
                 self.send_own_message(now, connection, channel_key, serial);
             } else {
-                self.transmit(now, connection, frame.clone());
+                self.deliver(now, connection, frame.clone());
             }
         }
     }
@@ -680,6 +688,7 @@ impl Hub {
         connection: ConnectionId,
         pending_bytes: usize,
     ) {
+        self.totals.slow_consumers += 1;
         self.emit(HubEvent::SlowConsumer {
             connection,
             pending_bytes,
@@ -765,7 +774,7 @@ impl Hub {
                 if origin == key && !echo {
                     self.send_own_message(now, connection, channel_key, cursor + 1);
                 } else {
-                    self.transmit(now, connection, frame);
+                    self.deliver(now, connection, frame);
                 }
             }
         }

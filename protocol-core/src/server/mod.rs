@@ -33,8 +33,8 @@ pub use self::event::{ConnectionId, HubEvent, HubOutput, Severity};
 pub use self::model::{ModelStore, continues};
 use self::positions::RememberedPositions;
 pub use self::storage::{
-    PublishOutcome, RestoredChannel, RestoredState, StorageCompletion, StorageMode, StorageRequest,
-    StorageRequestId, StorageSink, Store, StoredMessage, StoredSession,
+    PublishOutcome, RestoredChannel, RestoredState, SYNC_BOUNDS_US, StorageCompletion, StorageMode,
+    StorageRequest, StorageRequestId, StorageSink, Store, StoredMessage, StoredSession, SyncTimes,
 };
 use self::timers::TimerQueue;
 use crate::client::Framing;
@@ -143,6 +143,8 @@ struct PendingAppend {
     origin: SessionKey,
     /// The publish serial it answers, if it came from a publish frame.
     publish: Option<u64>,
+    /// When the hub took the publish.
+    received: Time,
 }
 
 #[derive(Debug)]
@@ -213,6 +215,53 @@ pub struct HubStats {
     pub timers: usize,
     /// Timer queue pushes and pops since the hub started.
     pub timer_operations: u64,
+    /// What the hub did since it started.
+    pub totals: HubTotals,
+}
+
+/// Upper bounds, in milliseconds, of the buckets of [`HubTotals::publish_latency`].
+pub const PUBLISH_LATENCY_BOUNDS_MS: [u64; 11] = [0, 1, 2, 5, 10, 25, 50, 100, 250, 1000, 2500];
+
+/// Totals since the hub started, for metrics: each only grows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HubTotals {
+    /// New messages stored in a channel (fanned out, replayable, in history); a duplicate
+    /// dropped by the dedupe window is not counted.
+    pub messages_stored: u64,
+    /// Message frames sent to subscribers, live and replayed (an `own_message` is not one).
+    pub messages_delivered: u64,
+    /// New publishes (not resends) acknowledged.
+    pub publishes_acknowledged: u64,
+    /// New publishes refused (`nack`), whatever the code.
+    pub publishes_refused: u64,
+    /// Connections closed as slow consumers.
+    pub slow_consumers: u64,
+    /// Connects that resumed their session.
+    pub resumes: u64,
+    /// Connects that asked to resume a session that was unknown or expired (they got a new
+    /// one, `session_not_found`).
+    pub resumes_refused: u64,
+    /// Acknowledged new publishes by the time from the hub taking the publish frame to its
+    /// acknowledgement (with a store: the store's answer), in the buckets of
+    /// [`PUBLISH_LATENCY_BOUNDS_MS`]: `publish_latency[i]` counts those above bound `i - 1`
+    /// and at most bound `i`; the last entry counts those above every bound.
+    pub publish_latency: [u64; PUBLISH_LATENCY_BOUNDS_MS.len() + 1],
+    /// The sum of those times, in milliseconds.
+    pub publish_latency_sum_ms: u64,
+}
+
+impl HubTotals {
+    /// Counts an acknowledged new publish that took `latency`.
+    fn acknowledged(&mut self, latency: Duration) {
+        let ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+        let bucket = PUBLISH_LATENCY_BOUNDS_MS
+            .iter()
+            .position(|bound| ms <= *bound)
+            .unwrap_or(PUBLISH_LATENCY_BOUNDS_MS.len());
+        self.publish_latency[bucket] += 1;
+        self.publish_latency_sum_ms = self.publish_latency_sum_ms.saturating_add(ms);
+        self.publishes_acknowledged += 1;
+    }
 }
 
 /// The server side of tether: every session, channel, history buffer and dedupe window of
@@ -295,6 +344,7 @@ pub struct Hub {
     /// connection.
     reads: BTreeMap<StorageRequestId, PendingRead>,
     next_request: u64,
+    totals: HubTotals,
 }
 
 /// History requests one connection may have waiting for the store at once; beyond, a
@@ -357,6 +407,7 @@ impl Hub {
             outputs: VecDeque::new(),
             appends: BTreeMap::new(),
             reads: BTreeMap::new(),
+            totals: HubTotals::default(),
             next_request: 0,
         }
     }
@@ -376,6 +427,7 @@ impl Hub {
             remembered_positions: self.positions.len(),
             timers: self.timers.len(),
             timer_operations: self.timers.operations(),
+            totals: self.totals,
         }
     }
 
@@ -563,6 +615,12 @@ impl Hub {
         conn.last_sent = now;
         self.outputs
             .push_back(HubOutput::Transmit { connection, bytes });
+    }
+
+    /// Queues a message frame for a subscriber (counted in [`HubTotals::messages_delivered`]).
+    fn deliver(&mut self, now: Time, connection: ConnectionId, frame: Bytes) {
+        self.totals.messages_delivered += 1;
+        self.transmit(now, connection, frame);
     }
 
     /// Encodes and queues a frame. Frames are sized to fit the hub's frame allowance; should

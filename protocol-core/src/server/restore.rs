@@ -57,6 +57,12 @@ impl Hub {
             }
         }
         let origin = append.origin;
+        if append.publish.is_some() {
+            match error {
+                None => self.totals.acknowledged(now.since(append.received)),
+                Some(_) => self.totals.publishes_refused += 1,
+            }
+        }
         if let Some(serial) = append.publish {
             if let Some(session) = self.sessions.get_mut(&origin) {
                 let outcome = match &error {
@@ -219,7 +225,7 @@ impl Hub {
                     return;
                 };
                 match channel.encode(message, self.config.framing, &self.config.limits) {
-                    Ok((frame, _)) => self.transmit(now, connection, frame),
+                    Ok((frame, _)) => self.deliver(now, connection, frame),
                     Err(error) => {
                         self.close(now, connection, None, error);
                         return;
@@ -266,6 +272,7 @@ impl Hub {
                 });
                 return;
             }
+            self.totals.messages_stored += 1;
             channel.retain(
                 message.serial,
                 message.frame.clone(),

@@ -156,6 +156,11 @@ impl Hub {
             }
             usable.map(|(key, _)| key)
         });
+        match (resumed, &resume_error) {
+            (Some(_), _) => self.totals.resumes += 1,
+            (None, Some(_)) => self.totals.resumes_refused += 1,
+            (None, None) => {}
+        }
         let key = match resumed {
             Some(key) => {
                 let old = self.sessions.get(&key).and_then(|s| s.connection);

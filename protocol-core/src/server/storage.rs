@@ -252,4 +252,47 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         &self,
         completions: Box<dyn FnMut(StorageCompletion) + Send>,
     ) -> std::io::Result<Box<dyn StorageSink>>;
+
+    /// Whether the store takes writes now, for readiness checks: `Err` with the reason once
+    /// it stopped taking them (a failed write or sync, §7.7). By default always `Ok`.
+    ///
+    /// # Errors
+    /// The store failed and refuses every append until it is opened again.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// How long its syncs to disk took so far, for metrics; `None` (the default) for a store
+    /// that does not sync.
+    fn sync_times(&self) -> Option<SyncTimes> {
+        None
+    }
+}
+
+/// Upper bounds, in microseconds, of the buckets of [`SyncTimes::counts`].
+pub const SYNC_BOUNDS_US: [u64; 12] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+
+/// A histogram of sync durations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncTimes {
+    /// `counts[i]` counts syncs that took more than bound `i - 1` and at most bound `i` of
+    /// [`SYNC_BOUNDS_US`]; the last entry counts those above every bound.
+    pub counts: [u64; SYNC_BOUNDS_US.len() + 1],
+    /// The sum of every sync's duration, in microseconds.
+    pub sum_us: u64,
+}
+
+impl SyncTimes {
+    /// Counts one sync that took `took`.
+    pub fn record(&mut self, took: std::time::Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let bucket = SYNC_BOUNDS_US
+            .iter()
+            .position(|bound| us <= *bound)
+            .unwrap_or(SYNC_BOUNDS_US.len());
+        self.counts[bucket] += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
 }
