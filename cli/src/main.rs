@@ -5,6 +5,7 @@
 //! arguments (clap's usage errors, and values this tool refuses before doing anything).
 
 mod client;
+mod config;
 mod demo;
 mod serve;
 mod token;
@@ -57,16 +58,24 @@ struct Connection {
 enum Command {
     /// Run a server.
     Serve {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:7400")]
-        listen: String,
+        /// A TOML file with the whole configuration (every hub setting under `[hub]`, keys,
+        /// TLS, the store, namespaces); `TETHER__<SECTION>__<KEY>` variables override it, and
+        /// the options below override both. See docs/configuration.md.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the effective configuration (file, environment and options merged; secrets
+        /// masked) as TOML and exit.
+        #[arg(long)]
+        print_config: bool,
+        /// Address to listen on (default 127.0.0.1:7400).
+        #[arg(long)]
+        listen: Option<String>,
         /// API keys as name:secret (repeatable); also from TETHER_KEYS, comma-separated.
         #[arg(
             long = "key",
             env = "TETHER_KEYS",
             hide_env_values = true,
-            value_delimiter = ',',
-            required_unless_present = "keys_file"
+            value_delimiter = ','
         )]
         keys: Vec<String>,
         /// A file of API keys, one name:secret per line (blank lines and # comments ignored).
@@ -78,9 +87,10 @@ enum Command {
         /// PEM private key, to serve wss:// (with --tls-cert).
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
-        /// Seconds a new socket has to finish its TLS and WebSocket handshake (1 to 3600).
-        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
-        handshake_timeout: u64,
+        /// Seconds a new socket has to finish its TLS and WebSocket handshake (1 to 3600;
+        /// default 5).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        handshake_timeout: Option<u64>,
         /// Require tokens whose `aud` is (or contains) this audience.
         #[arg(long)]
         audience: Option<String>,
@@ -88,24 +98,24 @@ enum Command {
         #[arg(long)]
         issuer: Option<String>,
         /// Keep channel history and sessions in this directory (created if absent): with
-        /// `--sync batch` a restart, even after kill -9, is invisible to clients. Without it,
-        /// everything is in memory.
+        /// `--sync batch` a restart, even after kill -9, is invisible to clients. Without it
+        /// (or a `[store]` in the configuration), everything is in memory.
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// With --data-dir: `batch` syncs every batch of publishes to disk before they are
+        /// With a store: `batch` syncs every batch of publishes to disk before they are
         /// acknowledged (the default); a duration (e.g. `10ms`) syncs at most that often: a
         /// machine crash may lose that much, so after any unclean stop of such a run
         /// (kill -9 included) every channel starts a new epoch. `0s` means `batch`.
-        #[arg(long, default_value = "batch", requires = "data_dir")]
-        sync: String,
-        /// With --data-dir: history kept per channel pattern, as
-        /// `pattern=count/age` (e.g. `chat:*=10000/24h`, `cursor:*=0/0s`); first match wins.
-        /// A message goes when either bound is passed.
-        #[arg(long = "retention", requires = "data_dir")]
+        #[arg(long)]
+        sync: Option<String>,
+        /// With a store: history kept per channel pattern, as
+        /// `pattern=count/age` (e.g. `chat:*=10000/24h`, `cursor:*=0/0s`); first match wins,
+        /// before the configuration's namespaces. A message goes when either bound is passed.
+        #[arg(long = "retention")]
         retention: Vec<String>,
-        /// With --data-dir: history kept for channels no --retention matches.
-        #[arg(long, default_value = "10000/24h", requires = "data_dir")]
-        default_retention: String,
+        /// With a store: history kept for channels no rule matches (default 10000/24h).
+        #[arg(long)]
+        default_retention: Option<String>,
     },
     /// Mint a token (JWT, HS256) signed with an API key.
     Token {
@@ -162,6 +172,14 @@ enum Failure {
     Run(String),
 }
 
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Usage(message) | Failure::Run(message) => f.write_str(message),
+        }
+    }
+}
+
 impl Failure {
     fn usage(message: impl Into<String>) -> Failure {
         Failure::Usage(message.into())
@@ -191,6 +209,8 @@ async fn run(command: Command) -> Result<(), Failure> {
     };
     match command {
         Command::Serve {
+            config,
+            print_config,
             listen,
             keys,
             keys_file,
@@ -206,6 +226,8 @@ async fn run(command: Command) -> Result<(), Failure> {
         } => {
             serve::run(
                 serve::ServeOptions {
+                    config,
+                    print_config,
                     listen,
                     keys,
                     keys_file,
@@ -213,12 +235,10 @@ async fn run(command: Command) -> Result<(), Failure> {
                     handshake_timeout,
                     audience,
                     issuer,
-                    storage: data_dir.map(|dir| serve::StorageOptions {
-                        dir,
-                        sync,
-                        retention,
-                        default_retention,
-                    }),
+                    data_dir,
+                    sync,
+                    retention,
+                    default_retention,
                 },
                 signals.as_mut().expect("watched for serve"),
             )

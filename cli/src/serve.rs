@@ -9,27 +9,34 @@ use std::sync::Arc;
 use tether_engine::{Durability, Engine, EngineConfig, RetentionRule};
 use tether_tokio::{ApiKey, Capabilities, HubConfig, Server, ServerConfig};
 
+use crate::config::{self, ConfigFile, Namespace, StoreSection, TlsFiles};
 use crate::{Failure, StopSignals, parse_key};
 
-/// What `serve` was asked.
+/// What `serve` was asked on the command line.
 pub(crate) struct ServeOptions {
-    pub(crate) listen: String,
+    pub(crate) config: Option<PathBuf>,
+    pub(crate) print_config: bool,
+    pub(crate) listen: Option<String>,
     pub(crate) keys: Vec<String>,
     pub(crate) keys_file: Option<PathBuf>,
     /// Certificate chain and private key, PEM.
     pub(crate) tls: Option<(PathBuf, PathBuf)>,
-    pub(crate) handshake_timeout: u64,
+    pub(crate) handshake_timeout: Option<u64>,
     pub(crate) audience: Option<String>,
     pub(crate) issuer: Option<String>,
-    pub(crate) storage: Option<StorageOptions>,
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) sync: Option<String>,
+    pub(crate) retention: Vec<String>,
+    pub(crate) default_retention: Option<String>,
 }
 
-/// `--data-dir` and its options, as given.
+/// The store's options, merged from the configuration and the command line.
 pub(crate) struct StorageOptions {
     pub(crate) dir: PathBuf,
     pub(crate) sync: String,
-    pub(crate) retention: Vec<String>,
-    pub(crate) default_retention: String,
+    /// `pattern=count/age` rules, each with where it came from.
+    pub(crate) retention: Vec<(String, String)>,
+    pub(crate) default_retention: (String, String),
 }
 
 /// One key as given, and where it came from (for errors).
@@ -38,7 +45,75 @@ struct KeySource {
     origin: String,
 }
 
-pub(crate) async fn run(options: ServeOptions, signals: &mut StopSignals) -> Result<(), Failure> {
+/// The configuration file and environment, with the command line's options over them.
+fn merge(options: ServeOptions) -> Result<(ConfigFile, Vec<KeySource>), Failure> {
+    let mut file = config::load(options.config.as_deref(), std::env::vars())?;
+    if let Some(listen) = options.listen {
+        file.listen = Some(listen);
+    }
+    if let Some(seconds) = options.handshake_timeout {
+        file.handshake_timeout = Some(Duration::from_secs(seconds));
+    }
+    if let Some(audience) = options.audience {
+        file.hub.tokens.audience = Some(audience);
+    }
+    if let Some(issuer) = options.issuer {
+        file.hub.tokens.issuer = Some(issuer);
+    }
+    if let Some((cert, key)) = options.tls {
+        file.tls = Some(TlsFiles { cert, key });
+    }
+    if let Some(dir) = options.data_dir {
+        match &mut file.store {
+            Some(store) => store.data_dir = dir,
+            None => {
+                file.store = Some(StoreSection {
+                    data_dir: dir,
+                    sync: None,
+                    default_retention: None,
+                    default_retention_flag: false,
+                });
+            }
+        }
+    }
+    let store_option = |flag: &str| {
+        Failure::usage(format!(
+            "{flag} needs a store: give --data-dir or a [store] in the configuration"
+        ))
+    };
+    if let Some(sync) = options.sync {
+        file.store
+            .as_mut()
+            .ok_or_else(|| store_option("--sync"))?
+            .sync = Some(sync);
+    }
+    if let Some(retention) = options.default_retention {
+        let store = file
+            .store
+            .as_mut()
+            .ok_or_else(|| store_option("--default-retention"))?;
+        store.default_retention = Some(retention);
+        store.default_retention_flag = true;
+    }
+    if !options.retention.is_empty() && file.store.is_none() {
+        return Err(store_option("--retention"));
+    }
+    // Command-line rules first: the first match wins.
+    let mut namespaces = Vec::new();
+    for rule in options.retention {
+        let (pattern, retention) = rule.split_once('=').ok_or_else(|| {
+            Failure::usage(format!(
+                "--retention {rule:?}: pattern=count/age, e.g. chat:*=10000/24h"
+            ))
+        })?;
+        namespaces.push(Namespace {
+            pattern: pattern.to_owned(),
+            retention: Some(retention.to_owned()),
+            origin: Some(format!("--retention {rule:?}")),
+        });
+    }
+    namespaces.append(&mut file.namespaces);
+    file.namespaces = namespaces;
     let mut sources: Vec<KeySource> = options
         .keys
         .into_iter()
@@ -50,16 +125,28 @@ pub(crate) async fn run(options: ServeOptions, signals: &mut StopSignals) -> Res
     if let Some(path) = &options.keys_file {
         sources.extend(read_keys_file(path)?);
     }
-    let keys = parse_keys(&sources)?;
-    let mut config = ServerConfig::new({
-        let mut config = HubConfig::default();
-        config.keys = keys;
-        config
-    });
-    config.sockets.handshake_timeout = Duration::from_secs(options.handshake_timeout);
-    config.hub.tokens.audience = options.audience;
-    config.hub.tokens.issuer = options.issuer;
-    if let Some((cert, key)) = &options.tls {
+    Ok((file, sources))
+}
+
+pub(crate) async fn run(options: ServeOptions, signals: &mut StopSignals) -> Result<(), Failure> {
+    let print_config = options.print_config;
+    let (file, sources) = merge(options)?;
+    let keys = parse_keys(&file.hub.keys, &sources)?;
+    let mut hub = file.hub.clone();
+    hub.keys = keys;
+    if print_config {
+        let mut effective = file;
+        effective.hub.keys = hub.keys.clone();
+        print!("{}", config::print(&effective)?);
+        return Ok(());
+    }
+    let listen = file
+        .listen
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1:7400".to_owned());
+    let mut config = ServerConfig::new(hub);
+    config.sockets.handshake_timeout = file.handshake_timeout.unwrap_or(Duration::from_secs(5));
+    if let Some(TlsFiles { cert, key }) = &file.tls {
         let chain = read(cert, "TLS certificate")?;
         let private = read(key, "TLS private key")?;
         config.transport.tls = Some(tether_tokio::tls_from_pem(&chain, &private).map_err(|e| {
@@ -70,8 +157,31 @@ pub(crate) async fn run(options: ServeOptions, signals: &mut StopSignals) -> Res
             ))
         })?);
     }
-    if let Some(storage) = &options.storage {
-        let engine_config = engine_config(storage, &config.hub)?;
+    if let Some(section) = &file.store {
+        let storage = StorageOptions {
+            dir: section.data_dir.clone(),
+            sync: section.sync.clone().unwrap_or_else(|| "batch".into()),
+            retention: file
+                .namespaces
+                .iter()
+                .filter_map(|n| {
+                    n.retention.as_ref().map(|r| {
+                        let origin = n.origin.clone().unwrap_or_else(|| {
+                            format!("namespace {:?}: retention {r:?}", n.pattern)
+                        });
+                        (format!("{}={r}", n.pattern), origin)
+                    })
+                })
+                .collect(),
+            default_retention: match &section.default_retention {
+                Some(r) if section.default_retention_flag => {
+                    (r.clone(), format!("--default-retention {r:?}"))
+                }
+                Some(r) => (r.clone(), format!("[store] default_retention {r:?}")),
+                None => ("10000/24h".into(), "default retention".into()),
+            },
+        };
+        let engine_config = engine_config(&storage, &config.hub)?;
         let dir = &storage.dir;
         if dir.exists() && !dir.is_dir() {
             return Err(Failure::usage(format!(
@@ -102,6 +212,10 @@ pub(crate) async fn run(options: ServeOptions, signals: &mut StopSignals) -> Res
         };
         println!("store {} ({state})", storage.dir.display());
         config.store = Some(Arc::new(engine));
+    } else if file.namespaces.iter().any(|n| n.retention.is_some()) {
+        return Err(Failure::usage(
+            "a namespace's retention needs a store: give --data-dir or a [store]",
+        ));
     }
     raise_file_limit(&config);
     let scheme = if config.transport.tls.is_some() {
@@ -109,11 +223,11 @@ pub(crate) async fn run(options: ServeOptions, signals: &mut StopSignals) -> Res
     } else {
         "ws"
     };
-    let server = Server::bind(options.listen.as_str(), config)
+    let server = Server::bind(listen.as_str(), config)
         .await
-        .map_err(|e| Failure::run(format!("cannot listen on {}: {e}", options.listen)))?;
+        .map_err(|e| Failure::run(format!("cannot listen on {listen}: {e}")))?;
     println!(
-        "tether server on {scheme}://{}/ (Ctrl-C or SIGTERM to stop)",
+        "tether server on {scheme}://{}/ (Ctrl-C or SIGTERM to stop; /metrics, /health, /ready)",
         server.local_addr()
     );
     let signal = signals.next().await?;
@@ -142,10 +256,26 @@ fn read_keys_file(path: &Path) -> Result<Vec<KeySource>, Failure> {
         .collect())
 }
 
-/// Every key, refusing empty names or secrets and a name given twice.
-fn parse_keys(sources: &[KeySource]) -> Result<Vec<ApiKey>, Failure> {
+/// Every key — the configuration's, then the command line's — refusing empty names or
+/// secrets and a name given twice.
+fn parse_keys(from_file: &[ApiKey], sources: &[KeySource]) -> Result<Vec<ApiKey>, Failure> {
     let mut names = HashSet::new();
-    let mut keys = Vec::with_capacity(sources.len());
+    let mut keys = Vec::with_capacity(from_file.len() + sources.len());
+    for key in from_file {
+        if key.name.is_empty() || key.secret.is_empty() {
+            return Err(Failure::usage(format!(
+                "configuration: key {:?} has an empty name or secret",
+                key.name
+            )));
+        }
+        if !names.insert(key.name.clone()) {
+            return Err(Failure::usage(format!(
+                "configuration: key {:?} is given twice",
+                key.name
+            )));
+        }
+        keys.push(key.clone());
+    }
     for source in sources {
         let (name, secret) = parse_key(&source.text)
             .map_err(|e| Failure::usage(format!("{}: {e}", source.origin)))?;
@@ -163,7 +293,7 @@ fn parse_keys(sources: &[KeySource]) -> Result<Vec<ApiKey>, Failure> {
     }
     if keys.is_empty() {
         return Err(Failure::usage(
-            "no API key: give --key name:secret or --keys-file",
+            "no API key: give --key name:secret, --keys-file, or [[hub.keys]] in --config",
         ));
     }
     Ok(keys)
@@ -203,22 +333,18 @@ fn engine_config(storage: &StorageOptions, hub: &HubConfig) -> Result<EngineConf
             }
         }
     };
-    config.default_retention = parse_retention(
-        &format!("--default-retention {:?}", storage.default_retention),
-        &storage.default_retention,
-    )?;
-    for rule in &storage.retention {
+    config.default_retention =
+        parse_retention(&storage.default_retention.1, &storage.default_retention.0)?;
+    for (rule, origin) in &storage.retention {
         let (pattern, retention) = rule.split_once('=').ok_or_else(|| {
             Failure::usage(format!(
-                "--retention {rule:?}: pattern=count/age, e.g. chat:*=10000/24h"
+                "{origin}: pattern=count/age, e.g. chat:*=10000/24h"
             ))
         })?;
         if pattern.is_empty() {
-            return Err(Failure::usage(format!(
-                "--retention {rule:?}: the pattern is empty"
-            )));
+            return Err(Failure::usage(format!("{origin}: the pattern is empty")));
         }
-        let (count, age) = parse_retention(&format!("--retention {rule:?}"), retention)?;
+        let (count, age) = parse_retention(origin, retention)?;
         config.retention.push(RetentionRule {
             pattern: pattern.to_owned(),
             count,

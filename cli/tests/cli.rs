@@ -619,3 +619,79 @@ fn serve_on_sigterm_tells_its_subscribers_before_exiting() {
         );
     }
 }
+
+/// Issue 19, item 4: `serve --config` — a bad value names the file, line and key (exit 2);
+/// an environment override is checked the same way; `--print-config` shows the effective
+/// configuration (file, environment and options merged) with secrets masked.
+#[test]
+fn serve_config_file_errors_name_file_line_and_key_and_print_config_masks_secrets() {
+    let dir = scratch("config");
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "listen = \"127.0.0.1:0\"\n\n[hub]\nmax_connections = -3\n",
+    )
+    .expect("writes");
+    let bad_arg = bad.to_string_lossy().into_owned();
+    expect(
+        &tether(&["serve", "--config", &bad_arg, "--key", "a:b"], b""),
+        2,
+        &format!("{bad_arg}:4, key `hub.max_connections`"),
+    );
+    let unknown = dir.join("unknown.toml");
+    std::fs::write(&unknown, "[hub]\nsesion_ttl = \"5m\"\n").expect("writes");
+    let unknown_arg = unknown.to_string_lossy().into_owned();
+    expect(
+        &tether(&["serve", "--config", &unknown_arg, "--key", "a:b"], b""),
+        2,
+        "unknown field `sesion_ttl`",
+    );
+    let good = dir.join("tether.toml");
+    std::fs::write(
+        &good,
+        "[hub]\nsession_ttl = \"5m\"\n\n[[hub.keys]]\nname = \"app\"\nsecret = \"file-secret\"\n",
+    )
+    .expect("writes");
+    let good_arg = good.to_string_lossy().into_owned();
+    let output = Command::new(TETHER)
+        .args([
+            "serve",
+            "--config",
+            &good_arg,
+            "--key",
+            "cli:cli-secret",
+            "--listen",
+        ])
+        .arg("127.0.0.1:7999")
+        .args(["--print-config"])
+        .env_remove("TETHER_KEYS")
+        .env("TETHER__HUB__HEARTBEAT_INTERVAL", "20s")
+        .output()
+        .expect("runs");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{printed}");
+    for expected in [
+        "listen = \"127.0.0.1:7999\"",
+        "session_ttl = \"5m\"",
+        "heartbeat_interval = \"20s\"",
+        "name = \"app\"",
+        "name = \"cli\"",
+    ] {
+        assert!(printed.contains(expected), "{expected} in:\n{printed}");
+    }
+    assert!(
+        !printed.contains("file-secret") && !printed.contains("cli-secret"),
+        "{printed}"
+    );
+    let output = Command::new(TETHER)
+        .args(["serve", "--config", &good_arg])
+        .env("TETHER__HUB__SESSION_TTL", "soon")
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("TETHER__HUB__SESSION_TTL (hub.session_ttl)"),
+        "{stderr}"
+    );
+}

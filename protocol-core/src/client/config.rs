@@ -32,7 +32,8 @@ impl fmt::Debug for Auth {
 }
 
 /// How frames are delimited on the transport.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Framing {
     /// One frame per transport message (WebSocket binary messages).
     #[default]

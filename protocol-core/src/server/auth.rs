@@ -82,13 +82,15 @@ pub fn pattern_matches(pattern: &str, channel: &str) -> bool {
 }
 
 /// An API key the hub accepts.
-#[derive(Clone)]
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ApiKey {
     /// The public name (also the `kid` of tokens signed with it).
     pub name: String,
     /// The secret.
     pub secret: String,
     /// What a client authenticated with this key directly may do.
+    #[serde(default = "Capabilities::all")]
     pub capabilities: Capabilities,
 }
 
@@ -103,9 +105,11 @@ impl fmt::Debug for ApiKey {
 }
 
 /// How tokens are checked.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TokenRules {
     /// Allowed clock difference for `exp` and `nbf` (at most 60 s; default 30 s).
+    #[serde(with = "humantime_serde")]
     pub leeway: Duration,
     /// Required `aud`, if any.
     pub audience: Option<String>,

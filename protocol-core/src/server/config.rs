@@ -2,13 +2,16 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use super::auth::{ApiKey, TokenRules};
 use super::storage::StorageMode;
 use crate::client::Framing;
 use crate::wire::Limits;
 
 /// Everything a [`Hub`](super::Hub) needs to know up front.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct HubConfig {
     /// Keys for API-key auth and for verifying tokens (`kid` = key name).
@@ -18,16 +21,22 @@ pub struct HubConfig {
     /// Frame and field limits for client frames.
     pub limits: Limits,
     /// Heartbeat interval when the client does not ask for one (default 15 s).
+    #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
     /// Smallest heartbeat interval a client may ask for (default 5 s).
+    #[serde(with = "humantime_serde")]
     pub min_heartbeat_interval: Duration,
     /// Largest heartbeat interval a client may ask for (default 300 s).
+    #[serde(with = "humantime_serde")]
     pub max_heartbeat_interval: Duration,
     /// Grace added to the heartbeat interval before an idle client is closed (default 10 s).
+    #[serde(with = "humantime_serde")]
     pub idle_grace: Duration,
     /// Deadline for the first frame after a transport opens (default 5 s).
+    #[serde(with = "humantime_serde")]
     pub first_frame_timeout: Duration,
     /// How long a dropped session is kept for resume (default 120 s).
+    #[serde(with = "humantime_serde")]
     pub session_ttl: Duration,
     /// Most channels one session may be attached to (default 100).
     pub max_channels_per_session: usize,
@@ -55,8 +64,10 @@ pub struct HubConfig {
     /// Messages retained per channel for resume and history (default 1,000).
     pub retention_count: usize,
     /// How long messages are retained (default 120 s).
+    #[serde(with = "humantime_serde")]
     pub retention_age: Duration,
     /// How long a message id is remembered to drop duplicates (default 120 s).
+    #[serde(with = "humantime_serde")]
     pub dedupe_window: Duration,
     /// Most message ids remembered per channel (default 100,000); the oldest go first.
     pub dedupe_capacity: usize,
@@ -64,9 +75,11 @@ pub struct HubConfig {
     pub framing: Framing,
     /// Where channel logs and sessions are kept (default: in memory; see
     /// [`storage`](super::storage)).
+    #[serde(skip)]
     pub storage: StorageMode,
     /// A deliberately broken behaviour, for checking the conformance checker.
     #[cfg(feature = "sabotage")]
+    #[serde(skip)]
     pub sabotage: crate::sabotage::Sabotage,
 }
 

@@ -10,7 +10,8 @@ use super::types::{ChannelName, Message, PROTOCOL_VERSION};
 use crate::error::ErrorCode;
 
 /// Size and count limits applied while decoding (and the frame size while encoding).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Largest frame, in bytes (default 64 KiB).
     pub max_frame_size: usize,

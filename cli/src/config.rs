@@ -1,0 +1,332 @@
+//! `tether serve --config FILE`: the server's whole configuration in one TOML file — every
+//! `HubConfig` setting under `[hub]` (durations human-readable: `15s`, `2m`), keys, TLS,
+//! the listener, the store and per-pattern namespaces — with environment overrides
+//! (`TETHER__HUB__SESSION_TTL=5m`), errors that name the file, line and key, and the
+//! effective configuration printed with secrets masked (`--print-config`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tether_tokio::HubConfig;
+
+use crate::Failure;
+
+/// Environment variables overriding the file start with this; `__` separates the levels of
+/// the key's path (`TETHER__HUB__LIMITS__MAX_FRAME_SIZE`).
+pub(crate) const ENV_PREFIX: &str = "TETHER__";
+
+/// What a configuration file holds. Every field is optional; what is absent takes the
+/// command-line value, else the default.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ConfigFile {
+    /// Address to listen on (default `127.0.0.1:7400`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) listen: Option<String>,
+    /// Time a new socket has to finish its TLS and WebSocket handshake (default 5 s).
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub(crate) handshake_timeout: Option<Duration>,
+    /// The hub: every `HubConfig` setting, keys (`[[hub.keys]]`) and token rules
+    /// (`[hub.tokens]`) included.
+    pub(crate) hub: HubConfig,
+    /// Serve `wss://` with this certificate chain and key (PEM files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tls: Option<TlsFiles>,
+    /// Keep history and sessions on disk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) store: Option<StoreSection>,
+    /// Options per channel pattern, first match wins.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) namespaces: Vec<Namespace>,
+}
+
+/// `[tls]`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TlsFiles {
+    /// PEM certificate chain.
+    pub(crate) cert: PathBuf,
+    /// PEM private key.
+    pub(crate) key: PathBuf,
+}
+
+/// `[store]`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StoreSection {
+    /// The data directory (created if absent).
+    pub(crate) data_dir: PathBuf,
+    /// `batch` (the default) or an interval such as `10ms` (see `--sync`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) sync: Option<String>,
+    /// History kept for channels no namespace matches, `count/age` (default `10000/24h`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) default_retention: Option<String>,
+    /// Whether `default_retention` came from `--default-retention`, for errors.
+    #[serde(skip)]
+    pub(crate) default_retention_flag: bool,
+}
+
+/// `[[namespaces]]`: options for the channels matching `pattern`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Namespace {
+    /// A channel pattern (`chat:*`).
+    pub(crate) pattern: String,
+    /// History kept, `count/age` (`10000/24h`; `0/0s` for none), with a store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) retention: Option<String>,
+    /// Where it was given, for errors (`--retention "…"`); `None` for the file's.
+    #[serde(skip)]
+    pub(crate) origin: Option<String>,
+}
+
+/// Reads `path` and applies the `TETHER__…` variables of `env` over it (also without a
+/// file: then they apply over the defaults).
+///
+/// # Errors
+/// The file cannot be read, or a value in it or in the environment is refused: the message
+/// names the file, line and key, or the variable.
+pub(crate) fn load(
+    path: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<ConfigFile, Failure> {
+    let (text, origin) = match path {
+        Some(path) => (
+            std::fs::read_to_string(path)
+                .map_err(|e| Failure::usage(format!("config file {}: {e}", path.display())))?,
+            path.display().to_string(),
+        ),
+        None => (String::new(), String::new()),
+    };
+    let mut table: toml::Table = match toml::from_str::<ConfigFile>(&text) {
+        Ok(_) => toml::from_str(&text).map_err(|e| Failure::usage(locate(&origin, &text, &e)))?,
+        Err(error) => return Err(Failure::usage(locate(&origin, &text, &error))),
+    };
+    let mut overrides: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+        .collect();
+    overrides.sort();
+    for (name, value) in overrides {
+        let path: Vec<String> = name[ENV_PREFIX.len()..]
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect();
+        if path.iter().any(String::is_empty) {
+            return Err(Failure::usage(format!(
+                "environment {name}: an empty level in the key's path"
+            )));
+        }
+        set(&mut table, &path, parse_value(&value))
+            .map_err(|why| Failure::usage(format!("environment {name}: {why}")))?;
+        ConfigFile::deserialize(table.clone()).map_err(|e| {
+            Failure::usage(format!(
+                "environment {name} ({}): {}",
+                path.join("."),
+                e.message()
+            ))
+        })?;
+    }
+    ConfigFile::deserialize(table).map_err(|e| Failure::usage(e.message().to_owned()))
+}
+
+/// A variable's value as TOML (a number, a boolean, an array…), else as a string.
+fn parse_value(text: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {text}"))
+        .ok()
+        .and_then(|mut table| table.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_owned()))
+}
+
+/// Sets `path` in `table`, creating the tables on the way.
+fn set(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let Some((last, parents)) = path.split_last() else {
+        return Err("no key".into());
+    };
+    let mut at = table;
+    for key in parents {
+        let entry = at
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        at = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{key}` is not a table"))?;
+    }
+    at.insert(last.clone(), value);
+    Ok(())
+}
+
+/// A parse or value error with its file, line, and the key's full path.
+fn locate(origin: &str, text: &str, error: &toml::de::Error) -> String {
+    let message = error.message();
+    let Some(span) = error.span() else {
+        return format!("{origin}: {message}");
+    };
+    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    let line_text = text.lines().nth(line - 1).unwrap_or("");
+    // The key: what the line assigns, under the last table header above it.
+    let key = line_text
+        .split_once('=')
+        .map(|(key, _)| key.trim().trim_matches('"').to_owned());
+    let section = text
+        .lines()
+        .take(line - 1)
+        .filter_map(|l| {
+            let l = l.trim();
+            l.starts_with('[')
+                .then(|| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned())
+        })
+        .last();
+    let path = match (section, key) {
+        (Some(section), Some(key)) => format!(", key `{section}.{key}`"),
+        (None, Some(key)) => format!(", key `{key}`"),
+        (Some(section), None) => format!(", in `[{section}]`"),
+        (None, None) => String::new(),
+    };
+    format!("{origin}:{line}{path}: {message}")
+}
+
+/// The configuration as TOML, with every key's secret masked.
+pub(crate) fn print(config: &ConfigFile) -> Result<String, Failure> {
+    let mut table = toml::Table::try_from(config)
+        .map_err(|e| Failure::run(format!("the configuration cannot be printed: {e}")))?;
+    if let Some(keys) = table
+        .get_mut("hub")
+        .and_then(|hub| hub.get_mut("keys"))
+        .and_then(toml::Value::as_array_mut)
+    {
+        for key in keys {
+            if let Some(secret) = key.get_mut("secret") {
+                *secret = toml::Value::String("********".into());
+            }
+        }
+    }
+    toml::to_string_pretty(&table)
+        .map_err(|e| Failure::run(format!("the configuration cannot be printed: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn file(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("a directory");
+        let path = dir.path().join("tether.toml");
+        std::fs::write(&path, text).expect("writes");
+        (dir, path)
+    }
+
+    /// Every `HubConfig` field has a key: the printed defaults name each field of its
+    /// `Debug` form but the two set elsewhere (`storage`: by the store's presence;
+    /// `sabotage`: tests only), and read back unchanged.
+    #[test]
+    fn every_hub_config_field_has_a_config_file_key() {
+        let defaults = HubConfig::default();
+        let debug = format!("{defaults:#?}");
+        let fields: Vec<&str> = debug
+            .lines()
+            .filter(|line| line.starts_with("    ") && !line.starts_with("     "))
+            .filter_map(|line| line.trim().split_once(':').map(|(name, _)| name))
+            .filter(|name| !["storage", "sabotage"].contains(name))
+            .collect();
+        assert!(fields.len() >= 20, "{fields:?}");
+        let mut with_key = defaults.clone();
+        with_key.keys = vec![tether_tokio::ApiKey {
+            name: "app".into(),
+            secret: "s".into(),
+            capabilities: tether_tokio::Capabilities::all(),
+        }];
+        with_key.tokens.audience = Some("aud".into());
+        with_key.tokens.issuer = Some("iss".into());
+        let printed = toml::to_string(&with_key).expect("prints");
+        let table: toml::Table = toml::from_str(&printed).expect("parses");
+        for field in &fields {
+            assert!(
+                table.contains_key(*field),
+                "no key for HubConfig::{field}:\n{printed}"
+            );
+        }
+        let back: HubConfig = toml::from_str(&printed).expect("reads back");
+        assert_eq!(format!("{back:?}"), format!("{with_key:?}"));
+    }
+
+    #[test]
+    fn durations_are_human_readable_and_env_overrides_the_file() {
+        let (_dir, path) = file(
+            "listen = \"0.0.0.0:9000\"\n[hub]\nsession_ttl = \"5m\"\nmax_connections = 10\n\
+             [hub.limits]\nmax_frame_size = 131072\n",
+        );
+        let config = load(
+            Some(&path),
+            env(&[
+                ("TETHER__HUB__MAX_CONNECTIONS", "20"),
+                ("TETHER__HUB__HEARTBEAT_INTERVAL", "20s"),
+                ("TETHER_KEYS", "not:ours"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(config.listen.as_deref(), Some("0.0.0.0:9000"));
+        assert_eq!(config.hub.session_ttl, Duration::from_secs(300));
+        assert_eq!(config.hub.max_connections, 20);
+        assert_eq!(config.hub.heartbeat_interval, Duration::from_secs(20));
+        assert_eq!(config.hub.limits.max_frame_size, 131_072);
+        assert_eq!(config.hub.retention_count, 1000, "untouched: the default");
+    }
+
+    #[test]
+    fn bad_values_name_the_file_line_and_key() {
+        let (_dir, path) =
+            file("listen = \"x\"\n\n[hub]\nretention_count = 5\nsession_ttl = \"soon\"\n");
+        let error = load(Some(&path), env(&[]))
+            .expect_err("refused")
+            .to_string();
+        let expected = format!("{}:5, key `hub.session_ttl`", path.display());
+        assert!(error.contains(&expected), "{error}");
+        let (_dir, path) = file("[hub]\nno_such_setting = 1\n");
+        let error = load(Some(&path), env(&[]))
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            error.contains(":2") && error.contains("no_such_setting"),
+            "{error}"
+        );
+        let (_dir, path) = file("[hub.limits]\nmax_frame_size = \"big\"\n");
+        let error = load(Some(&path), env(&[]))
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            error.contains(":2, key `hub.limits.max_frame_size`"),
+            "{error}"
+        );
+        let error = load(None, env(&[("TETHER__HUB__SESSION_TTL", "soon")]))
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            error.contains("environment TETHER__HUB__SESSION_TTL (hub.session_ttl)"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn printed_configuration_masks_secrets() {
+        let (_dir, path) = file("[[hub.keys]]\nname = \"app\"\nsecret = \"very-secret\"\n");
+        let config = load(Some(&path), env(&[])).expect("loads");
+        assert_eq!(
+            config.hub.keys[0].capabilities,
+            tether_tokio::Capabilities::all()
+        );
+        let printed = print(&config).expect("prints");
+        assert!(!printed.contains("very-secret"), "{printed}");
+        assert!(printed.contains("********"), "{printed}");
+        assert!(printed.contains("session_ttl = \"2m\""), "{printed}");
+    }
+}
