@@ -27,6 +27,9 @@
 
 use std::net::SocketAddr;
 
+mod api;
+pub use api::{KEY_HEADER, api_routes};
+
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};

@@ -24,6 +24,10 @@ pub(crate) struct ConfigFile {
     /// Address to listen on (default `127.0.0.1:7400`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) listen: Option<String>,
+    /// Serve the HTTP API (`/api/…`) and the operator's routes on this address too (keep it
+    /// private); default: no HTTP API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) api_listen: Option<String>,
     /// Time a new socket has to finish its TLS and WebSocket handshake (default 5 s).
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub(crate) handshake_timeout: Option<Duration>,

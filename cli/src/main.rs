@@ -70,6 +70,11 @@ enum Command {
         /// Address to listen on (default 127.0.0.1:7400).
         #[arg(long)]
         listen: Option<String>,
+        /// Also serve the HTTP API (POST /api/publish, GET /api/history, GET /api/channels,
+        /// authenticated by `X-Tether-Key: name:secret`) and /metrics, /health, /ready on
+        /// this address; keep it private (docs/http-api.md).
+        #[arg(long)]
+        api_listen: Option<String>,
         /// API keys as name:secret (repeatable); also from TETHER_KEYS, comma-separated.
         #[arg(
             long = "key",
@@ -212,6 +217,7 @@ async fn run(command: Command) -> Result<(), Failure> {
             config,
             print_config,
             listen,
+            api_listen,
             keys,
             keys_file,
             tls_cert,
@@ -229,6 +235,7 @@ async fn run(command: Command) -> Result<(), Failure> {
                     config,
                     print_config,
                     listen,
+                    api_listen,
                     keys,
                     keys_file,
                     tls: tls_cert.zip(tls_key),

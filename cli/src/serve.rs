@@ -17,6 +17,7 @@ pub(crate) struct ServeOptions {
     pub(crate) config: Option<PathBuf>,
     pub(crate) print_config: bool,
     pub(crate) listen: Option<String>,
+    pub(crate) api_listen: Option<String>,
     pub(crate) keys: Vec<String>,
     pub(crate) keys_file: Option<PathBuf>,
     /// Certificate chain and private key, PEM.
@@ -50,6 +51,9 @@ fn merge(options: ServeOptions) -> Result<(ConfigFile, Vec<KeySource>), Failure>
     let mut file = config::load(options.config.as_deref(), std::env::vars())?;
     if let Some(listen) = options.listen {
         file.listen = Some(listen);
+    }
+    if let Some(api_listen) = options.api_listen {
+        file.api_listen = Some(api_listen);
     }
     if let Some(seconds) = options.handshake_timeout {
         file.handshake_timeout = Some(Duration::from_secs(seconds));
@@ -144,6 +148,7 @@ pub(crate) async fn run(options: ServeOptions, signals: &mut StopSignals) -> Res
         .listen
         .clone()
         .unwrap_or_else(|| "127.0.0.1:7400".to_owned());
+    let api_keys = hub.keys.clone();
     let mut config = ServerConfig::new(hub);
     config.sockets.handshake_timeout = file.handshake_timeout.unwrap_or(Duration::from_secs(5));
     if let Some(TlsFiles { cert, key }) = &file.tls {
@@ -230,9 +235,37 @@ pub(crate) async fn run(options: ServeOptions, signals: &mut StopSignals) -> Res
         "tether server on {scheme}://{}/ (Ctrl-C or SIGTERM to stop; /metrics, /health, /ready)",
         server.local_addr()
     );
+    let api = match &file.api_listen {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address.as_str())
+                .await
+                .map_err(|e| Failure::run(format!("cannot listen on {address}: {e}")))?;
+            let local = listener
+                .local_addr()
+                .map_err(|e| Failure::run(format!("--api-listen {address}: {e}")))?;
+            let service = server.service().clone();
+            let router = tether_tokio::axum::api_routes(service.clone(), api_keys)
+                .merge(tether_tokio::axum::operator_routes(service));
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await
+            });
+            println!("HTTP API on http://{local}/api/ (X-Tether-Key: name:secret)");
+            Some((stop, task))
+        }
+        None => None,
+    };
     let signal = signals.next().await?;
     eprintln!("{signal}: shutting down (clients are told server_shutting_down)");
     server.shutdown().await;
+    if let Some((stop, task)) = api {
+        let _ = stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
     Ok(())
 }
 

@@ -447,6 +447,9 @@ fn hub_output(output: HubOutput) -> Value {
         }
         HubOutput::Event(event) => serde_json::json!({"event": json(&event)}),
         HubOutput::Storage(request) => serde_json::json!({"storage": format!("{request:?}")}),
+        HubOutput::Api { id, answer } => {
+            serde_json::json!({"api": format!("{id:?}: {answer:?}")})
+        }
     }
 }
 

@@ -7,8 +7,12 @@ pub use tether_core::embed::{
     ChannelEvent, ConnectionStateChange, ConnectionStats, Credentials, Error, Refusable,
     TokenError, TokenFuture, TokenProvider,
 };
-pub use tether_core::server::{ApiKey, Capabilities, Claims, HubConfig, Operation, mint_token};
+pub use tether_core::server::{
+    ApiKey, Capabilities, ChannelSummary, Claims, HubConfig, HubStats, HubTotals, Operation,
+    PublishedMessage, mint_token,
+};
 pub use tether_core::wire::{
-    ChannelMessage, Continuity, Direction, HistoryBound, HistoryQuery, Message, Position,
+    ChannelMessage, ChannelName, ClientId, Continuity, Direction, HistoryBound, HistoryQuery,
+    Message, MessageId, Position,
 };
 pub use tether_core::{ErrorCode, ErrorInfo};

@@ -393,7 +393,7 @@ pub fn hub_ops(data: &[u8]) {
                     }
                 }
                 HubOutput::Close { connection, .. } => good_closed |= connection == good,
-                HubOutput::Event(_) | HubOutput::Storage(_) => {}
+                HubOutput::Event(_) | HubOutput::Storage(_) | HubOutput::Api { .. } => {}
             }
         }
         assert!(!good_closed, "the well-behaved client was closed");

@@ -505,7 +505,7 @@ impl World {
                 self.stats.slow_consumer_drops += 1;
             }
             HubOutput::Event(HubEvent::StorageFailed { .. }) => self.stats.store_failures += 1,
-            HubOutput::Event(_) => {}
+            HubOutput::Event(_) | HubOutput::Api { .. } => {}
             HubOutput::Storage(request) => {
                 // A sync takes 1-5 ms mostly, up to 50 ms often, up to 2 s now and then;
                 // the store answers in order.

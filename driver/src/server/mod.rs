@@ -19,7 +19,13 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_channel::oneshot;
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt};
 use tether_core::embed::{self, ServerInput, SocketLimits};
-use tether_core::server::{Hub, HubStats, StorageMode};
+use tether_core::server::{
+    ApiAnswer, ApiRequest, ChannelSummary, Hub, HubStats, PublishedMessage, StorageMode,
+};
+use tether_core::wire::{ChannelMessage, ChannelName, ClientId, HistoryQuery, Message};
+use tether_core::{ErrorCode, ErrorInfo};
+
+use crate::api::Error;
 
 use crate::client::Neutral;
 use crate::runtime::{Bind, Runtime};
@@ -200,6 +206,84 @@ impl<R: Runtime> Service<R> {
             handshaking: Handshaking(shared.handshakes.clone()),
             observer: shared.observer.clone(),
         })
+    }
+
+    /// Publishes `messages` to `channel` from the application's backend, with no client
+    /// connection (§7.8): stored, fanned out and in history like a client's publish, and
+    /// deduplicated by message id in the same window — a retry with the same ids stores
+    /// nothing again. `publisher` is the client id subscribers see. Returns each message's
+    /// position, in order (`None` for a duplicate), once stored (with a store: durable).
+    ///
+    /// # Errors
+    /// `invalid_channel_name`, `invalid_message` (no message), `too_many_messages`,
+    /// `frame_too_large`, `limit_exceeded` (channel table full), `storage_failed`; `Closed`
+    /// once the hub has stopped.
+    pub async fn publish(
+        &self,
+        publisher: &str,
+        channel: &str,
+        messages: Vec<Message>,
+    ) -> Result<Vec<PublishedMessage>, Error> {
+        let channel = channel_name(channel)?;
+        let publisher = ClientId::new(publisher).map_err(|e| {
+            Error::Protocol(ErrorInfo::new(
+                ErrorCode::BadRequest,
+                format!("publisher: {e}"),
+            ))
+        })?;
+        match self
+            .api(ApiRequest::Publish {
+                channel,
+                messages,
+                publisher,
+            })
+            .await?
+        {
+            ApiAnswer::Published(answer) => answer.map_err(Error::Protocol),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A page of `channel`'s history (§7.5), as a client with the history capability would
+    /// get it: the messages and the query of the next page, if any.
+    ///
+    /// # Errors
+    /// `invalid_channel_name`, `invalid_history_query`, `storage_failed`; `Closed` once
+    /// the hub has stopped.
+    pub async fn history(
+        &self,
+        channel: &str,
+        query: HistoryQuery,
+    ) -> Result<(Vec<ChannelMessage>, Option<HistoryQuery>), Error> {
+        let channel = channel_name(channel)?;
+        match self.api(ApiRequest::History { channel, query }).await? {
+            ApiAnswer::History(answer) => answer.map_err(Error::Protocol),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The channels the hub holds now, with their positions and subscriber counts.
+    ///
+    /// # Errors
+    /// `Closed` once the hub has stopped.
+    pub async fn channels(&self) -> Result<Vec<ChannelSummary>, Error> {
+        match self.api(ApiRequest::Channels).await? {
+            ApiAnswer::Channels(channels) => Ok(channels),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn api(&self, request: ApiRequest) -> Result<ApiAnswer, Error> {
+        let (reply, answer) = oneshot::channel();
+        let reply: tether_core::embed::ApiReply = Box::new(move |answer| {
+            let _ = reply.send(answer);
+        });
+        self.shared
+            .inputs
+            .send(Input::Api { request, reply })
+            .await
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)
     }
 
     /// The hub's statistics and totals now; `None` once its task has stopped.
@@ -430,6 +514,22 @@ impl<R: Runtime> Accepting<R> {
             }
         }
     }
+}
+
+fn channel_name(name: &str) -> Result<ChannelName, Error> {
+    ChannelName::new(name).map_err(|e| {
+        Error::Protocol(ErrorInfo::new(
+            ErrorCode::InvalidChannelName,
+            format!("channel {name:?}: {e}"),
+        ))
+    })
+}
+
+fn unexpected(answer: &ApiAnswer) -> Error {
+    Error::Protocol(ErrorInfo::new(
+        ErrorCode::Internal,
+        format!("the hub answered another request: {answer:?}"),
+    ))
 }
 
 /// The longest wait any socket limit stands for: a larger one is read as this.

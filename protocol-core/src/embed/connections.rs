@@ -7,8 +7,8 @@ use bytes::Bytes;
 use crate::ErrorInfo;
 use crate::embed::Plumbing;
 use crate::server::{
-    ConnectionId, Hub, HubEvent, HubOutput, HubStats, StorageCompletion, StorageSink,
-    TransportViolation,
+    ApiAnswer, ApiRequest, ApiRequestId, ConnectionId, Hub, HubEvent, HubOutput, HubStats,
+    StorageCompletion, StorageSink, TransportViolation,
 };
 use crate::time::Timestamp;
 
@@ -131,7 +131,18 @@ pub enum ServerInput<P: Plumbing, W> {
     Abort(P::Reply<()>),
     /// Answered with the hub's [`HubStats`] (for metrics and readiness).
     Stats(P::Reply<HubStats>),
+    /// A request of the server-side API (§7.8); `reply` is called with its answer (now, or
+    /// once the store answered; never if the hub stops first).
+    Api {
+        /// The request.
+        request: ApiRequest,
+        /// Takes the answer.
+        reply: ApiReply,
+    },
 }
+
+/// Takes the answer to a server-side API request.
+pub type ApiReply = Box<dyn FnOnce(ApiAnswer) + Send>;
 
 /// Whether the hub's task goes on after an input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,6 +158,10 @@ pub struct Connections<W: Writer> {
     writers: HashMap<ConnectionId, W>,
     /// Where storage requests go, when the hub has a store.
     storage: Option<Box<dyn StorageSink>>,
+    /// Server-side API requests waiting for their answer (at most what the callers have
+    /// waiting: each caller waits for its answer).
+    api: HashMap<ApiRequestId, ApiReply>,
+    next_api: u64,
 }
 
 impl<W: Writer> Default for Connections<W> {
@@ -154,6 +169,8 @@ impl<W: Writer> Default for Connections<W> {
         Connections {
             writers: HashMap::new(),
             storage: None,
+            api: HashMap::new(),
+            next_api: 0,
         }
     }
 }
@@ -217,6 +234,12 @@ impl<W: Writer> Connections<W> {
                 P::reply(reply, hub.stats());
                 return Flow::Continue;
             }
+            ServerInput::Api { request, reply } => {
+                let id = ApiRequestId(self.next_api);
+                self.next_api += 1;
+                self.api.insert(id, reply);
+                hub.handle_api(now, id, request);
+            }
             ServerInput::Shutdown(reply) => {
                 self.shutdown(hub, now, &mut log);
                 P::reply(reply, ());
@@ -265,6 +288,11 @@ impl<W: Writer> Connections<W> {
                     Some(sink) => sink.request(request),
                     None => debug_assert!(false, "a storage request and no store: {request:?}"),
                 },
+                HubOutput::Api { id, answer } => {
+                    if let Some(reply) = self.api.remove(&id) {
+                        reply(answer);
+                    }
+                }
             }
         }
     }

@@ -24,8 +24,8 @@ mod origin;
 
 pub use audit::{AuditReport, DeliveryAudit};
 pub use connections::{
-    Connections, Flow, INPUT_BATCH, Outbound, ServerInput, WRITE_BATCH, WriteBatch, Writer,
-    handle_batch,
+    ApiReply, Connections, Flow, INPUT_BATCH, Outbound, ServerInput, WRITE_BATCH, WriteBatch,
+    Writer, handle_batch,
 };
 pub use credentials::{Credentials, Refusable, TokenError, TokenFuture, TokenProvider};
 pub use dispatcher::{

@@ -465,12 +465,29 @@ impl Hub {
                 "no publish capability for this channel",
             )));
         }
+        let origin = session.id;
+        self.store_new(now, key, origin, publisher, name, messages, publish)
+    }
+
+    /// Stores and fans out new messages of `publisher` (session `key`, `origin` to the
+    /// store), or sends them to the store; the capability is checked by the caller.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn store_new(
+        &mut self,
+        now: Time,
+        key: SessionKey,
+        origin: SessionId,
+        publisher: wire::ClientId,
+        name: &ChannelName,
+        messages: Vec<Message>,
+        publish: Option<(u64, u64)>,
+    ) -> Published {
         let channel_key = match self.channel_key(now, name, key) {
             Ok(channel_key) => channel_key,
             Err(error) => return Published::Done(Some(error)),
         };
         if self.durable() {
-            return self.append(now, key, channel_key, messages, publisher, publish);
+            return self.append(now, key, origin, channel_key, messages, publisher, publish);
         }
         for message in messages {
             let Some(channel) = self.channels.get_mut(&channel_key) else {
@@ -520,10 +537,12 @@ impl Hub {
     /// (§7.7): nothing is fanned out or acknowledged before it answers. Messages whose id
     /// is in the dedupe window are dropped (acknowledged, not stored again); a publish
     /// with a message that cannot be encoded is refused whole.
+    #[allow(clippy::too_many_arguments)]
     fn append(
         &mut self,
         now: Time,
         key: SessionKey,
+        origin: SessionId,
         channel_key: ChannelKey,
         messages: Vec<Message>,
         publisher: wire::ClientId,
@@ -531,9 +550,6 @@ impl Hub {
     ) -> Published {
         let unix_ms = self.unix_ms;
         let framing = self.config.framing;
-        let Some(origin) = self.sessions.get(&key).map(|s| s.id) else {
-            return Published::Done(None);
-        };
         let Some(channel) = self.channels.get_mut(&channel_key) else {
             return Published::Done(Some(ErrorInfo::new(
                 ErrorCode::Internal,
@@ -780,6 +796,48 @@ impl Hub {
         }
     }
 
+    /// A history page from the hub's cache, or what to ask the store for (§7.5, §7.7).
+    pub(super) fn history_lookup(&self, name: &ChannelName, query: &HistoryQuery) -> Lookup {
+        if query.limit == 0 || query.limit > MAX_HISTORY_LIMIT {
+            return Lookup::Refused(ErrorInfo::new(
+                ErrorCode::InvalidHistoryQuery,
+                "limit must be 1 to 1000",
+            ));
+        }
+        // Leave room for the page's own fields within the frame allowance.
+        let budget = self
+            .config
+            .limits
+            .max_frame_size
+            .saturating_sub(1024)
+            .max(1);
+        let durable = self.durable();
+        let held = self
+            .channel_keys
+            .get(name)
+            .and_then(|k| self.channels.get(k));
+        let cached = held.map(|channel| {
+            let answer = channel.history(query, budget);
+            let full = matches!(&answer, Ok((_, Some(_))));
+            let cached = answer.is_err() || channel.caches(query, full);
+            (answer, cached, channel.epoch, channel.last)
+        });
+        match cached {
+            Some((Ok((messages, next)), true, ..)) => Lookup::Page(messages, next),
+            Some((Err(error), ..)) => Lookup::Refused(error),
+            None if !durable => Lookup::Page(vec![], None),
+            Some((Ok(_), false, epoch, last)) if durable => Lookup::Read {
+                held: Some((epoch, last)),
+                budget,
+            },
+            Some((Ok((messages, next)), ..)) => Lookup::Page(messages, next),
+            None => Lookup::Read {
+                held: self.positions.peek(name).map(|p| (p.epoch, p.serial)),
+                budget,
+            },
+        }
+    }
+
     pub(super) fn on_history(
         &mut self,
         now: Time,
@@ -805,52 +863,12 @@ impl Hub {
                     "no history capability for this channel",
                 )),
             )
-        } else if query.limit == 0 || query.limit > MAX_HISTORY_LIMIT {
-            page(
-                vec![],
-                None,
-                Some(ErrorInfo::new(
-                    ErrorCode::InvalidHistoryQuery,
-                    "limit must be 1 to 1000",
-                )),
-            )
         } else {
-            // Leave room for the page's own fields within the frame allowance.
-            let budget = self
-                .config
-                .limits
-                .max_frame_size
-                .saturating_sub(1024)
-                .max(1);
-            let durable = self.durable();
-            let held = self
-                .channel_keys
-                .get(&name)
-                .and_then(|k| self.channels.get(k));
-            let cached = held.map(|channel| {
-                let answer = channel.history(&query, budget);
-                let full = matches!(&answer, Ok((_, Some(_))));
-                let cached = answer.is_err() || channel.caches(&query, full);
-                (answer, cached, channel.epoch, channel.last)
-            });
-            match cached {
-                Some((Ok((messages, next)), true, ..)) => page(messages, next, None),
-                Some((Err(error), ..)) => page(vec![], None, Some(error)),
-                None if !durable => page(vec![], None, None),
-                Some((Ok(_), false, epoch, last)) if durable => {
-                    return self.read(
-                        connection,
-                        request_id,
-                        name,
-                        query,
-                        Some((epoch, last)),
-                        budget,
-                    );
-                }
-                Some((Ok((messages, next)), ..)) => page(messages, next, None),
-                None => {
-                    let epoch = self.positions.peek(&name).map(|p| (p.epoch, p.serial));
-                    return self.read(connection, request_id, name, query, epoch, budget);
+            match self.history_lookup(&name, &query) {
+                Lookup::Page(messages, next) => page(messages, next, None),
+                Lookup::Refused(error) => page(vec![], None, Some(error)),
+                Lookup::Read { held, budget } => {
+                    return self.read(connection, request_id, name, query, held, budget);
                 }
             }
         };

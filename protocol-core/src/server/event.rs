@@ -36,6 +36,13 @@ pub enum HubOutput {
     /// [`StorageMode::External`](super::StorageMode::External); see
     /// [`storage`](super::storage) for the calling contract).
     Storage(super::storage::StorageRequest),
+    /// The answer to a server-side API request (§7.8): give it to whoever asked.
+    Api {
+        /// The request.
+        id: super::ApiRequestId,
+        /// Its answer.
+        answer: super::ApiAnswer,
+    },
 }
 
 /// What happened, for operators. Never contains credentials.

@@ -4,6 +4,7 @@
 //!
 //! See [`Hub`] for the calling contract and an example.
 
+mod api;
 pub mod auth;
 mod channel;
 mod config;
@@ -24,6 +25,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
+pub use self::api::{ApiAnswer, ApiRequest, ApiRequestId, ChannelSummary, PublishedMessage};
 pub use self::auth::{
     ApiKey, Capabilities, Claims, Identity, Operation, TokenRules, mint_token, pattern_matches,
 };
@@ -345,6 +347,9 @@ pub struct Hub {
     reads: BTreeMap<StorageRequestId, PendingRead>,
     next_request: u64,
     totals: HubTotals,
+    /// API publishes waiting for the store, by append: the request and the positions to
+    /// answer with. At most one per API request the caller has waiting (§7.8).
+    api_appends: BTreeMap<StorageRequestId, (ApiRequestId, Vec<PublishedMessage>)>,
 }
 
 /// History requests one connection may have waiting for the store at once; beyond, a
@@ -368,6 +373,8 @@ struct PendingRead {
 enum ReadFor {
     /// A client's history request.
     History { request_id: u64 },
+    /// A history request of the server-side API.
+    Api { id: ApiRequestId },
     /// A replay older than the hub's cache: the attach waiting for its first page (answered
     /// `continuous` if the store has the message after `from`), or a subscription already
     /// attached (`None`).
@@ -375,6 +382,19 @@ enum ReadFor {
         session: SessionKey,
         channel: ChannelKey,
         attach: Option<Position>,
+    },
+}
+
+/// Where a history page comes from.
+pub(super) enum Lookup {
+    /// The hub's cache answers it.
+    Page(Vec<wire::ChannelMessage>, Option<HistoryQuery>),
+    /// Refused, with this error.
+    Refused(ErrorInfo),
+    /// The store must: `held` is the channel's epoch and last serial if known.
+    Read {
+        held: Option<(u64, u64)>,
+        budget: usize,
     },
 }
 
@@ -408,6 +428,7 @@ impl Hub {
             appends: BTreeMap::new(),
             reads: BTreeMap::new(),
             totals: HubTotals::default(),
+            api_appends: BTreeMap::new(),
             next_request: 0,
         }
     }

@@ -84,6 +84,7 @@ impl Hub {
                 }
             }
         }
+        self.api_appended(id, error.as_ref());
         self.release_answers(now, origin, id, error);
         self.free_if_idle(channel_key);
     }
@@ -100,6 +101,10 @@ impl Hub {
         };
         let request_id = match read.purpose {
             ReadFor::History { request_id } => request_id,
+            ReadFor::Api { id } => {
+                self.api_read(id, answer);
+                return;
+            }
             ReadFor::Replay {
                 session,
                 channel,

@@ -260,7 +260,9 @@ impl Hub {
         self.next_session += 1;
         let id = loop {
             let candidate = SessionId(self.rng.next_u64());
-            if !self.session_ids.contains_key(&candidate) {
+            // Id 0 is the server-side API's (its publishes carry it to the store).
+            if candidate != super::api::API_SESSION_ID && !self.session_ids.contains_key(&candidate)
+            {
                 break candidate;
             }
         };

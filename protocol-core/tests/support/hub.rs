@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tether_core::server::{
-    ApiKey, Capabilities, Claims, ConnectionId, Hub, HubConfig, HubEvent, HubOutput, Operation,
-    StorageRequest, mint_token,
+    ApiAnswer, ApiKey, ApiRequestId, Capabilities, Claims, ConnectionId, Hub, HubConfig, HubEvent,
+    HubOutput, Operation, StorageRequest, mint_token,
 };
 use tether_core::wire::{
     self, ChannelName, ClientFrame, ClientId, Credentials, Limits, Message, MessageId,
@@ -124,6 +124,8 @@ pub struct HubHarness {
     pub stalled: BTreeSet<ConnectionId>,
     /// Storage requests the hub emitted, not yet taken.
     pub storage: Vec<StorageRequest>,
+    /// Answers to server-side API requests, not yet taken.
+    pub api: Vec<(ApiRequestId, ApiAnswer)>,
 }
 
 impl HubHarness {
@@ -141,6 +143,7 @@ impl HubHarness {
             events: Vec::new(),
             stalled: BTreeSet::new(),
             storage: Vec::new(),
+            api: Vec::new(),
         }
     }
 
@@ -167,6 +170,7 @@ impl HubHarness {
                     }
                     HubOutput::Event(event) => self.events.push(event),
                     HubOutput::Storage(request) => self.storage.push(request),
+                    HubOutput::Api { id, answer } => self.api.push((id, answer)),
                 }
             }
             if written.is_empty() {

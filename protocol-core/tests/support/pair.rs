@@ -153,6 +153,7 @@ impl World {
                 HubOutput::Storage(request) => {
                     panic!("an in-memory hub asked its store: {request:?}")
                 }
+                HubOutput::Api { id, .. } => panic!("an API answer nobody asked for: {id:?}"),
             }
         }
         while let Some((connection, bytes)) = self.to_hub.pop_front() {

@@ -1,0 +1,266 @@
+//! The server-side API (`docs/protocol.md` §7.8): what the application's backend asks of the
+//! hub without a client connection — publish, history, the channels held — as inputs with
+//! a request id, answered as [`HubOutput::Api`] outputs (at once, or once the store
+//! answered). Sans-IO like the rest of the hub; the adapters carry it over HTTP.
+
+use serde::{Deserialize, Serialize};
+
+use super::delivery::Published;
+use super::{ChannelKey, Hub, HubOutput, Lookup, PendingRead, ReadFor, SessionKey};
+use crate::error::{ErrorCode, ErrorInfo};
+use crate::time::Timestamp;
+use crate::wire::{
+    ChannelMessage, ChannelName, ClientId, HistoryQuery, Message, MessageId, Position, SessionId,
+};
+
+/// Identifies one API request; chosen by the caller, echoed in its answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ApiRequestId(pub u64);
+
+/// A request of the application's backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiRequest {
+    /// Publish `messages` to `channel` as `publisher`: stored, fanned out and in history like
+    /// a client's publish, deduplicated by message id in the same window (§7.4), with no
+    /// capability check (the backend is trusted). 1 to the hub's `max_messages_per_publish`
+    /// messages.
+    Publish {
+        /// The channel.
+        channel: ChannelName,
+        /// The messages, in order.
+        messages: Vec<Message>,
+        /// The client id subscribers see as the publisher.
+        publisher: ClientId,
+    },
+    /// A page of a channel's history (§7.5).
+    History {
+        /// The channel.
+        channel: ChannelName,
+        /// Which page.
+        query: HistoryQuery,
+    },
+    /// The channels the hub holds now.
+    Channels,
+}
+
+/// One published message's fate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedMessage {
+    /// The message's id.
+    pub id: MessageId,
+    /// Where it was stored; `None` for a duplicate of a message stored within the dedupe
+    /// window (not stored again; the earlier copy stands).
+    pub position: Option<Position>,
+}
+
+/// A channel the hub holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelSummary {
+    /// Its name.
+    pub channel: ChannelName,
+    /// Its epoch and last serial.
+    pub position: Position,
+    /// Sessions attached to it.
+    pub subscribers: usize,
+}
+
+/// The answer to an [`ApiRequest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiAnswer {
+    /// To `Publish`: each message's position, in order, or why nothing was stored.
+    Published(Result<Vec<PublishedMessage>, ErrorInfo>),
+    /// To `History`: the messages and the query of the next page, if any.
+    History(Result<(Vec<ChannelMessage>, Option<HistoryQuery>), ErrorInfo>),
+    /// To `Channels`, by name.
+    Channels(Vec<ChannelSummary>),
+}
+
+/// The session key API publishes carry (no session has it: keys count up from 0).
+pub(super) const API_SESSION: SessionKey = SessionKey(u64::MAX);
+/// The session id API publishes carry to the store (no session has it).
+pub(super) const API_SESSION_ID: SessionId = SessionId(0);
+
+impl Hub {
+    /// Takes a request of the application's backend; its answer comes out as
+    /// [`HubOutput::Api`] with the same `id` — now, or (with a store) once the store
+    /// answered (§7.8).
+    pub fn handle_api(&mut self, now: Timestamp, id: ApiRequestId, request: ApiRequest) {
+        let now = self.tick(now);
+        match request {
+            ApiRequest::Publish {
+                channel,
+                messages,
+                publisher,
+            } => self.api_publish(now, id, channel, messages, publisher),
+            ApiRequest::History { channel, query } => self.api_history(id, channel, query),
+            ApiRequest::Channels => {
+                let channels = self
+                    .channels
+                    .values()
+                    .map(|channel| ChannelSummary {
+                        channel: channel.name.clone(),
+                        position: channel.position(),
+                        subscribers: channel.subscribers.len(),
+                    })
+                    .collect();
+                self.answer_api(id, ApiAnswer::Channels(channels));
+            }
+        }
+    }
+
+    fn answer_api(&mut self, id: ApiRequestId, answer: ApiAnswer) {
+        self.outputs.push_back(HubOutput::Api { id, answer });
+    }
+
+    fn api_publish(
+        &mut self,
+        now: crate::time::Time,
+        id: ApiRequestId,
+        channel: ChannelName,
+        messages: Vec<Message>,
+        publisher: ClientId,
+    ) {
+        let refuse = |code: ErrorCode, text: &str| {
+            ApiAnswer::Published(Err(ErrorInfo::new(code, text.to_owned())))
+        };
+        if messages.is_empty() {
+            let answer = refuse(
+                ErrorCode::InvalidMessage,
+                "a publish carries at least one message",
+            );
+            return self.answer_api(id, answer);
+        }
+        if messages.len() > self.config.limits.max_messages_per_publish {
+            let answer = refuse(
+                ErrorCode::TooManyMessages,
+                "more messages than the hub takes in one publish",
+            );
+            return self.answer_api(id, answer);
+        }
+        // Which messages are new: not in the channel's dedupe window, nor earlier in this
+        // publish. They take the next positions, in order.
+        let held = self.channel_keys.get(&channel).copied();
+        let mut fresh: Vec<bool> = Vec::with_capacity(messages.len());
+        for (index, message) in messages.iter().enumerate() {
+            let seen = held
+                .and_then(|key| self.channels.get(&key))
+                .is_some_and(|c| c.is_duplicate(&message.id))
+                || messages[..index].iter().any(|m| m.id == message.id);
+            fresh.push(!seen);
+        }
+        let ids: Vec<MessageId> = messages.iter().map(|m| m.id.clone()).collect();
+        let published = self.store_new(
+            now,
+            API_SESSION,
+            API_SESSION_ID,
+            publisher,
+            &channel,
+            messages,
+            None,
+        );
+        let Some(channel_key) = self.channel_keys.get(&channel).copied() else {
+            let answer = match published {
+                Published::Done(Some(error)) => ApiAnswer::Published(Err(error)),
+                _ => refuse(ErrorCode::Internal, "the channel is gone"),
+            };
+            return self.answer_api(id, answer);
+        };
+        match published {
+            Published::Done(Some(error)) => self.answer_api(id, ApiAnswer::Published(Err(error))),
+            Published::Done(None) => {
+                let positions = self.positions_of(channel_key, &ids, &fresh, None);
+                self.answer_api(id, ApiAnswer::Published(Ok(positions)));
+            }
+            Published::Pending(request) => {
+                let positions = self.positions_of(channel_key, &ids, &fresh, Some(request));
+                self.api_appends.insert(request, (id, positions));
+            }
+        }
+    }
+
+    /// The positions of a publish's new messages: with a store, those the pending append
+    /// gave them; in memory, the channel's last ones.
+    fn positions_of(
+        &self,
+        channel_key: ChannelKey,
+        ids: &[MessageId],
+        fresh: &[bool],
+        request: Option<super::storage::StorageRequestId>,
+    ) -> Vec<PublishedMessage> {
+        let Some(channel) = self.channels.get(&channel_key) else {
+            return Vec::new();
+        };
+        let epoch = channel.epoch;
+        let stored = fresh.iter().filter(|f| **f).count() as u64;
+        let mut next = match request.and_then(|r| self.appends.get(&r)) {
+            Some(append) => append.messages.first().map_or(0, |m| m.serial),
+            None => channel.last + 1 - stored.min(channel.last),
+        };
+        ids.iter()
+            .zip(fresh)
+            .map(|(id, fresh)| PublishedMessage {
+                id: id.clone(),
+                position: fresh.then(|| {
+                    let position = Position {
+                        epoch,
+                        serial: next,
+                    };
+                    next += 1;
+                    position
+                }),
+            })
+            .collect()
+    }
+
+    fn api_history(&mut self, id: ApiRequestId, channel: ChannelName, query: HistoryQuery) {
+        match self.history_lookup(&channel, &query) {
+            Lookup::Page(messages, next) => {
+                self.answer_api(id, ApiAnswer::History(Ok((messages, next))));
+            }
+            Lookup::Refused(error) => self.answer_api(id, ApiAnswer::History(Err(error))),
+            Lookup::Read { held, budget } => {
+                let request = self.next_request_id();
+                self.reads.insert(
+                    request,
+                    PendingRead {
+                        connection: super::ConnectionId(u64::MAX),
+                        channel: channel.clone(),
+                        purpose: ReadFor::Api { id },
+                    },
+                );
+                self.store_request(super::storage::StorageRequest::Read {
+                    id: request,
+                    channel,
+                    epoch: held.map(|(epoch, _)| epoch),
+                    until: held.map(|(_, last)| last),
+                    query,
+                    max_bytes: budget,
+                });
+            }
+        }
+    }
+
+    /// The store answered an append an API publish waited for.
+    pub(super) fn api_appended(
+        &mut self,
+        request: super::storage::StorageRequestId,
+        error: Option<&ErrorInfo>,
+    ) {
+        if let Some((id, positions)) = self.api_appends.remove(&request) {
+            let answer = match error {
+                None => ApiAnswer::Published(Ok(positions)),
+                Some(error) => ApiAnswer::Published(Err(error.clone())),
+            };
+            self.answer_api(id, answer);
+        }
+    }
+
+    /// The store answered a history read of the API.
+    pub(super) fn api_read(
+        &mut self,
+        id: ApiRequestId,
+        answer: Result<(Vec<ChannelMessage>, Option<HistoryQuery>), ErrorInfo>,
+    ) {
+        self.answer_api(id, ApiAnswer::History(answer));
+    }
+}
