@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD as BASE64};
 use serde::{Deserialize, Serialize};
 use tether_core::server::auth::constant_time_eq;
 
@@ -17,6 +17,13 @@ use crate::{
     ApiKey, ChannelMessage, Direction, Error, ErrorCode, ErrorInfo, HistoryBound, HistoryQuery,
     Message, MessageId, Operation, Position, Service,
 };
+
+/// Base64 as RFC 4648 with padding, not refusing non-zero bits after the last byte (as
+/// most encoders' output is accepted elsewhere).
+const LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+);
 
 /// The header that carries the API key.
 pub const KEY_HEADER: &str = "x-tether-key";
@@ -95,6 +102,9 @@ impl IntoResponse for ApiError {
             401 => StatusCode::UNAUTHORIZED,
             403 => StatusCode::FORBIDDEN,
             404 => StatusCode::NOT_FOUND,
+            // The channel's state does not allow it: its epoch changed, or history before
+            // the position is no longer kept.
+            410 => StatusCode::CONFLICT,
             413 => StatusCode::PAYLOAD_TOO_LARGE,
             429 => StatusCode::TOO_MANY_REQUESTS,
             500 => StatusCode::INTERNAL_SERVER_ERROR,
@@ -249,7 +259,7 @@ async fn publish(
         };
         let data = match message.encoding {
             Encoding::Utf8 => message.data.into_bytes(),
-            Encoding::Base64 => BASE64.decode(message.data.as_bytes()).map_err(|e| {
+            Encoding::Base64 => LENIENT.decode(message.data.as_bytes()).map_err(|e| {
                 ApiError::new(ErrorCode::InvalidMessage, format!("base64 data: {e}"))
             })?,
         };
@@ -288,39 +298,44 @@ struct HistoryParams {
     limit: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     direction: Option<String>,
-    /// `epoch:serial` (inclusive).
+    /// `epoch:serial` or `@unix_ms` (inclusive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     start: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    start_time_ms: Option<u64>,
+    /// Likewise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     end: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    end_time_ms: Option<u64>,
 }
 
-fn bound(
-    position: Option<&str>,
-    time_ms: Option<u64>,
-    which: &str,
-) -> Result<Option<HistoryBound>, ApiError> {
-    let bad = |why: &str| ApiError::new(ErrorCode::InvalidHistoryQuery, format!("{which}: {why}"));
-    match (position, time_ms) {
-        (Some(_), Some(_)) => Err(bad("a position or a time, not both")),
-        (Some(text), None) => {
-            let (epoch, serial) = text.split_once(':').ok_or_else(|| bad("epoch:serial"))?;
-            Ok(Some(HistoryBound::Position(Position {
-                epoch: epoch.parse().map_err(|_| bad("epoch:serial"))?,
-                serial: serial.parse().map_err(|_| bad("epoch:serial"))?,
-            })))
-        }
-        (None, Some(ms)) => Ok(Some(HistoryBound::Time(ms))),
-        (None, None) => Ok(None),
+/// `epoch:serial` (a position) or `@unix_ms` (a time), both inclusive.
+fn bound(text: Option<&str>, which: &str) -> Result<Option<HistoryBound>, ApiError> {
+    let bad = || {
+        ApiError::new(
+            ErrorCode::InvalidHistoryQuery,
+            format!("{which}: a position epoch:serial or a time @unix_ms"),
+        )
+    };
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    if let Some(ms) = text.strip_prefix('@') {
+        return Ok(Some(HistoryBound::Time(ms.parse().map_err(|_| bad())?)));
+    }
+    let (epoch, serial) = text.split_once(':').ok_or_else(bad)?;
+    Ok(Some(HistoryBound::Position(Position {
+        epoch: epoch.parse().map_err(|_| bad())?,
+        serial: serial.parse().map_err(|_| bad())?,
+    })))
+}
+
+fn bound_text(bound: Option<HistoryBound>) -> Option<String> {
+    match bound? {
+        HistoryBound::Position(p) => Some(p.to_string()),
+        HistoryBound::Time(ms) => Some(format!("@{ms}")),
     }
 }
 
 fn params_of(channel: &str, query: &HistoryQuery) -> HistoryParams {
-    let mut params = HistoryParams {
+    HistoryParams {
         channel: channel.to_owned(),
         limit: Some(query.limit),
         direction: Some(
@@ -330,19 +345,9 @@ fn params_of(channel: &str, query: &HistoryQuery) -> HistoryParams {
             }
             .into(),
         ),
-        ..HistoryParams::default()
-    };
-    match query.start {
-        Some(HistoryBound::Position(p)) => params.start = Some(p.to_string()),
-        Some(HistoryBound::Time(ms)) => params.start_time_ms = Some(ms),
-        None => {}
+        start: bound_text(query.start),
+        end: bound_text(query.end),
     }
-    match query.end {
-        Some(HistoryBound::Position(p)) => params.end = Some(p.to_string()),
-        Some(HistoryBound::Time(ms)) => params.end_time_ms = Some(ms),
-        None => {}
-    }
-    params
 }
 
 #[derive(Serialize)]
@@ -405,8 +410,8 @@ async fn history(
         }
     };
     let query = HistoryQuery {
-        start: bound(params.start.as_deref(), params.start_time_ms, "start")?,
-        end: bound(params.end.as_deref(), params.end_time_ms, "end")?,
+        start: bound(params.start.as_deref(), "start")?,
+        end: bound(params.end.as_deref(), "end")?,
         direction,
         limit: params
             .limit

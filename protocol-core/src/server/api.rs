@@ -86,6 +86,27 @@ impl Hub {
     /// answered (§7.8).
     pub fn handle_api(&mut self, now: Timestamp, id: ApiRequestId, request: ApiRequest) {
         let now = self.tick(now);
+        let too_long = |channel: &ChannelName| {
+            (channel.as_str().len() > self.config.limits.max_channel_name_len).then(|| {
+                ErrorInfo::new(
+                    ErrorCode::ChannelNameTooLong,
+                    "the channel name is longer than the hub takes",
+                )
+            })
+        };
+        match &request {
+            ApiRequest::Publish { channel, .. } => {
+                if let Some(error) = too_long(channel) {
+                    return self.answer_api(id, ApiAnswer::Published(Err(error)));
+                }
+            }
+            ApiRequest::History { channel, .. } => {
+                if let Some(error) = too_long(channel) {
+                    return self.answer_api(id, ApiAnswer::History(Err(error)));
+                }
+            }
+            ApiRequest::Channels => {}
+        }
         match request {
             ApiRequest::Publish {
                 channel,
