@@ -7,6 +7,7 @@
 mod client;
 mod config;
 mod demo;
+mod revoke;
 mod serve;
 mod token;
 
@@ -150,6 +151,34 @@ enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Revoke tokens through a server's HTTP API (`serve --api-listen`): sessions holding
+    /// one are disconnected with token_revoked, and such tokens are refused until the
+    /// revocation ends.
+    Revoke {
+        /// The HTTP API's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:7401")]
+        api: String,
+        /// A key with every operation on `*`, as name:secret; also from TETHER_KEY.
+        #[arg(long, env = "TETHER_KEY", hide_env_values = true)]
+        key: String,
+        /// Revoke the tokens of this client id.
+        #[arg(long, conflicts_with_all = ["token_key", "all"], required_unless_present_any = ["token_key", "all"])]
+        client_id: Option<String>,
+        /// Revoke the tokens signed with this key (its name, the tokens' kid).
+        #[arg(long, conflicts_with = "all")]
+        token_key: Option<String>,
+        /// Revoke every token.
+        #[arg(long)]
+        all: bool,
+        /// Revoke tokens issued before this time (RFC 3339, e.g. 2026-12-03T10:00:00Z);
+        /// default: now.
+        #[arg(long)]
+        issued_before: Option<String>,
+        /// How long the revocation lasts (at least the revoked tokens' remaining lifetime);
+        /// default 24h.
+        #[arg(long, default_value = "24h")]
+        lasts: String,
+    },
     /// Publish a message and wait for its acknowledgement.
     Pub {
         /// The channel.
@@ -257,6 +286,29 @@ async fn run(command: Command) -> Result<(), Failure> {
             ttl,
             capabilities,
         } => token::run(&key, client_id, ttl, &capabilities),
+        Command::Revoke {
+            api,
+            key,
+            client_id,
+            token_key,
+            all,
+            issued_before,
+            lasts,
+        } => {
+            let target = match (client_id, token_key) {
+                (Some(id), _) => revoke::Target::ClientId(id),
+                (None, Some(name)) => revoke::Target::Key(name),
+                (None, None) if all => revoke::Target::All,
+                (None, None) => {
+                    return Err(Failure::usage("give --client-id, --token-key or --all"));
+                }
+            };
+            tokio::task::spawn_blocking(move || {
+                revoke::run(&api, &key, target, issued_before.as_deref(), &lasts)
+            })
+            .await
+            .map_err(|e| Failure::run(format!("revoke: {e}")))?
+        }
         Command::Sub {
             channel,
             json,

@@ -695,3 +695,72 @@ fn serve_config_file_errors_name_file_line_and_key_and_print_config_masks_secret
         "{stderr}"
     );
 }
+
+/// Issue 19, item 6: `tether revoke` calls the server's HTTP API; a wrong key or an
+/// unreachable API is a run-time failure (exit 1) that says why.
+#[test]
+fn revoke_calls_the_http_api_and_reports_refusals() {
+    let api_port = closed_port();
+    let api = format!("127.0.0.1:{api_port}");
+    let _serve = Serve::start(&["--api-listen", &api]);
+    let url = format!("http://{api}");
+    let done = tether(
+        &[
+            "revoke",
+            "--api",
+            &url,
+            "--key",
+            "app:app-secret",
+            "--client-id",
+            "alice",
+        ],
+        b"",
+    );
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert_eq!(done.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("revoked: 0 connection(s) closed"),
+        "{stdout}"
+    );
+    expect(
+        &tether(
+            &["revoke", "--api", &url, "--key", "app:wrong", "--all"],
+            b"",
+        ),
+        1,
+        "401 Unauthorized: invalid_credentials",
+    );
+    let closed = format!("http://127.0.0.1:{}", closed_port());
+    expect(
+        &tether(
+            &[
+                "revoke",
+                "--api",
+                &closed,
+                "--key",
+                "app:app-secret",
+                "--all",
+            ],
+            b"",
+        ),
+        1,
+        "/api/revoke: ",
+    );
+    expect(
+        &tether(
+            &[
+                "revoke",
+                "--api",
+                &url,
+                "--key",
+                "app:app-secret",
+                "--all",
+                "--issued-before",
+                "yesterday",
+            ],
+            b"",
+        ),
+        2,
+        "--issued-before \"yesterday\"",
+    );
+}

@@ -7,6 +7,7 @@ pub use tether_core::embed::{
     ChannelEvent, ConnectionStateChange, ConnectionStats, Credentials, Error, Refusable,
     TokenError, TokenFuture, TokenProvider,
 };
+pub use tether_core::server::auth::{Revocation, RevocationTarget};
 pub use tether_core::server::{
     ApiKey, Capabilities, ChannelSummary, Claims, HubConfig, HubStats, HubTotals, Operation,
     PublishedMessage, mint_token,

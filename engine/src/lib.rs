@@ -184,6 +184,8 @@ pub(crate) const RUNNING_INTERVAL: &[u8] = b"interval";
 
 /// The `meta` key that says a run is under way (its value: the run's durability mode) (removed at a clean stop).
 pub(crate) const RUNNING: &[u8] = b"running";
+/// The `meta` key of the token revocations in force (postcard, a list).
+pub(crate) const REVOCATIONS: &[u8] = b"revocations";
 
 /// The embedded store: open it on a directory, hand it to a server's options
 /// (`ServerOptions::store`); the server restores from it and runs its thread.
@@ -376,10 +378,15 @@ impl Engine {
             sessions.push(session);
         }
         let positions_lost = self.unclean_interval;
+        let revocations = match self.spaces.meta.get(REVOCATIONS).map_err(io_error)? {
+            Some(value) => postcard::from_bytes(&value).map_err(io_error)?,
+            None => Vec::new(),
+        };
         Ok(RestoredState {
             channels,
             sessions,
             positions_lost,
+            revocations,
         })
     }
 }

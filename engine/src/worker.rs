@@ -297,6 +297,13 @@ impl Worker {
                     self.drop_session(&mut batch, session);
                     writes += 1;
                 }
+                StorageRequest::SaveRevocations(revocations) => {
+                    match postcard::to_allocvec(&revocations) {
+                        Ok(value) => batch.insert(&self.spaces.meta, crate::REVOCATIONS, value),
+                        Err(error) => tracing::error!(%error, "revocations could not be encoded"),
+                    }
+                    writes += 1;
+                }
                 read @ StorageRequest::Read { .. } => reads.push(read),
             }
         }

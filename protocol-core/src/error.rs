@@ -84,6 +84,9 @@ error_codes! {
     TokenClaimsRejected = 40105, "token_claims_rejected", 4016;
     /// 40106: a renewed token names a different client id than the connection's.
     ClientIdMismatch = 40106, "client_id_mismatch", 4017;
+    /// 40107: the token was revoked (by client id or key, issued before a time): get a new
+    /// one and connect again (§8).
+    TokenRevoked = 40107, "token_revoked", 4047;
     /// 40300: the credentials do not grant this operation on this channel.
     Forbidden = 40300, "forbidden", 4018;
     /// 40301: the application reported that it cannot obtain a token.

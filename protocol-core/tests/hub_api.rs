@@ -4,8 +4,11 @@
 
 mod support;
 
+use std::time::Duration;
 use support::hub::*;
 use tether_core::ErrorCode;
+
+use tether_core::server::auth::{Revocation, RevocationTarget};
 use tether_core::server::{
     ApiAnswer, ApiRequest, ApiRequestId, HubConfig, ModelStore, StorageMode,
 };
@@ -212,4 +215,71 @@ fn store_all(h: &mut HubHarness, store: &mut ModelStore) {
             }
         }
     }
+}
+
+fn revoke(h: &mut HubHarness, id: u64, target: RevocationTarget, issued_before_ms: u64) -> usize {
+    let revocation = Revocation {
+        target,
+        issued_before_ms,
+        expires_at_ms: h.unix_ms + 60_000,
+    };
+    match &api(h, id, ApiRequest::Revoke(revocation))[..] {
+        [ApiAnswer::Revoked(Ok(closed))] => *closed,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// §8: revocations by client id, by key and of every token, by issue time; sessions
+/// holding a revoked token are disconnected with token_revoked, the tokens refused until the
+/// revocation ends; API-key sessions are not touched.
+#[test]
+fn revocations_disconnect_holders_and_refuse_their_tokens_until_they_end() {
+    let mut h = HubHarness::new();
+    let now = h.unix_ms;
+    let alice_old = token(&claims("alice", now - 10_000, Duration::from_secs(600)));
+    let bob_old = token(&claims("bob", now - 10_000, Duration::from_secs(600)));
+    let (alice, frames) = h.open(&token_connect(alice_old.clone()));
+    assert!(error_code(&frames).is_none(), "{frames:?}");
+    let (bob, _) = h.open(&token_connect(bob_old.clone()));
+    let (keyed, _) = h.connect_as("service");
+    assert_eq!(
+        revoke(
+            &mut h,
+            1,
+            RevocationTarget::ClientId(ClientId::new("alice").expect("id")),
+            now
+        ),
+        1
+    );
+    assert_eq!(h.closed.get(&alice), Some(&ErrorCode::TokenRevoked));
+    assert!(!h.closed.contains_key(&bob) && !h.closed.contains_key(&keyed));
+    // The old token is refused; one issued from the revocation's time on is taken.
+    let (_, frames) = h.open(&token_connect(alice_old.clone()));
+    assert_eq!(error_code(&frames), Some(ErrorCode::TokenRevoked));
+    let (_, frames) = h.open(&token_connect(token(&claims(
+        "alice",
+        now,
+        Duration::from_secs(600),
+    ))));
+    assert!(error_code(&frames).is_none(), "{frames:?}");
+    // By key: every token signed with `app`, issued before now; then every token.
+    assert_eq!(
+        revoke(&mut h, 2, RevocationTarget::Key("app".into()), now),
+        1
+    );
+    assert_eq!(h.closed.get(&bob), Some(&ErrorCode::TokenRevoked));
+    let (_, frames) = h.open(&token_connect(bob_old.clone()));
+    assert_eq!(error_code(&frames), Some(ErrorCode::TokenRevoked));
+    assert!(
+        !h.closed.contains_key(&keyed),
+        "API-key sessions are not revoked"
+    );
+    // Ended: the revocations are dropped, the old tokens taken again.
+    // (The connections above go idle meanwhile: the test does not answer heartbeats.)
+    h.advance(Duration::from_secs(61));
+    let (bob_again, frames) = h.open(&token_connect(bob_old));
+    assert!(error_code(&frames).is_none(), "{frames:?}");
+    let later = h.unix_ms + 1;
+    assert_eq!(revoke(&mut h, 3, RevocationTarget::All, later), 1);
+    assert_eq!(h.closed.get(&bob_again), Some(&ErrorCode::TokenRevoked));
 }

@@ -31,9 +31,10 @@ pub const KEY_HEADER: &str = "x-tether-key";
 const MAX_BODY: usize = 1024 * 1024;
 
 /// The server-side API's routes, to merge into an axum router: `POST /api/publish`,
-/// `GET /api/history`, `GET /api/channels` and `GET /api/openapi.yaml` (the OpenAPI
-/// document). Each request needs `X-Tether-Key: name:secret` naming one of `keys`; the
-/// key's capabilities decide what it may publish to and read (`channels` needs any).
+/// `GET /api/history`, `GET /api/channels`, `POST /api/revoke` and `GET /api/openapi.yaml`
+/// (the OpenAPI document). Each request needs `X-Tether-Key: name:secret` naming one of
+/// `keys`; the key's capabilities decide what it may publish to and read (`channels` lists
+/// what it has any capability on; `revoke` needs every operation on `*`).
 pub fn api_routes<S>(service: Service, keys: Vec<ApiKey>) -> axum::Router<S>
 where
     S: Clone + Send + Sync + 'static,
@@ -46,6 +47,7 @@ where
         .route("/api/publish", post(publish))
         .route("/api/history", get(history))
         .route("/api/channels", get(channels))
+        .route("/api/revoke", post(revoke))
         .route(
             "/api/openapi.yaml",
             get(|| async {
@@ -459,4 +461,92 @@ async fn channels(
         .collect();
     channels.sort_by(|a, b| a.channel.cmp(&b.channel));
     Ok(Json(ChannelsAnswer { channels }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    all: bool,
+    #[serde(default)]
+    issued_before_ms: Option<u64>,
+    #[serde(default)]
+    expires_at_ms: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct RevokeAnswer {
+    disconnected: usize,
+    issued_before_ms: u64,
+    expires_at_ms: u64,
+}
+
+/// How long a revocation lasts when the request does not say: a day after the time it
+/// revokes tokens issued before.
+const DEFAULT_REVOCATION: u64 = 24 * 3600 * 1000;
+
+async fn revoke(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<RevokeAnswer>, ApiError> {
+    let key = authenticate(&state.keys, &headers)?;
+    if !key.capabilities.0.get("*").is_some_and(|ops| {
+        [Operation::Subscribe, Operation::Publish, Operation::History]
+            .iter()
+            .all(|op| ops.contains(op))
+    }) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "revoking needs a key with every operation on `*`",
+        ));
+    }
+    if body.len() > MAX_BODY {
+        return Err(ApiError::new(
+            ErrorCode::FrameTooLarge,
+            "the body is too large",
+        ));
+    }
+    let body: RevokeBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("the body: {e}")))?;
+    let target = match (body.client_id, body.key, body.all) {
+        (Some(id), None, false) => {
+            crate::RevocationTarget::ClientId(crate::ClientId::new(id.as_str()).map_err(|e| {
+                ApiError::new(ErrorCode::BadRequest, format!("client_id {id:?}: {e}"))
+            })?)
+        }
+        (None, Some(name), false) if !name.is_empty() => crate::RevocationTarget::Key(name),
+        (None, None, true) => crate::RevocationTarget::All,
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                "name exactly one of client_id, key (not empty) or all: true",
+            ));
+        }
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    // Tokens carry `iat` in seconds: by default, those issued before this second.
+    let issued_before_ms = body.issued_before_ms.unwrap_or(now_ms / 1000 * 1000);
+    let expires_at_ms = body
+        .expires_at_ms
+        .unwrap_or(issued_before_ms.saturating_add(DEFAULT_REVOCATION));
+    let disconnected = state
+        .service
+        .revoke(crate::Revocation {
+            target,
+            issued_before_ms,
+            expires_at_ms,
+        })
+        .await?;
+    Ok(Json(RevokeAnswer {
+        disconnected,
+        issued_before_ms,
+        expires_at_ms,
+    }))
 }

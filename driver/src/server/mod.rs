@@ -25,7 +25,7 @@ use tether_core::server::{
 use tether_core::wire::{ChannelMessage, ChannelName, ClientId, HistoryQuery, Message};
 use tether_core::{ErrorCode, ErrorInfo};
 
-use crate::api::Error;
+use crate::api::{Error, Revocation};
 
 use crate::client::Neutral;
 use crate::runtime::{Bind, Runtime};
@@ -269,6 +269,20 @@ impl<R: Runtime> Service<R> {
     pub async fn channels(&self) -> Result<Vec<ChannelSummary>, Error> {
         match self.api(ApiRequest::Channels).await? {
             ApiAnswer::Channels(channels) => Ok(channels),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Revokes tokens (§8): sessions holding one are disconnected with `token_revoked` at
+    /// once (their clients get a new token and resume), and such tokens are refused until
+    /// the revocation ends; with a store it is kept across restarts. Returns how many
+    /// connections it closed.
+    ///
+    /// # Errors
+    /// `limit_exceeded` when 10,000 revocations are in force; `Closed` once the hub stopped.
+    pub async fn revoke(&self, revocation: Revocation) -> Result<usize, Error> {
+        match self.api(ApiRequest::Revoke(revocation)).await? {
+            ApiAnswer::Revoked(answer) => answer.map_err(Error::Protocol),
             other => Err(unexpected(&other)),
         }
     }

@@ -274,8 +274,9 @@ impl Client {
                     &mut self.rng,
                 );
                 self.set_state(ConnectionState::Disconnected, Some(reason.clone()));
-                if reason.code == ErrorCode::TokenExpired && self.config.auth == Auth::Token {
-                    // The token of a working connection ran out: renew and resume at once.
+                if token_ended(reason.code) && self.config.auth == Auth::Token {
+                    // The token of a working connection ran out or was revoked: renew and
+                    // resume at once.
                     self.renew_then_connect(now);
                     return;
                 }
@@ -311,8 +312,8 @@ impl Client {
             self.retry_at = None;
             return;
         }
-        if reason.code == ErrorCode::TokenExpired && self.config.auth == Auth::Token {
-            // A connect refused because its token had expired.
+        if token_ended(reason.code) && self.config.auth == Auth::Token {
+            // A connect refused because its token had expired or was revoked.
             let fresh = std::mem::take(&mut self.tokens.fresh);
             self.tokens.current = None;
             // Expired as of now: the next attempt asks for a token because this one expired.
@@ -485,4 +486,10 @@ impl Client {
             });
         }
     }
+}
+
+/// Whether `code` says the token is no longer good (expired or revoked): a new one is asked
+/// for and the session resumed (§6.8).
+fn token_ended(code: ErrorCode) -> bool {
+    matches!(code, ErrorCode::TokenExpired | ErrorCode::TokenRevoked)
 }

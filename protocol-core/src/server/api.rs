@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::auth::{Revocation, TokenInfo};
 use super::delivery::Published;
 use super::{ChannelKey, Hub, HubOutput, Lookup, PendingRead, ReadFor, SessionKey};
 use crate::error::{ErrorCode, ErrorInfo};
@@ -41,6 +42,9 @@ pub enum ApiRequest {
     },
     /// The channels the hub holds now.
     Channels,
+    /// Revoke tokens (§8): sessions holding one are disconnected with `token_revoked`, and
+    /// such tokens are refused until the revocation ends. Kept in the store, if any.
+    Revoke(Revocation),
 }
 
 /// One published message's fate.
@@ -73,6 +77,9 @@ pub enum ApiAnswer {
     History(Result<(Vec<ChannelMessage>, Option<HistoryQuery>), ErrorInfo>),
     /// To `Channels`, by name.
     Channels(Vec<ChannelSummary>),
+    /// To `Revoke`: how many connections it closed, or why it was refused
+    /// (`limit_exceeded`: the hub holds its maximum of revocations in force).
+    Revoked(Result<usize, ErrorInfo>),
 }
 
 /// The session key API publishes carry (no session has it: keys count up from 0).
@@ -105,7 +112,7 @@ impl Hub {
                     return self.answer_api(id, ApiAnswer::History(Err(error)));
                 }
             }
-            ApiRequest::Channels => {}
+            ApiRequest::Channels | ApiRequest::Revoke(_) => {}
         }
         match request {
             ApiRequest::Publish {
@@ -126,7 +133,58 @@ impl Hub {
                     .collect();
                 self.answer_api(id, ApiAnswer::Channels(channels));
             }
+            ApiRequest::Revoke(revocation) => {
+                let answer = self.revoke(now, revocation);
+                self.answer_api(id, ApiAnswer::Revoked(answer));
+            }
         }
+    }
+
+    /// Whether a token of `client_id` with `info` is revoked now; drops ended revocations.
+    pub(super) fn revoked(&mut self, client_id: &ClientId, info: &TokenInfo) -> bool {
+        let now = self.unix_ms;
+        self.revocations.retain(|r| r.expires_at_ms > now);
+        self.revocations.iter().any(|r| r.revokes(client_id, info))
+    }
+
+    fn revoke(
+        &mut self,
+        now: crate::time::Time,
+        revocation: Revocation,
+    ) -> Result<usize, ErrorInfo> {
+        let unix_ms = self.unix_ms;
+        self.revocations.retain(|r| r.expires_at_ms > unix_ms);
+        if revocation.expires_at_ms <= unix_ms {
+            return Ok(0);
+        }
+        if self.revocations.len() >= super::MAX_REVOCATIONS {
+            return Err(ErrorInfo::new(
+                ErrorCode::LimitExceeded,
+                "the server holds its maximum of revocations",
+            ));
+        }
+        let closing: Vec<super::ConnectionId> = self
+            .sessions
+            .values()
+            .filter(|s| {
+                s.token
+                    .as_ref()
+                    .is_some_and(|info| revocation.revokes(&s.identity.client_id, info))
+            })
+            .filter_map(|s| s.connection)
+            .collect();
+        self.revocations.push(revocation);
+        self.store_request(super::storage::StorageRequest::SaveRevocations(
+            self.revocations.clone(),
+        ));
+        for connection in &closing {
+            let error = ErrorInfo::new(
+                ErrorCode::TokenRevoked,
+                "the token was revoked: get a new one",
+            );
+            self.close_with_disconnect(now, *connection, error);
+        }
+        Ok(closing.len())
     }
 
     fn answer_api(&mut self, id: ApiRequestId, answer: ApiAnswer) {

@@ -229,6 +229,64 @@ pub fn verify_token(
     token: &str,
     now_ms: u64,
 ) -> Result<Identity, ErrorInfo> {
+    verify_token_with_info(keys, rules, token, now_ms).map(|(identity, _)| identity)
+}
+
+/// What revocations look at in a verified token (§8).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// The key it is signed with (`kid`).
+    pub key: String,
+    /// When it was issued (`iat`, in Unix ms), if it says.
+    pub issued_at_ms: Option<u64>,
+}
+
+/// Revokes tokens (§8): those of `target` issued before `issued_before_ms` (a token with
+/// no `iat` counts as issued before) are refused with `token_revoked`, and sessions holding
+/// one are disconnected, until `expires_at_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    /// Whose tokens.
+    pub target: RevocationTarget,
+    /// Tokens issued before this time (Unix ms) are revoked.
+    pub issued_before_ms: u64,
+    /// When the revocation ends (Unix ms): set it at or after the revoked tokens' `exp`.
+    pub expires_at_ms: u64,
+}
+
+/// Whose tokens a [`Revocation`] revokes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RevocationTarget {
+    /// The tokens of one client id (`sub`).
+    ClientId(ClientId),
+    /// The tokens signed with one key (`kid`).
+    Key(String),
+    /// Every token.
+    All,
+}
+
+impl Revocation {
+    /// Whether it revokes a token of `client_id` with `info`.
+    pub fn revokes(&self, client_id: &ClientId, info: &TokenInfo) -> bool {
+        let whose = match &self.target {
+            RevocationTarget::ClientId(id) => id == client_id,
+            RevocationTarget::Key(key) => *key == info.key,
+            RevocationTarget::All => true,
+        };
+        whose
+            && info
+                .issued_at_ms
+                .is_none_or(|iat| iat < self.issued_before_ms)
+    }
+}
+
+/// [`verify_token`], with what revocations look at.
+pub fn verify_token_with_info(
+    keys: &[ApiKey],
+    rules: &TokenRules,
+    token: &str,
+    now_ms: u64,
+) -> Result<(Identity, TokenInfo), ErrorInfo> {
     let invalid = |why: &str| ErrorInfo::new(ErrorCode::TokenInvalid, why);
     let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("not a JWT"))?;
     if header.alg != Algorithm::HS256 {
@@ -302,11 +360,18 @@ pub fn verify_token(
             "sub is not a valid client id",
         )
     })?;
-    Ok(Identity {
-        client_id,
-        capabilities: claims.cap,
-        expires_at_ms: Some(expires_at_ms),
-    })
+    let info = TokenInfo {
+        key: kid,
+        issued_at_ms: claims.iat.map(|iat| iat.saturating_mul(1000)),
+    };
+    Ok((
+        Identity {
+            client_id,
+            capabilities: claims.cap,
+            expires_at_ms: Some(expires_at_ms),
+        },
+        info,
+    ))
 }
 
 /// The claims the hub reads from a token, each optional at this stage so that a missing one
@@ -318,6 +383,8 @@ struct ReceivedClaims {
     exp: Option<u64>,
     #[serde(default)]
     nbf: Option<u64>,
+    #[serde(default)]
+    iat: Option<u64>,
     #[serde(default)]
     cap: Capabilities,
 }

@@ -123,6 +123,9 @@ struct Session {
     /// Restored from a store and not published on since: its first new serial may be
     /// ahead of `next_serial` (§7.7).
     restored: bool,
+    /// What revocations look at in the token it holds (`None` for an API key, and for a
+    /// session restored from a store until its client presents its token again).
+    token: Option<auth::TokenInfo>,
 }
 
 /// A publish answer held back (see `Session::queued`).
@@ -350,7 +353,12 @@ pub struct Hub {
     /// API publishes waiting for the store, by append: the request and the positions to
     /// answer with. At most one per API request the caller has waiting (§7.8).
     api_appends: BTreeMap<StorageRequestId, (ApiRequestId, Vec<PublishedMessage>)>,
+    /// Token revocations in force (§8): at most [`MAX_REVOCATIONS`], ended ones dropped.
+    revocations: Vec<auth::Revocation>,
 }
+
+/// Revocations a hub holds at once; beyond, a new one is refused with `limit_exceeded`.
+pub const MAX_REVOCATIONS: usize = 10_000;
 
 /// History requests one connection may have waiting for the store at once; beyond, a
 /// request is refused with `limit_exceeded`.
@@ -429,6 +437,7 @@ impl Hub {
             reads: BTreeMap::new(),
             totals: HubTotals::default(),
             api_appends: BTreeMap::new(),
+            revocations: Vec::new(),
             next_request: 0,
         }
     }

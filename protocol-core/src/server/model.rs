@@ -52,6 +52,7 @@ pub struct ModelStore {
     ids: Vec<(u64, ChannelName, MessageId)>,
     sessions: BTreeMap<SessionId, StoredSession>,
     records: BTreeMap<(SessionId, u64), PublishOutcome>,
+    revocations: Vec<super::auth::Revocation>,
     /// Appends are refused while this is set (a failing disk).
     pub failing: bool,
 }
@@ -126,6 +127,10 @@ impl ModelStore {
             }
             StorageRequest::SaveSession(session) => {
                 self.sessions.insert(session.id, session);
+                None
+            }
+            StorageRequest::SaveRevocations(revocations) => {
+                self.revocations = revocations;
                 None
             }
             StorageRequest::DropSession { session } => {
@@ -255,6 +260,7 @@ impl ModelStore {
             channels,
             sessions,
             positions_lost: false,
+            revocations: self.revocations.clone(),
         }
     }
 

@@ -358,6 +358,12 @@ impl Hub {
     pub fn restore(&mut self, now: Timestamp, state: RestoredState) {
         let positions_lost = state.positions_lost;
         let unix_now = now.unix_ms;
+        self.revocations = state
+            .revocations
+            .into_iter()
+            .filter(|r| r.expires_at_ms > unix_now)
+            .take(super::MAX_REVOCATIONS)
+            .collect();
         let now = self.tick(now);
         let at = |unix_ms: u64| {
             Time::from_millis(
@@ -400,6 +406,7 @@ impl Hub {
                     detached_at: Some(now),
                     creations: CreationRate::default(),
                     queued: VecDeque::new(),
+                    token: None,
                     restored: true,
                 },
             );

@@ -99,26 +99,44 @@ impl Hub {
         resume: Option<ResumeToken>,
         heartbeat_interval_ms: Option<u32>,
     ) {
+        let mut token_info = None;
         let identity = match &credentials {
             Credentials::ApiKey { name, secret } => {
                 auth::verify_api_key(&self.config.keys, name, secret, client_id.as_ref())
             }
-            Credentials::Token { token } => {
-                auth::verify_token(&self.config.keys, &self.config.tokens, token, self.unix_ms)
-                    .and_then(|identity| match &client_id {
-                        Some(asked) if *asked != identity.client_id => Err(ErrorInfo::new(
-                            ErrorCode::ClientIdMismatch,
-                            "the connect frame names another client id than the token",
-                        )),
-                        _ => Ok(identity),
-                    })
-            }
+            Credentials::Token { token } => auth::verify_token_with_info(
+                &self.config.keys,
+                &self.config.tokens,
+                token,
+                self.unix_ms,
+            )
+            .and_then(|(identity, info)| match &client_id {
+                Some(asked) if *asked != identity.client_id => Err(ErrorInfo::new(
+                    ErrorCode::ClientIdMismatch,
+                    "the connect frame names another client id than the token",
+                )),
+                _ => Ok((identity, info)),
+            })
+            .and_then(|(identity, info)| {
+                if self.revoked(&identity.client_id, &info) {
+                    return Err(ErrorInfo::new(
+                        ErrorCode::TokenRevoked,
+                        "the token was revoked: get a new one",
+                    ));
+                }
+                token_info = Some(info);
+                Ok(identity)
+            }),
         };
         let identity = match identity {
             Ok(identity) => identity,
             Err(error) => {
-                // An expired token is worth a renewal and a retry; anything else is final.
-                let frame = if error.code == ErrorCode::TokenExpired {
+                // An expired or revoked token is worth a renewal and a retry; anything else
+                // is final.
+                let frame = if matches!(
+                    error.code,
+                    ErrorCode::TokenExpired | ErrorCode::TokenRevoked
+                ) {
                     ServerFrame::Disconnect {
                         error: error.clone(),
                     }
@@ -186,6 +204,9 @@ impl Hub {
             None => self.new_session(identity, heartbeat_interval, connection),
         };
         self.save_session(key);
+        if let Some(session) = self.sessions.get_mut(&key) {
+            session.token = token_info;
+        }
         if let Some(conn) = self.connections.get_mut(&connection) {
             conn.session = Some(key);
         }
@@ -284,6 +305,7 @@ impl Hub {
                 creations: CreationRate::default(),
                 queued: VecDeque::new(),
                 restored: false,
+                token: None,
             },
         );
         key
@@ -307,20 +329,31 @@ impl Hub {
         key: SessionKey,
         token: &str,
     ) {
-        let verified =
-            auth::verify_token(&self.config.keys, &self.config.tokens, token, self.unix_ms);
+        let verified = auth::verify_token_with_info(
+            &self.config.keys,
+            &self.config.tokens,
+            token,
+            self.unix_ms,
+        );
         let current = self
             .sessions
             .get(&key)
             .map(|s| s.identity.client_id.clone());
-        let outcome = verified.and_then(|identity| {
-            if Some(&identity.client_id) == current.as_ref() {
-                Ok(identity)
-            } else {
+        let mut token_info = None;
+        let outcome = verified.and_then(|(identity, info)| {
+            if Some(&identity.client_id) != current.as_ref() {
                 Err(ErrorInfo::new(
                     ErrorCode::ClientIdMismatch,
                     "a renewal may not change the client id",
                 ))
+            } else if self.revoked(&identity.client_id, &info) {
+                Err(ErrorInfo::new(
+                    ErrorCode::TokenRevoked,
+                    "the token was revoked: get a new one",
+                ))
+            } else {
+                token_info = Some(info);
+                Ok(identity)
             }
         });
         match outcome {
@@ -341,6 +374,7 @@ impl Hub {
                 }
                 if let Some(session) = self.sessions.get_mut(&key) {
                     session.identity = identity;
+                    session.token = token_info;
                     for channel in session.subscriptions.keys() {
                         if let Some(state) = self.channels.get(channel) {
                             if !session

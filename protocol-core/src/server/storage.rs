@@ -128,6 +128,9 @@ pub enum StorageRequest {
         /// The most bytes of messages in the page (at least one message).
         max_bytes: usize,
     },
+    /// Keep these token revocations (all those in force, replacing what was kept; at most
+    /// [`MAX_REVOCATIONS`](super::MAX_REVOCATIONS)): no answer; synced with the next batch.
+    SaveRevocations(Vec<super::auth::Revocation>),
 }
 
 /// How the store answers a request that has a completion.
@@ -216,6 +219,8 @@ pub struct RestoredState {
     /// The store may have lost its last writes (it syncs on an interval and did not stop
     /// cleanly): every channel starts a new epoch, so no position is given twice (§7.7).
     pub positions_lost: bool,
+    /// Token revocations last saved (ended ones are dropped by the hub).
+    pub revocations: Vec<super::auth::Revocation>,
 }
 
 /// Where a server's hub sends its [`StorageRequest`]s: the queue of the thread or task
