@@ -61,10 +61,7 @@ where
 {
     axum::Router::new()
         .route("/metrics", get(metrics))
-        .route(
-            "/health",
-            get(|| async { text(StatusCode::OK, "ok\n".into()) }),
-        )
+        .route("/health", get(health))
         .route("/ready", get(ready))
         .with_state(service)
 }
@@ -91,6 +88,16 @@ async fn metrics(State(service): State<Service>) -> Response {
             );
             response
         }
+        None => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the hub has stopped\n".into(),
+        ),
+    }
+}
+
+async fn health(State(service): State<Service>) -> Response {
+    match service.stats().await {
+        Some(_) => text(StatusCode::OK, "ok\n".into()),
         None => text(
             StatusCode::SERVICE_UNAVAILABLE,
             "the hub has stopped\n".into(),
@@ -173,4 +180,75 @@ async fn upgrade(State(service): State<Service>, mut request: Request) -> Respon
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     response
+}
+
+/// Limits of [`serve_bounded`].
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLimits {
+    /// Connections served at once; beyond, new ones wait in the listener's backlog.
+    pub max_connections: usize,
+    /// Time a request's head may take to arrive.
+    pub header_timeout: std::time::Duration,
+    /// The longest a connection lives (keep-alive included): a client that sends slowly or
+    /// never closes is cut then.
+    pub connection_lifetime: std::time::Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> HttpLimits {
+        HttpLimits {
+            max_connections: 256,
+            header_timeout: std::time::Duration::from_secs(5),
+            connection_lifetime: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// Serves `router` on `listener` (HTTP/1.1) with bounded resources — at most
+/// `limits.max_connections` at once, request heads within `limits.header_timeout`, each
+/// connection at most `limits.connection_lifetime` — until `stop` resolves; for the HTTP API
+/// and operator routes on a port of their own, so idle or slow clients cannot hold the
+/// process's file descriptors (`axum::serve` bounds none of these).
+pub async fn serve_bounded(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    limits: HttpLimits,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    tokio::pin!(stop);
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit,
+            () = &mut stop => return,
+        };
+        let Ok(permit) = permit else {
+            return;
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut stop => return,
+        };
+        let (stream, _) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "HTTP accept failed; backing off");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = service.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            let _ = tokio::time::timeout(limits.connection_lifetime, connection).await;
+        });
+    }
 }

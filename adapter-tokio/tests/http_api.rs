@@ -75,7 +75,24 @@ async fn an_http_publish_reaches_a_subscriber_once_and_a_retry_is_stored_once() 
         .expect("binds");
     let api = listener.local_addr().expect("an address");
     let router = tether_tokio::axum::api_routes(server.service().clone(), keys);
-    let serving = tokio::spawn(async move { axum::serve(listener, router).await });
+    let limits = tether_tokio::axum::HttpLimits {
+        max_connections: 8,
+        header_timeout: Duration::from_millis(300),
+        connection_lifetime: Duration::from_secs(10),
+    };
+    let serving = tokio::spawn(tether_tokio::axum::serve_bounded(
+        listener,
+        router,
+        limits,
+        std::future::pending(),
+    ));
+    // A connection that never sends its request is closed after the header timeout.
+    let mut idle = tokio::net::TcpStream::connect(api).await.expect("connects");
+    let mut sink = Vec::new();
+    timeout(Duration::from_secs(3), idle.read_to_end(&mut sink))
+        .await
+        .expect("an idle connection is closed by the server")
+        .ok();
 
     let url = format!("ws://{}/", server.local_addr());
     let subscriber =
@@ -217,6 +234,26 @@ async fn an_http_publish_reaches_a_subscriber_once_and_a_retry_is_stored_once() 
         (400, Some("invalid_history_query"))
     );
 
+    // The whole publish counts against the frame limit, as a client's does.
+    let big = "x".repeat(9_000);
+    let many: Vec<String> = (0..10)
+        .map(|n| format!(r#"{{"id":"big-{n}","data":"{big}"}}"#))
+        .collect();
+    let body = format!(r#"{{"channel":"news","messages":[{}]}}"#, many.join(","));
+    let (status, error) = call(api, "POST", "/api/publish", Some("app:app-secret"), &body).await;
+    assert_eq!(
+        (status, error["error"]["name"].as_str()),
+        (413, Some("frame_too_large"))
+    );
+    // Unknown routes and methods answer JSON errors too.
+    let (status, error) = call(api, "GET", "/api/nothing", Some("app:app-secret"), "").await;
+    assert_eq!(
+        (status, error["error"]["name"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (status, error) = call(api, "GET", "/api/publish", Some("app:app-secret"), "").await;
+    assert_eq!(status, 405, "{error}");
+    assert_eq!(error["error"]["name"], "bad_request");
     subscriber.close().await;
     server.shutdown().await;
     serving.abort();

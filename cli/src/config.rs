@@ -70,6 +70,9 @@ pub(crate) struct StoreSection {
     /// Whether `default_retention` came from `--default-retention`, for errors.
     #[serde(skip)]
     pub(crate) default_retention_flag: bool,
+    /// Whether `sync` came from `--sync`, for errors.
+    #[serde(skip)]
+    pub(crate) sync_flag: bool,
 }
 
 /// `[[namespaces]]`: options for the channels matching `pattern`.
@@ -126,14 +129,56 @@ pub(crate) fn load(
         set(&mut table, &path, parse_value(&value))
             .map_err(|why| Failure::usage(format!("environment {name}: {why}")))?;
         ConfigFile::deserialize(table.clone()).map_err(|e| {
-            Failure::usage(format!(
-                "environment {name} ({}): {}",
-                path.join("."),
+            let message = if path.iter().any(|p| p == "keys" || p == "secret") {
+                "invalid value (not shown: it may be a secret)"
+            } else {
                 e.message()
+            };
+            Failure::usage(format!(
+                "environment {name} ({}): {message}",
+                path.join(".")
             ))
         })?;
     }
-    ConfigFile::deserialize(table).map_err(|e| Failure::usage(e.message().to_owned()))
+    let config =
+        ConfigFile::deserialize(table).map_err(|e| Failure::usage(e.message().to_owned()))?;
+    if let Err(why) = config.hub.validate() {
+        return Err(Failure::usage(place(&origin, &text, &why)));
+    }
+    if config
+        .handshake_timeout
+        .is_some_and(|t| t < Duration::from_secs(1) || t > Duration::from_secs(3600))
+    {
+        return Err(Failure::usage(place(
+            &origin,
+            &text,
+            "handshake_timeout: 1s to 1h",
+        )));
+    }
+    Ok(config)
+}
+
+/// A semantic error `key: why` (a path under `[hub]` unless top-level), with the file and
+/// line that set the key when the file did.
+pub(crate) fn place(origin: &str, text: &str, why: &str) -> String {
+    let key = why.split(':').next().unwrap_or("");
+    let leaf = key.rsplit('.').next().unwrap_or(key);
+    let path = if key == "handshake_timeout" {
+        key.to_owned()
+    } else {
+        format!("hub.{key}")
+    };
+    let line = text.lines().position(|line| {
+        let line = line.trim_start();
+        line.strip_prefix(leaf)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+    });
+    match line {
+        Some(index) if !origin.is_empty() => {
+            format!("{origin}:{}, key `{path}`: {why}", index + 1)
+        }
+        _ => format!("configuration, key `{path}`: {why}"),
+    }
 }
 
 /// A variable's value as TOML (a number, a boolean, an array…), else as a string.
@@ -164,7 +209,7 @@ fn set(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(
 
 /// A parse or value error with its file, line, and the key's full path.
 fn locate(origin: &str, text: &str, error: &toml::de::Error) -> String {
-    let message = error.message();
+    let message = mask(error.message(), text, error.span());
     let Some(span) = error.span() else {
         return format!("{origin}: {message}");
     };
@@ -190,6 +235,27 @@ fn locate(origin: &str, text: &str, error: &toml::de::Error) -> String {
         (None, None) => String::new(),
     };
     format!("{origin}:{line}{path}: {message}")
+}
+
+/// An error message without the value it quotes when that value sits in a key's secret
+/// (or anywhere under `keys`): secrets never reach the terminal or logs.
+fn mask(message: &str, text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let secret = span.is_some_and(|span| {
+        let start = span.start.min(text.len());
+        let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line = text[line_start..].lines().next().unwrap_or("");
+        let in_keys = text[..start]
+            .lines()
+            .filter(|l| l.trim_start().starts_with('['))
+            .last()
+            .is_some_and(|header| header.contains("keys"));
+        line.trim_start().starts_with("secret") || in_keys
+    });
+    if secret {
+        "invalid value (not shown: it may be a secret)".to_owned()
+    } else {
+        message.to_owned()
+    }
 }
 
 /// The configuration as TOML, with every key's secret masked.
@@ -332,5 +398,58 @@ mod tests {
         assert!(!printed.contains("very-secret"), "{printed}");
         assert!(printed.contains("********"), "{printed}");
         assert!(printed.contains("session_ttl = \"2m\""), "{printed}");
+    }
+
+    /// Found by a reviewer: `min_heartbeat_interval` above the maximum was taken and the
+    /// first client's connect panicked the hub; zero durations flooded clients. Settings
+    /// that make an unusable hub are refused with file, line and key.
+    #[test]
+    fn regression_unusable_settings_are_refused_with_file_line_and_key() {
+        for (text, key, line) in [
+            (
+                "[hub]\nmin_heartbeat_interval = \"10m\"\n",
+                "hub.min_heartbeat_interval",
+                2,
+            ),
+            (
+                "\n[hub]\nheartbeat_interval = \"0s\"\n",
+                "hub.heartbeat_interval",
+                3,
+            ),
+            ("[hub]\nmax_connections = 0\n", "hub.max_connections", 2),
+            ("[hub]\nmax_pending_bytes = 0\n", "hub.max_pending_bytes", 2),
+            (
+                "[hub]\nsession_ttl = \"100000000000h\"\n",
+                "hub.session_ttl",
+                2,
+            ),
+            ("handshake_timeout = \"0s\"\n", "handshake_timeout", 1),
+        ] {
+            let (_dir, path) = file(text);
+            let error = load(Some(&path), env(&[])).expect_err(text).to_string();
+            let expected = format!("{}:{line}, key `{key}`", path.display());
+            assert!(error.contains(&expected), "{text}: {error}");
+        }
+        let (_dir, path) = file("[[hub.keys]]\nname = \"c:d\"\nsecret = \"x\"\n");
+        let error = load(Some(&path), env(&[]))
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("holds `:`"), "{error}");
+    }
+
+    #[test]
+    fn secrets_never_appear_in_errors() {
+        let (_dir, path) = file("[[hub.keys]]\nname = \"app\"\nsecret = 98765432\n");
+        let error = load(Some(&path), env(&[]))
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            !error.contains("98765432") && error.contains(":3"),
+            "{error}"
+        );
+        let error = load(None, env(&[("TETHER__HUB__KEYS", "app:mysecret")]))
+            .expect_err("refused")
+            .to_string();
+        assert!(!error.contains("mysecret"), "{error}");
     }
 }

@@ -35,6 +35,8 @@ pub(crate) struct ServeOptions {
 pub(crate) struct StorageOptions {
     pub(crate) dir: PathBuf,
     pub(crate) sync: String,
+    /// Where `sync` was given, for errors.
+    pub(crate) sync_origin: String,
     /// `pattern=count/age` rules, each with where it came from.
     pub(crate) retention: Vec<(String, String)>,
     pub(crate) default_retention: (String, String),
@@ -76,6 +78,7 @@ fn merge(options: ServeOptions) -> Result<(ConfigFile, Vec<KeySource>), Failure>
                     sync: None,
                     default_retention: None,
                     default_retention_flag: false,
+                    sync_flag: false,
                 });
             }
         }
@@ -86,10 +89,9 @@ fn merge(options: ServeOptions) -> Result<(ConfigFile, Vec<KeySource>), Failure>
         ))
     };
     if let Some(sync) = options.sync {
-        file.store
-            .as_mut()
-            .ok_or_else(|| store_option("--sync"))?
-            .sync = Some(sync);
+        let store = file.store.as_mut().ok_or_else(|| store_option("--sync"))?;
+        store.sync = Some(sync);
+        store.sync_flag = true;
     }
     if let Some(retention) = options.default_retention {
         let store = file
@@ -141,6 +143,30 @@ pub(crate) async fn run(options: ServeOptions, signals: &mut StopSignals) -> Res
     if print_config {
         let mut effective = file;
         effective.hub.keys = hub.keys.clone();
+        effective
+            .hub
+            .validate()
+            .map_err(|why| Failure::usage(format!("configuration: {why}")))?;
+        effective
+            .listen
+            .get_or_insert_with(|| "127.0.0.1:7400".into());
+        effective
+            .handshake_timeout
+            .get_or_insert(Duration::from_secs(5));
+        if let Some(store) = &mut effective.store {
+            store.sync.get_or_insert_with(|| "batch".into());
+            store
+                .default_retention
+                .get_or_insert_with(|| "10000/24h".into());
+        }
+        // The store's settings are checked as a start would check them.
+        if let Some(storage) = storage_options(&effective) {
+            engine_config(&storage, &effective.hub)?;
+        } else if effective.namespaces.iter().any(|n| n.retention.is_some()) {
+            return Err(Failure::usage(
+                "a namespace's retention needs a store: give --data-dir or a [store]",
+            ));
+        }
         print!("{}", config::print(&effective)?);
         return Ok(());
     }
@@ -162,30 +188,7 @@ pub(crate) async fn run(options: ServeOptions, signals: &mut StopSignals) -> Res
             ))
         })?);
     }
-    if let Some(section) = &file.store {
-        let storage = StorageOptions {
-            dir: section.data_dir.clone(),
-            sync: section.sync.clone().unwrap_or_else(|| "batch".into()),
-            retention: file
-                .namespaces
-                .iter()
-                .filter_map(|n| {
-                    n.retention.as_ref().map(|r| {
-                        let origin = n.origin.clone().unwrap_or_else(|| {
-                            format!("namespace {:?}: retention {r:?}", n.pattern)
-                        });
-                        (format!("{}={r}", n.pattern), origin)
-                    })
-                })
-                .collect(),
-            default_retention: match &section.default_retention {
-                Some(r) if section.default_retention_flag => {
-                    (r.clone(), format!("--default-retention {r:?}"))
-                }
-                Some(r) => (r.clone(), format!("[store] default_retention {r:?}")),
-                None => ("10000/24h".into(), "default retention".into()),
-            },
-        };
+    if let Some(storage) = storage_options(&file) {
         let engine_config = engine_config(&storage, &config.hub)?;
         let dir = &storage.dir;
         if dir.exists() && !dir.is_dir() {
@@ -247,13 +250,14 @@ pub(crate) async fn run(options: ServeOptions, signals: &mut StopSignals) -> Res
             let router = tether_tokio::axum::api_routes(service.clone(), api_keys)
                 .merge(tether_tokio::axum::operator_routes(service));
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let task = tokio::spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await
-            });
+            let task = tokio::spawn(tether_tokio::axum::serve_bounded(
+                listener,
+                router,
+                tether_tokio::axum::HttpLimits::default(),
+                async {
+                    let _ = stopped.await;
+                },
+            ));
             println!("HTTP API on http://{local}/api/ (X-Tether-Key: name:secret)");
             Some((stop, task))
         }
@@ -267,6 +271,40 @@ pub(crate) async fn run(options: ServeOptions, signals: &mut StopSignals) -> Res
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     Ok(())
+}
+
+/// The store's options as the configuration gives them, if it has a store.
+fn storage_options(file: &ConfigFile) -> Option<StorageOptions> {
+    let section = file.store.as_ref()?;
+    Some(StorageOptions {
+        dir: section.data_dir.clone(),
+        sync: section.sync.clone().unwrap_or_else(|| "batch".into()),
+        sync_origin: if section.sync_flag {
+            "--sync".into()
+        } else {
+            "[store] sync".into()
+        },
+        retention: file
+            .namespaces
+            .iter()
+            .filter_map(|n| {
+                n.retention.as_ref().map(|r| {
+                    let origin = n
+                        .origin
+                        .clone()
+                        .unwrap_or_else(|| format!("namespace {:?}: retention {r:?}", n.pattern));
+                    (format!("{}={r}", n.pattern), origin)
+                })
+            })
+            .collect(),
+        default_retention: match &section.default_retention {
+            Some(r) if section.default_retention_flag => {
+                (r.clone(), format!("--default-retention {r:?}"))
+            }
+            Some(r) => (r.clone(), format!("[store] default_retention {r:?}")),
+            None => ("10000/24h".into(), "default retention".into()),
+        },
+    })
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, Failure> {
@@ -356,7 +394,8 @@ fn engine_config(storage: &StorageOptions, hub: &HubConfig) -> Result<EngineConf
         interval => {
             let interval = humantime::parse_duration(interval).map_err(|e| {
                 Failure::usage(format!(
-                    "--sync {interval:?}: `batch` or a duration such as 10ms ({e})"
+                    "{} {interval:?}: `batch` or a duration such as 10ms ({e})",
+                    storage.sync_origin
                 ))
             })?;
             if interval.is_zero() {

@@ -4,6 +4,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -48,6 +49,24 @@ where
         .route("/api/history", get(history))
         .route("/api/channels", get(channels))
         .route("/api/revoke", post(revoke))
+        .fallback(|| async {
+            ApiError::new(ErrorCode::NotFound, "no such API route").into_response()
+        })
+        .method_not_allowed_fallback(|| async {
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                Json(ErrorBody {
+                    error: ErrorJson {
+                        code: ErrorCode::BadRequest.as_u32(),
+                        name: ErrorCode::BadRequest.name(),
+                        message: "this route does not take that method",
+                    },
+                }),
+            )
+                .into_response()
+        })
+        // Bodies up to the API's own limit reach the handlers, which answer beyond it.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY + 1))
         .route(
             "/api/openapi.yaml",
             get(|| async {
@@ -236,18 +255,32 @@ fn fresh_id() -> Result<MessageId, ApiError> {
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("id: {e}")))
 }
 
+/// The body, or the JSON error for one over the limit or cut short.
+fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::FrameTooLarge,
+            format!("the body is over {MAX_BODY} bytes"),
+        )
+    };
+    match body {
+        Ok(body) if body.len() <= MAX_BODY => Ok(body),
+        Ok(_) => Err(too_large()),
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_large()),
+        Err(rejection) => Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("the body: {}", rejection.body_text()),
+        )),
+    }
+}
+
 async fn publish(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PublishAnswer>, ApiError> {
     let key = authenticate(&state.keys, &headers)?;
-    if body.len() > MAX_BODY {
-        return Err(ApiError::new(
-            ErrorCode::FrameTooLarge,
-            format!("the body is over {MAX_BODY} bytes"),
-        ));
-    }
+    let body = body_of(body)?;
     let body: PublishBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("the body: {e}")))?;
     allow(key, &body.channel, Operation::Publish)?;
@@ -492,9 +525,10 @@ const DEFAULT_REVOCATION: u64 = 24 * 3600 * 1000;
 async fn revoke(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<RevokeAnswer>, ApiError> {
     let key = authenticate(&state.keys, &headers)?;
+    let body = body_of(body)?;
     if !key.capabilities.0.get("*").is_some_and(|ops| {
         [Operation::Subscribe, Operation::Publish, Operation::History]
             .iter()
@@ -503,12 +537,6 @@ async fn revoke(
         return Err(ApiError::new(
             ErrorCode::Forbidden,
             "revoking needs a key with every operation on `*`",
-        ));
-    }
-    if body.len() > MAX_BODY {
-        return Err(ApiError::new(
-            ErrorCode::FrameTooLarge,
-            "the body is too large",
         ));
     }
     let body: RevokeBody = serde_json::from_slice(&body)

@@ -149,7 +149,14 @@ impl<R: Runtime> Accepted<R> {
 /// The answer to an operator's endpoint.
 async fn endpoint_answer(observer: &Observer, endpoint: http::Endpoint) -> String {
     match endpoint {
-        http::Endpoint::Health => response("200 OK", "text/plain; charset=utf-8", "ok\n"),
+        http::Endpoint::Health => match observer.stats().await {
+            Some(_) => response("200 OK", "text/plain; charset=utf-8", "ok\n"),
+            None => response(
+                "503 Service Unavailable",
+                "text/plain; charset=utf-8",
+                "the hub has stopped\n",
+            ),
+        },
         http::Endpoint::Ready => match observer.ready().await {
             Ok(()) => response("200 OK", "text/plain; charset=utf-8", "ready\n"),
             Err(why) => response(

@@ -94,6 +94,12 @@ impl<R: Runtime> Service<R> {
     /// `internal` when no seed could be drawn or the runtime cannot be reached from here;
     /// the store's error when it cannot be restored or started.
     pub fn start(config: embed::ServerOptions<R::ServerTransport>) -> io::Result<Service<R>> {
+        config.hub.validate().map_err(|why| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("hub configuration: {why}"),
+            )
+        })?;
         let (runtime, tls) = R::for_server(&config.transport)?;
         let seed = match config.seed {
             Some(seed) => seed,

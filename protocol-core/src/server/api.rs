@@ -207,6 +207,7 @@ impl Hub {
                 ErrorCode::InvalidMessage,
                 "a publish carries at least one message",
             );
+            self.totals.publishes_refused += 1;
             return self.answer_api(id, answer);
         }
         if messages.len() > self.config.limits.max_messages_per_publish {
@@ -214,6 +215,19 @@ impl Hub {
                 ErrorCode::TooManyMessages,
                 "more messages than the hub takes in one publish",
             );
+            self.totals.publishes_refused += 1;
+            return self.answer_api(id, answer);
+        }
+        let size = crate::wire::publish_frame_len(&channel, &messages);
+        if size > self.config.limits.max_frame_size {
+            self.totals.publishes_refused += 1;
+            let answer = ApiAnswer::Published(Err(ErrorInfo::new(
+                ErrorCode::FrameTooLarge,
+                format!(
+                    "the publish takes {size} bytes; the hub accepts {} (as a client's)",
+                    self.config.limits.max_frame_size
+                ),
+            )));
             return self.answer_api(id, answer);
         }
         // Which messages are new: not in the channel's dedupe window, nor earlier in this
@@ -245,14 +259,18 @@ impl Hub {
             return self.answer_api(id, answer);
         };
         match published {
-            Published::Done(Some(error)) => self.answer_api(id, ApiAnswer::Published(Err(error))),
+            Published::Done(Some(error)) => {
+                self.totals.publishes_refused += 1;
+                self.answer_api(id, ApiAnswer::Published(Err(error)));
+            }
             Published::Done(None) => {
+                self.totals.acknowledged(std::time::Duration::ZERO);
                 let positions = self.positions_of(channel_key, &ids, &fresh, None);
                 self.answer_api(id, ApiAnswer::Published(Ok(positions)));
             }
             Published::Pending(request) => {
                 let positions = self.positions_of(channel_key, &ids, &fresh, Some(request));
-                self.api_appends.insert(request, (id, positions));
+                self.api_appends.insert(request, (id, positions, now));
             }
         }
     }
@@ -325,10 +343,17 @@ impl Hub {
         request: super::storage::StorageRequestId,
         error: Option<&ErrorInfo>,
     ) {
-        if let Some((id, positions)) = self.api_appends.remove(&request) {
+        if let Some((id, positions, received)) = self.api_appends.remove(&request) {
             let answer = match error {
-                None => ApiAnswer::Published(Ok(positions)),
-                Some(error) => ApiAnswer::Published(Err(error.clone())),
+                None => {
+                    let waited = self.clock.now().since(received);
+                    self.totals.acknowledged(waited);
+                    ApiAnswer::Published(Ok(positions))
+                }
+                Some(error) => {
+                    self.totals.publishes_refused += 1;
+                    ApiAnswer::Published(Err(error.clone()))
+                }
             };
             self.answer_api(id, answer);
         }

@@ -114,3 +114,118 @@ impl Default for HubConfig {
         }
     }
 }
+
+/// The longest duration a setting takes (a year): beyond, clocks and timers overflow.
+const LONGEST: Duration = Duration::from_secs(365 * 24 * 3600);
+
+impl HubConfig {
+    /// Checks that the settings make a usable hub; the first problem found, naming the
+    /// setting (its configuration key), otherwise. Every server adapter refuses to start on
+    /// a configuration this refuses.
+    ///
+    /// # Errors
+    /// `key: why`, e.g. `min_heartbeat_interval: above max_heartbeat_interval`.
+    pub fn validate(&self) -> Result<(), String> {
+        let at_least = |name: &str, value: Duration, least: Duration| {
+            if value < least {
+                Err(format!("{name}: at least {least:?}"))
+            } else if value > LONGEST {
+                Err(format!("{name}: at most a year"))
+            } else {
+                Ok(())
+            }
+        };
+        let positive = |name: &str, value: usize| {
+            if value == 0 {
+                Err(format!("{name}: at least 1"))
+            } else {
+                Ok(())
+            }
+        };
+        let second = Duration::from_secs(1);
+        at_least("heartbeat_interval", self.heartbeat_interval, second)?;
+        at_least(
+            "min_heartbeat_interval",
+            self.min_heartbeat_interval,
+            second,
+        )?;
+        at_least(
+            "max_heartbeat_interval",
+            self.max_heartbeat_interval,
+            second,
+        )?;
+        if self.min_heartbeat_interval > self.max_heartbeat_interval {
+            return Err("min_heartbeat_interval: above max_heartbeat_interval".into());
+        }
+        if self.heartbeat_interval < self.min_heartbeat_interval
+            || self.heartbeat_interval > self.max_heartbeat_interval
+        {
+            return Err(
+                "heartbeat_interval: outside min_heartbeat_interval..max_heartbeat_interval".into(),
+            );
+        }
+        at_least("idle_grace", self.idle_grace, Duration::from_millis(100))?;
+        at_least(
+            "first_frame_timeout",
+            self.first_frame_timeout,
+            Duration::from_millis(100),
+        )?;
+        at_least("session_ttl", self.session_ttl, second)?;
+        at_least("retention_age", self.retention_age, Duration::ZERO)?;
+        at_least("dedupe_window", self.dedupe_window, second)?;
+        at_least("tokens.leeway", self.tokens.leeway, Duration::ZERO)?;
+        positive("max_channels_per_session", self.max_channels_per_session)?;
+        positive("max_connections", self.max_connections)?;
+        positive("max_sessions", self.max_sessions)?;
+        positive("max_channels", self.max_channels)?;
+        positive("publish_record", self.publish_record)?;
+        positive("dedupe_capacity", self.dedupe_capacity)?;
+        positive(
+            "channel_creations_per_second",
+            self.channel_creations_per_second as usize,
+        )?;
+        positive("limits.max_frame_size", self.limits.max_frame_size)?;
+        positive(
+            "limits.max_channel_name_len",
+            self.limits.max_channel_name_len,
+        )?;
+        positive(
+            "limits.max_messages_per_publish",
+            self.limits.max_messages_per_publish,
+        )?;
+        let most = crate::wire::Limits::PROTOCOL_MAX;
+        if self.limits.max_frame_size > most.max_frame_size {
+            return Err(format!(
+                "limits.max_frame_size: at most {}",
+                most.max_frame_size
+            ));
+        }
+        if self.limits.max_channel_name_len > most.max_channel_name_len {
+            return Err(format!(
+                "limits.max_channel_name_len: at most {}",
+                most.max_channel_name_len
+            ));
+        }
+        if self.limits.max_messages_per_publish > most.max_messages_per_publish {
+            return Err(format!(
+                "limits.max_messages_per_publish: at most {}",
+                most.max_messages_per_publish
+            ));
+        }
+        if self.max_pending_bytes < self.limits.max_frame_size {
+            return Err("max_pending_bytes: at least limits.max_frame_size".into());
+        }
+        for key in &self.keys {
+            if key.name.is_empty() || key.name.contains(':') {
+                return Err(format!(
+                    "keys: the key name {:?} is empty or holds `:` (keys are given as name:secret)",
+                    key.name
+                ));
+            }
+            if key.secret.is_empty() {
+                return Err(format!("keys: the key {:?} has an empty secret", key.name));
+            }
+        }
+        Ok(())
+    }
+}

@@ -235,7 +235,7 @@ pub struct HubTotals {
     pub messages_stored: u64,
     /// Message frames sent to subscribers, live and replayed (an `own_message` is not one).
     pub messages_delivered: u64,
-    /// New publishes (not resends) acknowledged.
+    /// New publishes (not resends; from clients and the server-side API) acknowledged.
     pub publishes_acknowledged: u64,
     /// New publishes refused (`nack`), whatever the code.
     pub publishes_refused: u64,
@@ -352,7 +352,7 @@ pub struct Hub {
     totals: HubTotals,
     /// API publishes waiting for the store, by append: the request and the positions to
     /// answer with. At most one per API request the caller has waiting (§7.8).
-    api_appends: BTreeMap<StorageRequestId, (ApiRequestId, Vec<PublishedMessage>)>,
+    api_appends: BTreeMap<StorageRequestId, (ApiRequestId, Vec<PublishedMessage>, Time)>,
     /// Token revocations in force (§8): at most [`MAX_REVOCATIONS`], ended ones dropped.
     revocations: Vec<auth::Revocation>,
 }

@@ -152,10 +152,10 @@ impl Hub {
         let heartbeat_interval = heartbeat_interval_ms
             .map(|ms| Duration::from_millis(u64::from(ms)))
             .unwrap_or(self.config.heartbeat_interval)
-            .clamp(
-                self.config.min_heartbeat_interval,
-                self.config.max_heartbeat_interval,
-            );
+            // Not `clamp`: it panics when the bounds are crossed (a configuration
+            // `validate` refuses, but the hub never panics on its configuration).
+            .min(self.config.max_heartbeat_interval)
+            .max(self.config.min_heartbeat_interval);
 
         let mut resume_error = None;
         let resumed = resume.and_then(|token| {
