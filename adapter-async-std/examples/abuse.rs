@@ -521,7 +521,7 @@ fn garbage(address: SocketAddr) -> Seen {
 }
 
 fn plain_http(address: SocketAddr) -> Seen {
-    let status = http_status(address, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let status = http_status(address, b"GET /chat HTTP/1.1\r\nHost: x\r\n\r\n");
     Seen {
         ok: status.contains(" 426 "),
         what: status,
