@@ -201,22 +201,6 @@ fn config_keys() -> Vec<tether_core::server::ApiKey> {
     config().keys
 }
 
-/// Carries out every request the hub emitted on `store`, and gives the hub the answers.
-fn store_all(h: &mut HubHarness, store: &mut ModelStore) {
-    loop {
-        let requests = std::mem::take(&mut h.storage);
-        if requests.is_empty() {
-            return;
-        }
-        for request in requests {
-            if let Some(completion) = store.apply(request, h.unix_ms) {
-                h.hub.handle_storage(h.stamp(), completion);
-                h.drain();
-            }
-        }
-    }
-}
-
 fn revoke(h: &mut HubHarness, id: u64, target: RevocationTarget, issued_before_ms: u64) -> usize {
     let revocation = Revocation {
         target,

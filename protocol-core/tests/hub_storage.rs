@@ -19,22 +19,6 @@ fn durable() -> HubConfig {
     config
 }
 
-/// Carries out every request the hub emitted on `store`, and gives the hub the answers.
-fn store_all(h: &mut HubHarness, store: &mut ModelStore) {
-    loop {
-        let requests = std::mem::take(&mut h.storage);
-        if requests.is_empty() {
-            return;
-        }
-        for request in requests {
-            if let Some(completion) = store.apply(request, h.unix_ms) {
-                h.hub.handle_storage(h.stamp(), completion);
-                h.drain();
-            }
-        }
-    }
-}
-
 fn acks(frames: &[ServerFrame]) -> Vec<(u64, Option<ErrorCode>)> {
     frames
         .iter()

@@ -320,3 +320,19 @@ pub fn error_code(frames: &[ServerFrame]) -> Option<ErrorCode> {
         _ => None,
     })
 }
+
+/// Carries out every request the hub emitted on `store`, and gives the hub the answers.
+pub fn store_all(h: &mut HubHarness, store: &mut tether_core::server::ModelStore) {
+    loop {
+        let requests = std::mem::take(&mut h.storage);
+        if requests.is_empty() {
+            return;
+        }
+        for request in requests {
+            if let Some(completion) = store.apply(request, h.unix_ms) {
+                h.hub.handle_storage(h.stamp(), completion);
+                h.drain();
+            }
+        }
+    }
+}
