@@ -246,8 +246,7 @@ fn mask(message: &str, text: &str, span: Option<std::ops::Range<usize>>) -> Stri
         let line = text[line_start..].lines().next().unwrap_or("");
         let in_keys = text[..start]
             .lines()
-            .filter(|l| l.trim_start().starts_with('['))
-            .last()
+            .rfind(|l| l.trim_start().starts_with('['))
             .is_some_and(|header| header.contains("keys"));
         line.trim_start().starts_with("secret") || in_keys
     });
