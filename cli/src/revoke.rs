@@ -21,24 +21,24 @@ pub(crate) fn run(
     parse_key(key).map_err(|e| Failure::usage(format!("--key: {e}")))?;
     let lasts = humantime::parse_duration(lasts)
         .map_err(|e| Failure::usage(format!("--lasts {lasts:?}: {e}")))?;
-    let issued_before_ms = match issued_before {
-        Some(text) => {
-            let at = humantime::parse_rfc3339_weak(text).map_err(|e| {
-                Failure::usage(format!(
-                    "--issued-before {text:?}: an RFC 3339 time such as 2026-12-03T10:00:00Z ({e})"
-                ))
-            })?;
-            millis(at)
-        }
-        // Tokens carry `iat` in whole seconds: those issued before this second.
-        None => millis(SystemTime::now()) / 1000 * 1000,
-    };
-    let expires_at_ms =
-        issued_before_ms.saturating_add(u64::try_from(lasts.as_millis()).unwrap_or(u64::MAX));
-    let mut body = serde_json::json!({
-        "issued_before_ms": issued_before_ms,
-        "expires_at_ms": expires_at_ms,
-    });
+    let mut body = serde_json::json!({});
+    // Defaults (tokens issued before the server's current second) are the server's.
+    if let Some(text) = issued_before {
+        let at = humantime::parse_rfc3339_weak(text).map_err(|e| {
+            Failure::usage(format!(
+                "--issued-before {text:?}: an RFC 3339 time such as 2026-12-03T10:00:00Z ({e})"
+            ))
+        })?;
+        let issued_before_ms = millis(at);
+        body["issued_before_ms"] = issued_before_ms.into();
+        body["expires_at_ms"] = issued_before_ms
+            .saturating_add(u64::try_from(lasts.as_millis()).unwrap_or(u64::MAX))
+            .into();
+    } else {
+        body["expires_at_ms"] = millis(SystemTime::now())
+            .saturating_add(u64::try_from(lasts.as_millis()).unwrap_or(u64::MAX))
+            .into();
+    }
     match target {
         Target::ClientId(id) => body["client_id"] = id.into(),
         Target::Key(name) => body["key"] = name.into(),
@@ -76,11 +76,15 @@ pub(crate) fn run(
     }
     let answer: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Failure::run(format!("{url}: not the API's answer: {e}")))?;
+    let time = |field: &str| {
+        let ms = answer[field].as_u64().unwrap_or(0);
+        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms))
+    };
     println!(
         "revoked: {} connection(s) closed; tokens issued before {} refused until {}",
         answer["disconnected"],
-        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(issued_before_ms)),
-        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(expires_at_ms)),
+        time("issued_before_ms"),
+        time("expires_at_ms"),
     );
     Ok(())
 }

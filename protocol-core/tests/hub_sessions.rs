@@ -559,3 +559,18 @@ fn a_resend_with_other_messages_or_beyond_the_record_is_refused() {
         "nothing stored twice"
     );
 }
+
+/// Found by a reviewer: with `min_heartbeat_interval` above `max_heartbeat_interval` (a
+/// configuration `HubConfig::validate` refuses, but a hub built without it) the first
+/// connect panicked in `Duration::clamp` and stopped the server. The hub never panics on
+/// its configuration: the interval is bounded by the maximum, then the minimum.
+#[test]
+fn regression_crossed_heartbeat_bounds_do_not_panic_the_hub() {
+    let mut config = config();
+    config.min_heartbeat_interval = Duration::from_secs(600);
+    config.max_heartbeat_interval = Duration::from_secs(60);
+    assert!(config.validate().is_err());
+    let mut h = HubHarness::with(config, 1);
+    let (connection, _) = h.connect_as("alice");
+    assert!(!h.closed.contains_key(&connection));
+}

@@ -518,10 +518,6 @@ struct RevokeAnswer {
     expires_at_ms: u64,
 }
 
-/// How long a revocation lasts when the request does not say: a day after the time it
-/// revokes tokens issued before.
-const DEFAULT_REVOCATION: u64 = 24 * 3600 * 1000;
-
 async fn revoke(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -559,19 +555,10 @@ async fn revoke(
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    // Tokens carry `iat` in seconds: by default, those issued before this second.
-    let issued_before_ms = body.issued_before_ms.unwrap_or(now_ms / 1000 * 1000);
-    let expires_at_ms = body
-        .expires_at_ms
-        .unwrap_or(issued_before_ms.saturating_add(DEFAULT_REVOCATION));
-    let disconnected = state
-        .service
-        .revoke(crate::Revocation {
-            target,
-            issued_before_ms,
-            expires_at_ms,
-        })
-        .await?;
+    let revocation =
+        crate::Revocation::with_defaults(target, now_ms, body.issued_before_ms, body.expires_at_ms);
+    let (issued_before_ms, expires_at_ms) = (revocation.issued_before_ms, revocation.expires_at_ms);
+    let disconnected = state.service.revoke(revocation).await?;
     Ok(Json(RevokeAnswer {
         disconnected,
         issued_before_ms,

@@ -91,8 +91,10 @@ impl<R: Runtime> Service<R> {
     /// upgrade terminates TLS); [`Server::bind`] uses it.
     ///
     /// # Errors
-    /// `internal` when no seed could be drawn or the runtime cannot be reached from here;
-    /// the store's error when it cannot be restored or started.
+    /// `InvalidInput` when [`HubConfig::validate`](tether_core::server::HubConfig::validate)
+    /// refuses the hub's configuration; `internal` when no seed could be drawn or the
+    /// runtime cannot be reached from here; the store's error when it cannot be restored or
+    /// started.
     pub fn start(config: embed::ServerOptions<R::ServerTransport>) -> io::Result<Service<R>> {
         config.hub.validate().map_err(|why| {
             io::Error::new(
@@ -396,8 +398,8 @@ impl<R: Runtime> Server<R> {
     /// Binds `address` and starts serving `ws://` (or, with TLS in the options, `wss://`).
     ///
     /// # Errors
-    /// The bind's error; `internal` when no seed could be drawn or the runtime cannot be
-    /// reached from here; the store's error when it cannot be restored or started.
+    /// The bind's error; otherwise those of [`Service::start`] (a refused configuration
+    /// included).
     pub async fn bind<A>(
         address: A,
         config: embed::ServerOptions<R::ServerTransport>,

@@ -265,7 +265,28 @@ pub enum RevocationTarget {
     All,
 }
 
+/// How long a revocation lasts when its caller does not say (24 h), in ms.
+pub const DEFAULT_REVOCATION_MS: u64 = 24 * 3600 * 1000;
+
 impl Revocation {
+    /// A revocation of `target` with the defaults for what is not given (§8): tokens
+    /// issued before the current second of `now_ms` (`iat` has whole seconds, so a token
+    /// issued in that second is not revoked), until [`DEFAULT_REVOCATION_MS`] after that.
+    pub fn with_defaults(
+        target: RevocationTarget,
+        now_ms: u64,
+        issued_before_ms: Option<u64>,
+        expires_at_ms: Option<u64>,
+    ) -> Revocation {
+        let issued_before_ms = issued_before_ms.unwrap_or(now_ms / 1000 * 1000);
+        Revocation {
+            target,
+            issued_before_ms,
+            expires_at_ms: expires_at_ms
+                .unwrap_or(issued_before_ms.saturating_add(DEFAULT_REVOCATION_MS)),
+        }
+    }
+
     /// Whether it revokes a token of `client_id` with `info`.
     pub fn revokes(&self, client_id: &ClientId, info: &TokenInfo) -> bool {
         let whose = match &self.target {
