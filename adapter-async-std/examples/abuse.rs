@@ -392,6 +392,18 @@ const ATTACKS: &[(&str, Attack)] = &[
     ("expired token (13.8)", expired),
     ("publish claiming 2^32 messages (13.9)", count_2_32),
     ("publish of no message (13.9)", empty_publish),
+    (
+        "HTTP binding: up request for an unknown transport",
+        http_unknown_transport,
+    ),
+    ("HTTP binding: up requests out of order", http_out_of_order),
+    ("HTTP binding: oversized up body", http_oversized),
+    ("HTTP binding: up body without a length", http_no_length),
+    ("HTTP binding: a down stream never read", http_never_read),
+    (
+        "HTTP binding: bodies sent slowly, preflights, idle sockets",
+        http_held_sockets,
+    ),
 ];
 
 fn history_flood(address: SocketAddr) -> Seen {
@@ -854,5 +866,223 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// One HTTP/1.1 request on a fresh socket (`Connection: close`): the whole answer.
+fn http_exchange(address: SocketAddr, head: &str, body: &[u8]) -> Vec<u8> {
+    let mut socket = TcpStream::connect(address).expect("connects");
+    let _ = socket.write_all(head.as_bytes());
+    let _ = socket.write_all(body);
+    let _ = socket.set_read_timeout(Some(WAIT));
+    let mut answer = Vec::new();
+    let _ = socket.read_to_end(&mut answer);
+    answer
+}
+
+fn status_line(answer: &[u8]) -> String {
+    String::from_utf8_lossy(answer)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// An up body holding `frames`.
+fn up_body(frames: &[ClientFrame]) -> Vec<u8> {
+    let mut body = bytes::BytesMut::new();
+    for frame in frames {
+        let encoded = wire::encode(frame, &Limits::PROTOCOL_MAX).expect("encodes");
+        tether_core::wire::http::put_frame(&mut body, &encoded);
+    }
+    body.to_vec()
+}
+
+/// Opens an HTTP binding transport connected as `client_id`: its id.
+fn http_open(address: SocketAddr, client_id: &str) -> Option<String> {
+    let body = up_body(&[connect(
+        Credentials::ApiKey {
+            name: "app".into(),
+            secret: "app-secret".into(),
+        },
+        client_id,
+    )]);
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let answer = http_exchange(address, &head, &body);
+    let text = String::from_utf8_lossy(&answer);
+    text.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("x-tether-transport")
+            .then(|| value.trim().to_owned())
+    })
+}
+
+fn http_up(address: SocketAddr, transport: &str, seq: u64, body: &[u8]) -> String {
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Tether-Transport: {transport}\r\nX-Tether-Seq: {seq}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    status_line(&http_exchange(address, &head, body))
+}
+
+fn http_unknown_transport(address: SocketAddr) -> Seen {
+    let body = up_body(&[ClientFrame::Heartbeat]);
+    let status = http_up(address, "AAAAAAAAAAAAAAAAAAAAAA", 0, &body);
+    Seen {
+        ok: status.contains(" 404 "),
+        what: status,
+    }
+}
+
+fn http_out_of_order(address: SocketAddr) -> Seen {
+    let Some(transport) = http_open(address, "http-skipper") else {
+        return Seen {
+            what: "no transport opened".into(),
+            ok: false,
+        };
+    };
+    let body = up_body(&[ClientFrame::Heartbeat]);
+    let skipped = http_up(address, &transport, 5, &body);
+    // The transport is closed: the next request for it is unknown.
+    let after = http_up(address, &transport, 0, &body);
+    Seen {
+        ok: skipped.contains(" 409 ") && after.contains(" 404 "),
+        what: format!("{skipped}, then {after}"),
+    }
+}
+
+fn http_oversized(address: SocketAddr) -> Seen {
+    let Some(transport) = http_open(address, "http-oversized") else {
+        return Seen {
+            what: "no transport opened".into(),
+            ok: false,
+        };
+    };
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Tether-Transport: {transport}\r\nX-Tether-Seq: 0\r\nContent-Length: 1073741824\r\n\r\n"
+    );
+    let status = status_line(&http_exchange(address, &head, &[]));
+    Seen {
+        ok: status.contains(" 413 "),
+        what: status,
+    }
+}
+
+fn http_no_length(address: SocketAddr) -> Seen {
+    let head =
+        "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let chunked = status_line(&http_exchange(address, head, b"5\r\nhello\r\n0\r\n\r\n"));
+    let head = "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let missing = status_line(&http_exchange(address, head, b""));
+    Seen {
+        ok: chunked.contains(" 400 ") && missing.contains(" 411 "),
+        what: format!("chunked: {chunked}; no length: {missing}"),
+    }
+}
+
+/// A transport that attaches to a flooded channel and opens a stream it never reads: the
+/// hub's pending-bytes limit ends it (slow consumer); the server holds no more than that.
+fn http_never_read(address: SocketAddr) -> Seen {
+    let Some(transport) = http_open(address, "http-never-reads") else {
+        return Seen {
+            what: "no transport opened".into(),
+            ok: false,
+        };
+    };
+    let attach = up_body(&[ClientFrame::Attach {
+        channel: channel("http-flood"),
+        from: None,
+    }]);
+    let attached = http_up(address, &transport, 0, &attach);
+    let mut stream = TcpStream::connect(address).expect("connects");
+    let head = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Tether-Transport: {transport}\r\nX-Tether-Mode: stream\r\n\r\n"
+    );
+    let _ = stream.write_all(head.as_bytes());
+    let mut publisher = Raw::connected(address, "http-flooder");
+    for n in 0..200u64 {
+        publisher.send(&ClientFrame::Publish {
+            serial: n,
+            channel: channel("http-flood"),
+            messages: vec![Message {
+                id: MessageId::new(format!("hf{n}")).expect("id"),
+                name: "f".into(),
+                data: vec![b'f'; 60_000].into(),
+            }],
+        });
+        publisher.next();
+    }
+    // Ended by the hub: the next request for the transport is unknown.
+    let start = Instant::now();
+    let body = up_body(&[ClientFrame::Heartbeat]);
+    let mut status = String::new();
+    while start.elapsed() < WAIT {
+        status = http_up(address, &transport, 1, &body);
+        if status.contains(" 404 ") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // And the server lets the never-read socket go (within the close timeout), not only the
+    // transport.
+    let peer = stream.local_addr().expect("an address").port();
+    let gone = gone_within(address.port(), peer, WAIT);
+    drop(stream);
+    Seen {
+        ok: attached.contains(" 204 ") && status.contains(" 404 ") && gone.is_some(),
+        what: format!(
+            "attach {attached}; after the flood {status}; socket {}",
+            gone.map_or("still held".into(), |after| format!(
+                "released after {:.1} s",
+                after.as_secs_f32()
+            ))
+        ),
+    }
+}
+
+/// Sockets that try to stay: a body never sent (its slot among handshakes), a preflight
+/// (answered, then closed), keep-alive requests for one transport from many sockets (at most
+/// four each).
+fn http_held_sockets(address: SocketAddr) -> Seen {
+    let deadline = sockets().handshake_timeout + Duration::from_secs(2);
+    let mut slow = TcpStream::connect(address).expect("connects");
+    let _ = slow.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n");
+    let body_cut = ended_within(&mut slow, deadline).is_some();
+    let mut preflight = TcpStream::connect(address).expect("connects");
+    let _ = preflight.write_all(b"OPTIONS / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let _ = preflight.set_read_timeout(Some(WAIT));
+    let mut answer = Vec::new();
+    let _ = preflight.read_to_end(&mut answer);
+    let preflight_closed = status_line(&answer).contains(" 204 ");
+    let Some(transport) = http_open(address, "http-many-sockets") else {
+        return Seen {
+            what: "no transport opened".into(),
+            ok: false,
+        };
+    };
+    let mut statuses = Vec::new();
+    let mut kept = Vec::new();
+    for _ in 0..6 {
+        let mut socket = TcpStream::connect(address).expect("connects");
+        let head = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX-Tether-Transport: {transport}\r\nX-Tether-Mode: poll\r\n\r\n"
+        );
+        let _ = socket.write_all(head.as_bytes());
+        let _ = socket.set_read_timeout(Some(Duration::from_millis(300)));
+        let mut first = [0u8; 12];
+        let _ = socket.read(&mut first);
+        statuses.push(String::from_utf8_lossy(&first[9..12]).into_owned());
+        kept.push(socket);
+    }
+    let refused = statuses.iter().filter(|s| *s == "429").count();
+    Seen {
+        ok: body_cut && preflight_closed && refused == 2,
+        what: format!(
+            "slow body cut: {body_cut}; preflight answered and closed: {preflight_closed}; 6 sockets for one transport: {}",
+            statuses.join(" ")
+        ),
     }
 }

@@ -41,7 +41,10 @@ pub use spawner::Spawner;
 pub use tether_core;
 // The types applications name, so they need not depend on tether-core themselves.
 pub use tether_driver::api::*;
-pub use tether_driver::{StateChanges, StateWatch, Subscription, Task, tls_from_pem};
+pub use tether_driver::{
+    BINDING_HEADERS, BindingAnswer, BindingRequest, DownBody, PREFLIGHT_HEADERS, StateChanges,
+    StateWatch, Subscription, Task, tls_from_pem,
+};
 
 /// A tether client on async-std or smol (see [`tether_driver::Client`]). Cheap to clone;
 /// the connection lives until `close` or until every clone is dropped; `state()` is a

@@ -20,10 +20,13 @@
 //!
 //! The route answers a WebSocket upgrade (`GET`, `Connection: Upgrade`, `Upgrade:
 //! websocket`, `Sec-WebSocket-Version: 13`, a `Sec-WebSocket-Key`) with `101 Switching
-//! Protocols` and hands the upgraded socket to [`Service::serve_upgraded`]; anything else
-//! gets `405 Method Not Allowed` (not `GET`), `426 Upgrade Required` (no upgrade asked) or
-//! `400 Bad Request` (no key, another version) — as [`Server`](crate::Server) answers on
-//! its own listener. The socket limits and every protocol rule are the service's.
+//! Protocols` and hands the upgraded socket to [`Service::serve_upgraded`]; it serves the
+//! HTTP binding (`docs/protocol.md` §2.5: `POST`, `OPTIONS`, `GET` with
+//! `X-Tether-Transport`) for clients whose WebSocket is blocked, through
+//! [`Service::serve_binding`]; anything else gets `405 Method Not Allowed`, `426 Upgrade
+//! Required` (no upgrade asked) or `400 Bad Request` (no key, another version) — as
+//! [`Server`](crate::Server) answers on its own listener. The socket limits and every
+//! protocol rule are the service's.
 
 use std::net::SocketAddr;
 
@@ -39,6 +42,7 @@ use hyper_util::rt::TokioIo;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
 use crate::Service;
+use tether_core::wire::http as binding;
 
 /// A route (any method; non-`GET` requests are answered 405) that serves tether
 /// connections: mount it at any path of an axum router with `.route(path, …)`. The peer's
@@ -138,6 +142,19 @@ fn status(code: StatusCode) -> Response {
 }
 
 async fn upgrade(State(service): State<Service>, mut request: Request) -> Response {
+    let transport = request.headers().contains_key(binding::TRANSPORT_HEADER);
+    if request.method() == Method::OPTIONS {
+        let mut response = status(StatusCode::NO_CONTENT);
+        for (name, value) in tether_driver::PREFLIGHT_HEADERS {
+            response
+                .headers_mut()
+                .insert(name, HeaderValue::from_static(value));
+        }
+        return response;
+    }
+    if request.method() == Method::POST || (request.method() == Method::GET && transport) {
+        return serve_binding(service, request).await;
+    }
     if request.method() != Method::GET {
         return status(StatusCode::METHOD_NOT_ALLOWED);
     }
@@ -179,6 +196,84 @@ async fn upgrade(State(service): State<Service>, mut request: Request) -> Respon
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    response
+}
+
+/// A request of the HTTP binding (§2.5) on the route: its body read within the service's
+/// limit, answered by the service, the down body streamed.
+async fn serve_binding(service: Service, request: Request) -> Response {
+    let headers = request.headers();
+    let text = |name: &str| {
+        let mut values = headers.get_all(name).iter();
+        match (values.next(), values.next()) {
+            (Some(value), None) => Ok(value.to_str().ok().map(str::to_owned)),
+            (None, _) => Ok(None),
+            // A repeated header is refused, as on the server's own listener.
+            (Some(_), Some(_)) => Err(()),
+        }
+    };
+    let (Ok(transport), Ok(seq), Ok(mode)) = (
+        text(binding::TRANSPORT_HEADER),
+        text(binding::SEQ_HEADER),
+        text(binding::MODE_HEADER),
+    ) else {
+        return binding_status(StatusCode::BAD_REQUEST);
+    };
+    let binding_request = tether_driver::BindingRequest {
+        method: request.method().as_str().to_owned(),
+        transport,
+        seq,
+        mode,
+    };
+    let limit = service.binding_body_limit();
+    let body = if request.method() == Method::GET {
+        bytes::Bytes::new()
+    } else {
+        if has_token(headers, header::TRANSFER_ENCODING, "chunked") {
+            return binding_status(StatusCode::BAD_REQUEST);
+        }
+        let Some(length) = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        else {
+            return binding_status(StatusCode::LENGTH_REQUIRED);
+        };
+        if length > limit {
+            let answer = service.binding_too_large(&binding_request, length).await;
+            return binding_response(answer);
+        }
+        match axum::body::to_bytes(request.into_body(), limit).await {
+            Ok(body) => body,
+            Err(_) => return binding_status(StatusCode::BAD_REQUEST),
+        }
+    };
+    binding_response(service.serve_binding(binding_request, body).await)
+}
+
+fn binding_status(code: StatusCode) -> Response {
+    let mut response = status(code);
+    for (name, value) in tether_driver::BINDING_HEADERS {
+        response
+            .headers_mut()
+            .insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+fn binding_response(answer: tether_driver::BindingAnswer) -> Response {
+    let code = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = binding_status(code);
+    for (name, value) in answer.headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    if let Some(body) = answer.body {
+        use futures_util::StreamExt;
+        *response.body_mut() =
+            Body::from_stream(body.map(Ok::<bytes::Bytes, std::convert::Infallible>));
+    }
     response
 }
 

@@ -36,7 +36,10 @@ pub use runtime::{ClientTransport, ServerTransport, Tokio};
 pub use tether_core;
 // The types applications name, so they need not depend on tether-core themselves.
 pub use tether_driver::api::*;
-pub use tether_driver::{StateChanges, Subscription, tls_from_pem, websocket_config};
+pub use tether_driver::{
+    BINDING_HEADERS, BindingAnswer, BindingRequest, DownBody, PREFLIGHT_HEADERS, StateChanges,
+    Subscription, tls_from_pem, websocket_config,
+};
 
 /// A tether client on tokio (see [`tether_driver::Client`]). Cheap to clone; the
 /// connection lives until `close` or until every clone is dropped; `state()` is a tokio

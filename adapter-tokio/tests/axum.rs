@@ -6,30 +6,18 @@
 #![cfg(feature = "axum")]
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use futures_util::StreamExt;
 use tether_tokio::tether_core::ErrorCode;
 use tether_tokio::{ChannelEvent, Client, ClientOptions};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
+
+mod support;
+use support::{LIMIT, http};
 
 #[allow(dead_code)]
 #[path = "../examples/axum_app.rs"]
 mod example;
-
-const LIMIT: Duration = Duration::from_secs(20);
-
-/// One HTTP/1.1 request on a fresh connection; the whole answer.
-async fn http(address: SocketAddr, request: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connects");
-    stream.write_all(request.as_bytes()).await.expect("writes");
-    let mut answer = Vec::new();
-    let _ = timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
-    String::from_utf8_lossy(&answer).into_owned()
-}
 
 #[tokio::test]
 async fn the_example_app_serves_its_routes_and_tether_on_one_port() {
@@ -86,7 +74,14 @@ async fn the_example_app_serves_its_routes_and_tether_on_one_port() {
         "POST /realtime HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
     )
     .await;
-    assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+    // A POST is the HTTP binding's (§2.5): an open without frames is refused.
+    assert!(post.starts_with("HTTP/1.1 400"), "{post}");
+    let put = http(
+        address,
+        "PUT /realtime HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(put.starts_with("HTTP/1.1 405"), "{put}");
     let old = http(
         address,
         "GET /realtime HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
@@ -120,6 +115,37 @@ async fn the_example_app_serves_its_routes_and_tether_on_one_port() {
         }
     }
     assert_eq!(received, ["m0", "m1", "m2"].map(bytes::Bytes::from));
+    // Behind a proxy that refuses WebSocket upgrades: the same route serves the HTTP
+    // binding, and the client falls back to it.
+    let proxy = support::proxy::Proxy::start(address, false).await;
+    let behind = Client::connect(
+        &format!("ws://{}/realtime", proxy.address),
+        ClientOptions::api_key("app", "app-secret"),
+    )
+    .expect("url");
+    let behind_news = behind.channel("news").expect("name");
+    let mut behind_messages = timeout(LIMIT, behind_news.subscribe())
+        .await
+        .expect("in time")
+        .expect("subscribes over the HTTP binding");
+    timeout(LIMIT, behind_news.publish("n", "through the proxy"))
+        .await
+        .expect("in time")
+        .expect("acknowledged");
+    let through = loop {
+        match timeout(LIMIT, behind_messages.next())
+            .await
+            .expect("in time")
+        {
+            Some(ChannelEvent::Message(message)) => break message.message.data.clone(),
+            Some(_) => {}
+            None => panic!("the subscription ended"),
+        }
+    };
+    assert_eq!(&through[..], b"through the proxy");
+    assert!(proxy.refused.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    assert_eq!(proxy.upgraded.load(std::sync::atomic::Ordering::SeqCst), 0);
+    behind.close().await;
     // A wrong secret is refused by the hub, as on tether's own listener.
     let intruder = Client::connect(&url, ClientOptions::api_key("app", "wrong")).expect("url");
     let refused = timeout(LIMIT, intruder.connected()).await.expect("in time");

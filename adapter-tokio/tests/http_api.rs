@@ -11,45 +11,11 @@ use tether_tokio::{
     ApiKey, Capabilities, ChannelEvent, Client, ClientOptions, HubConfig, Operation, Server,
     ServerConfig,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::time::timeout;
 
-const LIMIT: Duration = Duration::from_secs(20);
-
-/// One HTTP/1.1 request; the status and the JSON body.
-async fn call(
-    address: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-    key: Option<&str>,
-    body: &str,
-) -> (u16, serde_json::Value) {
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connects");
-    let key = key
-        .map(|k| format!("X-Tether-Key: {k}\r\n"))
-        .unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{key}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.expect("writes");
-    let mut answer = Vec::new();
-    timeout(LIMIT, stream.read_to_end(&mut answer))
-        .await
-        .expect("answered in time")
-        .expect("reads");
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let status = answer[9..12].parse().expect("a status");
-    let (_, body) = answer.split_once("\r\n\r\n").expect("a body");
-    // Bodies come whole or chunked; take the JSON object in it.
-    let json = &body[body.find('{').unwrap_or(0)..=body.rfind('}').unwrap_or(0)];
-    (
-        status,
-        serde_json::from_str(json).unwrap_or(serde_json::Value::Null),
-    )
-}
+mod support;
+use support::{LIMIT, call};
 
 #[tokio::test]
 async fn an_http_publish_reaches_a_subscriber_once_and_a_retry_is_stored_once() {
@@ -255,6 +221,133 @@ async fn an_http_publish_reaches_a_subscriber_once_and_a_retry_is_stored_once() 
     assert_eq!(status, 405, "{error}");
     assert_eq!(error["error"]["name"], "bad_request");
     subscriber.close().await;
+    server.shutdown().await;
+    serving.abort();
+}
+
+/// `POST /api/disconnect` (§7.8): with `reconnect` the client is disconnected with
+/// `disconnected_by_server` and resumes with nothing lost or repeated; without, it goes
+/// Failed with that code and does not come back; a key without every operation on `*` is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_over_http_makes_a_client_resume_or_stop() {
+    let mut hub = HubConfig::default();
+    let all = |name: &str| ApiKey {
+        name: name.into(),
+        secret: format!("{name}-secret"),
+        capabilities: Capabilities::all(),
+    };
+    hub.keys = vec![
+        all("app"),
+        all("alice"),
+        ApiKey {
+            name: "reader".into(),
+            secret: "reader-secret".into(),
+            capabilities: Capabilities::default().with("*", &[Operation::History]),
+        },
+    ];
+    let keys = hub.keys.clone();
+    let server = Server::bind("127.0.0.1:0", ServerConfig::new(hub))
+        .await
+        .expect("binds");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let api = listener.local_addr().expect("an address");
+    let router = tether_tokio::axum::api_routes(server.service().clone(), keys);
+    let serving = tokio::spawn(async move { axum::serve(listener, router).await });
+    let url = format!("ws://{}/", server.local_addr());
+    let alice =
+        Client::connect(&url, ClientOptions::api_key("alice", "alice-secret")).expect("url");
+    let mut messages = timeout(LIMIT, alice.channel("news").expect("name").subscribe())
+        .await
+        .expect("in time")
+        .expect("subscribes");
+    let publisher =
+        Client::connect(&url, ClientOptions::api_key("app", "app-secret")).expect("url");
+    let news = publisher.channel("news").expect("name");
+    news.publish("n", "0").await.expect("acknowledged");
+
+    // Two keys in two headers: refused (not the first taken), and counted as an
+    // authentication failure.
+    let twice = "POST /api/disconnect HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Tether-Key: app:app-secret\r\nX-Tether-Key: reader:reader-secret\r\nContent-Length: 2\r\n\r\n{}";
+    assert_eq!(support::status(&support::http(api, twice).await), 401);
+    let metrics = server.service().metrics().await.expect("running");
+    assert!(
+        metrics.contains(r#"tether_auth_failures_total{code="invalid_credentials"} 1"#),
+        "{metrics}"
+    );
+    let body = r#"{"client_id":"alice","reconnect":true}"#;
+    let (status, answer) = call(
+        api,
+        "POST",
+        "/api/disconnect",
+        Some("reader:reader-secret"),
+        body,
+    )
+    .await;
+    assert_eq!(
+        (status, &answer["error"]["name"]),
+        (403, &serde_json::json!("forbidden"))
+    );
+    let mut changes = alice.state_changes();
+    let (status, answer) = call(api, "POST", "/api/disconnect", Some("app:app-secret"), body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer, serde_json::json!({"connections": 1, "sessions": 0}));
+    let reason = timeout(LIMIT, async {
+        loop {
+            if let Some(reason) = changes.next().await.expect("a change").reason {
+                return reason.code;
+            }
+        }
+    })
+    .await
+    .expect("in time");
+    assert_eq!(reason, tether_tokio::ErrorCode::DisconnectedByServer);
+    news.publish("n", "1").await.expect("acknowledged");
+    timeout(LIMIT, alice.connected())
+        .await
+        .expect("in time")
+        .expect("reconnects");
+    let received = support::texts(&mut messages, 2).await;
+    assert_eq!(received, ["0", "1"]);
+
+    // Without reconnect: Failed, with the code, and it stays so.
+    let body = r#"{"client_id":"alice"}"#;
+    let (status, answer) = call(api, "POST", "/api/disconnect", Some("app:app-secret"), body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer, serde_json::json!({"connections": 1, "sessions": 1}));
+    timeout(LIMIT, async {
+        while *alice.state().borrow() != tether_tokio::ConnectionState::Failed {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("goes Failed");
+    assert_eq!(
+        alice.last_error().map(|e| e.code),
+        Some(tether_tokio::ErrorCode::DisconnectedByServer)
+    );
+    let (status, answer) = call(
+        api,
+        "POST",
+        "/api/disconnect",
+        Some("app:app-secret"),
+        r#"{"client_id":""}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    // A JSON array is not taken for the object's fields.
+    let (status, answer) = call(
+        api,
+        "POST",
+        "/api/disconnect",
+        Some("app:app-secret"),
+        r#"["alice", false]"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    publisher.close().await;
     server.shutdown().await;
     serving.abort();
 }

@@ -10,25 +10,11 @@ use tether_core::server::{ApiKey, Capabilities, HubConfig};
 use tether_core::wire::{self, ClientFrame, Credentials, Limits, PROTOCOL_VERSION};
 use tether_tokio::proxy::{Proxy, ProxyConfig};
 use tether_tokio::{ChannelEvent, Client, ClientOptions, Server, ServerConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 
-const LIMIT: Duration = Duration::from_secs(20);
-
-async fn get(address: std::net::SocketAddr, path: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connects");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("writes");
-    let mut answer = Vec::new();
-    timeout(LIMIT, stream.read_to_end(&mut answer))
-        .await
-        .expect("answered in time")
-        .expect("reads");
-    String::from_utf8_lossy(&answer).into_owned()
-}
+mod support;
+use support::{LIMIT, get};
 
 /// The value of the sample `name` (with its labels, as printed) in Prometheus text.
 fn sample(text: &str, name: &str) -> f64 {

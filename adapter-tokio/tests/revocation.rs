@@ -11,13 +11,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use tether_tokio::{
-    ApiKey, Capabilities, ChannelEvent, Claims, Client, ClientOptions, ErrorCode, HubConfig,
-    Server, ServerConfig, mint_token,
+    ApiKey, Capabilities, Claims, Client, ClientOptions, ErrorCode, HubConfig, Server,
+    ServerConfig, mint_token,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
-const LIMIT: Duration = Duration::from_secs(20);
+mod support;
+use support::{LIMIT, call};
 
 fn now_secs() -> u64 {
     SystemTime::now()
@@ -42,24 +42,6 @@ fn token(issued_at: u64) -> String {
         Duration::from_secs(600),
     );
     mint_token(&key(), &claims).expect("signs")
-}
-
-async fn post(address: std::net::SocketAddr, path: &str, body: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connects");
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Tether-Key: app:app-secret\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.expect("writes");
-    let mut answer = Vec::new();
-    timeout(LIMIT, stream.read_to_end(&mut answer))
-        .await
-        .expect("in time")
-        .expect("reads");
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    (answer[9..12].parse().expect("a status"), answer)
 }
 
 /// Connects with `token` over a raw WebSocket; the error code of the hub's answer.
@@ -154,9 +136,16 @@ async fn a_revoked_subscriber_is_disconnected_renews_and_resumes_with_no_loss() 
     let mut changes = subscriber.state_changes();
 
     let revoked_at = Instant::now();
-    let (status, answer) = post(api, "/api/revoke", r#"{"client_id":"alice"}"#).await;
+    let (status, answer) = call(
+        api,
+        "POST",
+        "/api/revoke",
+        Some("app:app-secret"),
+        r#"{"client_id":"alice"}"#,
+    )
+    .await;
     assert_eq!(status, 200, "{answer}");
-    assert!(answer.contains(r#""disconnected":1"#), "{answer}");
+    assert_eq!(answer["disconnected"], 1, "{answer}");
     // Disconnected with token_revoked within a second.
     let reason = timeout(Duration::from_secs(1), async {
         loop {
@@ -187,17 +176,7 @@ async fn a_revoked_subscriber_is_disconnected_renews_and_resumes_with_no_loss() 
         asked.load(Ordering::SeqCst) >= 2,
         "a new token was asked for"
     );
-    let mut received = Vec::new();
-    while received.len() < 20 {
-        match timeout(LIMIT, events.next()).await.expect("in time") {
-            Some(ChannelEvent::Message(m)) => {
-                received.push(String::from_utf8_lossy(&m.message.data).into_owned())
-            }
-            Some(ChannelEvent::Discontinuity { .. }) => panic!("a discontinuity"),
-            Some(_) => {}
-            None => panic!("the subscription ended"),
-        }
-    }
+    let received = support::texts(&mut events, 20).await;
     let expected: Vec<String> = (0..20).map(|n| n.to_string()).collect();
     assert_eq!(received, expected);
 

@@ -277,7 +277,9 @@ fn print_message(channel: &str, message: &ChannelMessage, json: bool) {
     if json {
         let mut object = serde_json::json!({
             "channel": channel,
-            "epoch": message.position.epoch,
+            // A decimal string, as in the HTTP API: epochs are 64-bit, beyond what JSON numbers
+            // hold exactly.
+            "epoch": message.position.epoch.to_string(),
             "serial": message.position.serial,
             "timestamp_ms": message.timestamp_ms,
             "id": message.message.id.as_str(),

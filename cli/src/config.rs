@@ -43,6 +43,29 @@ pub(crate) struct ConfigFile {
     /// Options per channel pattern, first match wins.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) namespaces: Vec<Namespace>,
+    /// The file it was read from and its text, for errors found later.
+    #[serde(skip)]
+    pub(crate) source: Option<(String, String)>,
+}
+
+impl ConfigFile {
+    /// The hub's configuration: `[hub]` with the namespaces' options.
+    pub(crate) fn hub_config(&self) -> HubConfig {
+        let mut hub = self.hub.clone();
+        hub.namespaces = self
+            .namespaces
+            .iter()
+            .filter(|n| n.history.is_some() || n.echo.is_some() || n.publish.is_some())
+            .map(|n| {
+                let mut namespace = tether_tokio::tether_core::server::Namespace::new(&n.pattern);
+                namespace.history = n.history;
+                namespace.echo = n.echo;
+                namespace.publish = n.publish;
+                namespace
+            })
+            .collect();
+        hub
+    }
 }
 
 /// `[tls]`.
@@ -75,7 +98,8 @@ pub(crate) struct StoreSection {
     pub(crate) sync_flag: bool,
 }
 
-/// `[[namespaces]]`: options for the channels matching `pattern`.
+/// `[[namespaces]]`: options for the channels matching `pattern`; each option is decided by
+/// the first namespace that matches a channel and sets it (`docs/protocol.md` §7.3).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Namespace {
@@ -84,6 +108,16 @@ pub(crate) struct Namespace {
     /// History kept, `count/age` (`10000/24h`; `0/0s` for none), with a store.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) retention: Option<String>,
+    /// Whether clients may read history (default true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) history: Option<bool>,
+    /// Whether publishers get their own messages back (default true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) echo: Option<bool>,
+    /// Who may publish: `clients` (the default: as their capabilities allow),
+    /// `subscribers` (attached sessions only) or `server` (the server-side API only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) publish: Option<tether_tokio::tether_core::server::Publishers>,
     /// Where it was given, for errors (`--retention "…"`); `None` for the file's.
     #[serde(skip)]
     pub(crate) origin: Option<String>,
@@ -140,9 +174,19 @@ pub(crate) fn load(
             ))
         })?;
     }
-    let config =
+    let mut config =
         ConfigFile::deserialize(table).map_err(|e| Failure::usage(e.message().to_owned()))?;
-    if let Err(why) = config.hub.validate() {
+    if !origin.is_empty() {
+        config.source = Some((origin.clone(), text.clone()));
+    }
+    if !config.hub.namespaces.is_empty() {
+        return Err(Failure::usage(place(
+            &origin,
+            &text,
+            "namespaces: give them as [[namespaces]] at the top level (where retention is set too)",
+        )));
+    }
+    if let Err(why) = config.hub_config().validate() {
         return Err(Failure::usage(place(&origin, &text, &why)));
     }
     if config
@@ -163,16 +207,25 @@ pub(crate) fn load(
 pub(crate) fn place(origin: &str, text: &str, why: &str) -> String {
     let key = why.split(':').next().unwrap_or("");
     let leaf = key.rsplit('.').next().unwrap_or(key);
-    let path = if key == "handshake_timeout" {
+    let path = if key == "handshake_timeout" || key == "namespaces" {
         key.to_owned()
     } else {
         format!("hub.{key}")
     };
-    let line = text.lines().position(|line| {
-        let line = line.trim_start();
-        line.strip_prefix(leaf)
-            .is_some_and(|rest| rest.trim_start().starts_with('='))
-    });
+    let line = if key == "namespaces" {
+        // `namespaces: the pattern "a::b" …`: the line of that pattern.
+        let quoted = why.split('"').nth(1).unwrap_or("");
+        text.lines().position(|line| {
+            let line = line.trim_start();
+            line.starts_with("pattern") && line.contains(&format!("\"{quoted}\""))
+        })
+    } else {
+        text.lines().position(|line| {
+            let line = line.trim_start();
+            line.strip_prefix(leaf)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+    };
     match line {
         Some(index) if !origin.is_empty() => {
             format!("{origin}:{}, key `{path}`: {why}", index + 1)
@@ -276,6 +329,25 @@ pub(crate) fn print(config: &ConfigFile) -> Result<String, Failure> {
         .map_err(|e| Failure::run(format!("the configuration cannot be printed: {e}")))
 }
 
+impl ConfigFile {
+    /// Where a value the file gave is, for an error found after loading: `file:line, key
+    /// `path`` for the first line setting `leaf` to `value`, or `key `path`` alone.
+    pub(crate) fn whereabouts(&self, path: &str, leaf: &str, value: &str) -> String {
+        let quoted = format!("\"{value}\"");
+        let line = self.source.as_ref().and_then(|(origin, text)| {
+            text.lines()
+                .position(|line| {
+                    let line = line.trim_start();
+                    line.strip_prefix(leaf)
+                        .is_some_and(|rest| rest.trim_start().starts_with('='))
+                        && line.contains(&quoted)
+                })
+                .map(|index| format!("{origin}:{}, ", index + 1))
+        });
+        format!("{}key `{path}`", line.unwrap_or_default())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,7 +377,8 @@ mod tests {
             .lines()
             .filter(|line| line.starts_with("    ") && !line.starts_with("     "))
             .filter_map(|line| line.trim().split_once(':').map(|(name, _)| name))
-            .filter(|name| !["storage", "sabotage"].contains(name))
+            // Namespaces are the top-level `[[namespaces]]` (namespaces_set_the_hubs_options).
+            .filter(|name| !["storage", "sabotage", "namespaces"].contains(name))
             .collect();
         assert!(fields.len() >= 20, "{fields:?}");
         let mut with_key = defaults.clone();
@@ -450,5 +523,63 @@ mod tests {
             .expect_err("refused")
             .to_string();
         assert!(!error.contains("mysecret"), "{error}");
+    }
+
+    #[test]
+    fn values_checked_after_loading_name_their_file_line_and_key() {
+        let (_dir, path) = file(
+            "[store]\ndata_dir = \"/tmp/x\"\nsync = \"fast\"\n\n[[namespaces]]\npattern = \"c:*\"\nretention = \"lots\"\n",
+        );
+        let config = load(Some(&path), env(&[])).expect("loads");
+        let sync = config.whereabouts("store.sync", "sync", "fast");
+        assert_eq!(sync, format!("{}:3, key `store.sync`", path.display()));
+        let retention = config.whereabouts("namespaces.retention", "retention", "lots");
+        assert_eq!(
+            retention,
+            format!("{}:7, key `namespaces.retention`", path.display())
+        );
+        assert_eq!(
+            config.whereabouts("store.sync", "sync", "batch"),
+            "key `store.sync`",
+            "a default the file did not give"
+        );
+    }
+
+    #[test]
+    fn namespaces_set_the_hubs_options() {
+        use tether_tokio::tether_core::server::Publishers;
+        let (_dir, path) = file(
+            "[[namespaces]]\npattern = \"feed:*\"\npublish = \"server\"\nhistory = false\n\n\
+             [[namespaces]]\npattern = \"*\"\necho = false\npublish = \"subscribers\"\n",
+        );
+        let config = load(Some(&path), env(&[])).expect("loads");
+        let hub = config.hub_config();
+        let feed = hub.channel_options("feed:news");
+        assert_eq!(
+            (feed.history, feed.echo, feed.publish),
+            (false, false, Publishers::Server)
+        );
+        let chat = hub.channel_options("chat");
+        assert_eq!(
+            (chat.history, chat.echo, chat.publish),
+            (true, false, Publishers::Subscribers)
+        );
+        // Bad values name the line; namespaces under [hub] are refused.
+        let (_dir, path) = file("[[namespaces]]\npattern = \"x\"\npublish = \"anyone\"\n");
+        let error = load(Some(&path), env(&[]))
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains(":3") && error.contains("publish"), "{error}");
+        let (_dir, path) = file("[[namespaces]]\npattern = \"a::b\"\necho = false\n");
+        let error = load(Some(&path), env(&[]))
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("namespaces: the pattern"), "{error}");
+        assert!(error.contains(":2, key `namespaces`"), "{error}");
+        let (_dir, path) = file("[[hub.namespaces]]\npattern = \"x\"\necho = false\n");
+        let error = load(Some(&path), env(&[]))
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("[[namespaces]] at the top level"), "{error}");
     }
 }

@@ -72,8 +72,9 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
         /// Also serve the HTTP API (POST /api/publish, GET /api/history, GET /api/channels,
-        /// authenticated by `X-Tether-Key: name:secret`) and /metrics, /health, /ready on
-        /// this address; keep it private (docs/http-api.md).
+        /// POST /api/revoke, POST /api/disconnect, authenticated by `X-Tether-Key:
+        /// name:secret`) and /metrics, /health, /ready on this address; keep it private
+        /// (docs/http-api.md).
         #[arg(long)]
         api_listen: Option<String>,
         /// API keys as name:secret (repeatable); also from TETHER_KEYS, comma-separated.
@@ -145,7 +146,9 @@ enum Command {
     Sub {
         /// The channel.
         channel: String,
-        /// Print each message as a JSON object on one line.
+        /// Print each message as a JSON object on one line: channel, epoch (a decimal
+        /// string: 64 bits), serial, timestamp_ms, id, name, publisher, and data (text) or
+        /// data_hex.
         #[arg(long)]
         json: bool,
         #[command(flatten)]

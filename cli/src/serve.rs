@@ -115,6 +115,9 @@ fn merge(options: ServeOptions) -> Result<(ConfigFile, Vec<KeySource>), Failure>
         namespaces.push(Namespace {
             pattern: pattern.to_owned(),
             retention: Some(retention.to_owned()),
+            history: None,
+            echo: None,
+            publish: None,
             origin: Some(format!("--retention {rule:?}")),
         });
     }
@@ -138,13 +141,13 @@ pub(crate) async fn run(options: ServeOptions, signals: &mut StopSignals) -> Res
     let print_config = options.print_config;
     let (file, sources) = merge(options)?;
     let keys = parse_keys(&file.hub.keys, &sources)?;
-    let mut hub = file.hub.clone();
+    let mut hub = file.hub_config();
     hub.keys = keys;
     if print_config {
         let mut effective = file;
         effective.hub.keys = hub.keys.clone();
         effective
-            .hub
+            .hub_config()
             .validate()
             .map_err(|why| Failure::usage(format!("configuration: {why}")))?;
         effective
@@ -282,17 +285,24 @@ fn storage_options(file: &ConfigFile) -> Option<StorageOptions> {
         sync_origin: if section.sync_flag {
             "--sync".into()
         } else {
-            "[store] sync".into()
+            file.whereabouts(
+                "store.sync",
+                "sync",
+                section.sync.as_deref().unwrap_or("batch"),
+            )
         },
         retention: file
             .namespaces
             .iter()
             .filter_map(|n| {
                 n.retention.as_ref().map(|r| {
-                    let origin = n
-                        .origin
-                        .clone()
-                        .unwrap_or_else(|| format!("namespace {:?}: retention {r:?}", n.pattern));
+                    let origin = n.origin.clone().unwrap_or_else(|| {
+                        format!(
+                            "{} (namespace {:?})",
+                            file.whereabouts("namespaces.retention", "retention", r),
+                            n.pattern
+                        )
+                    });
                     (format!("{}={r}", n.pattern), origin)
                 })
             })
@@ -301,7 +311,10 @@ fn storage_options(file: &ConfigFile) -> Option<StorageOptions> {
             Some(r) if section.default_retention_flag => {
                 (r.clone(), format!("--default-retention {r:?}"))
             }
-            Some(r) => (r.clone(), format!("[store] default_retention {r:?}")),
+            Some(r) => (
+                r.clone(),
+                file.whereabouts("store.default_retention", "default_retention", r),
+            ),
             None => ("10000/24h".into(), "default retention".into()),
         },
     })

@@ -126,6 +126,14 @@ pub enum ClientInput {
         /// Why.
         reason: String,
     },
+    /// `handle_transport_blocked`: the WebSocket upgrade was answered by something other
+    /// than the hub (§6.10).
+    TransportBlocked {
+        /// The transport.
+        transport: u64,
+        /// Why.
+        reason: String,
+    },
     /// `handle_transport_bytes`: `hex` is authoritative; `frame` its readable form, if any.
     Receive {
         /// The transport.
@@ -352,6 +360,10 @@ fn apply_client(
             client.handle_transport_closed(now, TransportId(*transport), reason.clone());
             None
         }
+        ClientInput::TransportBlocked { transport, reason } => {
+            client.handle_transport_blocked(now, TransportId(*transport), reason.clone());
+            None
+        }
         ClientInput::Receive {
             transport,
             hex: bytes,
@@ -418,8 +430,12 @@ fn apply_client(
 
 fn client_output(output: Output) -> Value {
     match output {
-        Output::OpenTransport { transport } => {
-            serde_json::json!({"open_transport": {"transport": transport}})
+        Output::OpenTransport { transport, kind } => {
+            let kind = match kind {
+                tether_core::client::TransportKind::WebSocket => "websocket",
+                tether_core::client::TransportKind::HttpStream => "http_stream",
+            };
+            serde_json::json!({"open_transport": {"transport": transport, "kind": kind}})
         }
         Output::Transmit { transport, bytes } => {
             let frame = wire::decode::<ClientFrame>(&bytes, &Limits::PROTOCOL_MAX)
@@ -449,6 +465,9 @@ fn hub_output(output: HubOutput) -> Value {
         HubOutput::Storage(request) => serde_json::json!({"storage": format!("{request:?}")}),
         HubOutput::Api { id, answer } => {
             serde_json::json!({"api": format!("{id:?}: {answer:?}")})
+        }
+        HubOutput::Hook { id, request } => {
+            serde_json::json!({"hook": format!("{id:?}: {request:?}")})
         }
     }
 }

@@ -262,6 +262,16 @@ fn client_scenarios() -> Vec<(String, BehaviourVector)> {
             .input(ClientInput::Connect).open(0).recv(0, ServerFrame::Error { error: error(ErrorCode::UnsupportedVersion) }).done(),
         s("connect-timeout", "no connected within the request timeout: the attempt fails and a retry is scheduled")
             .input(ClientInput::Connect).open(0).fire().done(),
+        s("websocket-blocked-falls-back", "a WebSocket upgrade answered by a proxy (403): at once an HTTP binding transport (§6.10)")
+            .input(ClientInput::Connect)
+            .input(ClientInput::TransportBlocked { transport: 0, reason: "the WebSocket upgrade was answered 403 Forbidden".into() })
+            .open(1).recv(1, connected(false)).done(),
+        s("websocket-timeout-falls-back", "a WebSocket not open within 5 s counts as blocked: an HTTP binding transport (§6.10)")
+            .input(ClientInput::Connect).fire().open(1).recv(1, connected(false)).done(),
+        s("fallback-probes-websocket-again", "after the probe interval (5 min) the next attempt is a WebSocket again; once it opens the client stays on it (§6.10)")
+            .input(ClientInput::Connect)
+            .input(ClientInput::TransportBlocked { transport: 0, reason: "the WebSocket upgrade was answered 403 Forbidden".into() })
+            .open(1).recv(1, connected(false)).after(300_000).lost(1).fire().open(2).recv(2, connected(true)).lost(2).fire().done(),
         s("transport-refused-backoff", "transports that fail to open back off with growing delays")
             .input(ClientInput::Connect).lost(0).fire().lost(1).fire().lost(2).fire().lost(3).done(),
         s("liveness-timeout", "silence for heartbeat + request timeout: the transport is dead, reconnect with resume")

@@ -3,7 +3,7 @@
 //! ```text
 //! tether-conformance vectors [DIR]          run every vector below DIR (default: the committed ones)
 //! tether-conformance record-wire DIR [--force]   write the wire vectors from the built-in samples
-//! tether-conformance sim --seeds N [--start S] [--sabotage NAME] [--store]   run N simulation seeds
+//! tether-conformance sim --seeds N [--start S] [--sabotage NAME] [--store] [--blocked-websockets]   run N simulation seeds
 //! tether-conformance sim --seed S --trace      replay one seed and print its trace
 //!   (--store: the hub on the reference store, with store faults)
 //! tether-conformance storm [--clients N]       the reconnect storm
@@ -58,8 +58,8 @@ fn record_behaviour(dir: &str, overwrite: bool) -> ExitCode {
 fn usage() -> ExitCode {
     eprintln!(
         "usage:\n  tether-conformance vectors [DIR]\n  tether-conformance record-wire DIR [--force]\n  tether-conformance record-behaviour DIR [--force]\n  \
-         tether-conformance sim --seeds N [--start S] [--sabotage NAME] [--store]\n  \
-         tether-conformance sim --seed S [--trace] [--sabotage NAME] [--store]\n  tether-conformance storm [--clients N [--down-ms MS]]\n\
+         tether-conformance sim --seeds N [--start S] [--sabotage NAME] [--store] [--blocked-websockets]\n  \
+         tether-conformance sim --seed S [--trace] [--sabotage NAME] [--store] [--blocked-websockets]\n  tether-conformance storm [--clients N [--down-ms MS]]\n\
          sabotage names: {}",
         SABOTAGE_NAMES.join(", ")
     );
@@ -115,6 +115,7 @@ fn simulate(args: &[&str]) -> ExitCode {
             },
             "--trace" => trace = true,
             "--store" => config.store = true,
+            "--blocked-websockets" => config.blocked_websockets = true,
             "--sabotage" => match rest
                 .next()
                 .copied()
@@ -142,6 +143,8 @@ fn simulate(args: &[&str]) -> ExitCode {
         totals.slow_consumer_drops += report.stats.slow_consumer_drops;
         totals.store_restarts += report.stats.store_restarts;
         totals.store_failures += report.stats.store_failures;
+        totals.blocked_websockets += report.stats.blocked_websockets;
+        totals.http_transports += report.stats.http_transports;
         if trace {
             for entry in &report.trace.entries {
                 println!("{} c{} {:?}", entry.at, entry.client, entry.record);
@@ -157,10 +160,21 @@ fn simulate(args: &[&str]) -> ExitCode {
                 report.violations[0]
             );
             println!(
-                "  replay: cargo run -p tether-conformance --release -- sim --seed {seed} --trace --sabotage {sabotage_name}{}",
-                if config.store { " --store" } else { "" }
+                "  replay: cargo run -p tether-conformance --release -- sim --seed {seed} --trace --sabotage {sabotage_name}{}{}",
+                if config.store { " --store" } else { "" },
+                if config.blocked_websockets {
+                    " --blocked-websockets"
+                } else {
+                    ""
+                }
             );
         }
+    }
+    if config.blocked_websockets {
+        println!(
+            "fallback: {} WebSocket transports blocked, {} HTTP binding transports opened",
+            totals.blocked_websockets, totals.http_transports
+        );
     }
     println!(
         "{} publishes, {} deliveries, {} faults: {} hub state losses, {} clients restored \

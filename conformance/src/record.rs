@@ -712,7 +712,118 @@ fn invalid_samples() -> Vec<Invalid> {
                 ErrorCode::TruncatedFrame,
             )
         },
+        Invalid {
+            framing: Framing::HttpUp,
+            ..invalid(
+                "http-up-empty",
+                "an up body of no bytes (§2.5)",
+                C,
+                vec![],
+                ErrorCode::MalformedFrame,
+            )
+        },
+        Invalid {
+            framing: Framing::HttpUp,
+            ..invalid(
+                "http-up-zero-length",
+                "an up body with a zero length: marks are for down bodies only (§2.5)",
+                C,
+                vec![2, 6, 1, 0],
+                ErrorCode::MalformedFrame,
+            )
+        },
+        Invalid {
+            framing: Framing::HttpUp,
+            ..invalid(
+                "http-up-cut-mid-frame",
+                "an up body ending inside its second frame (§2.5)",
+                C,
+                vec![2, 6, 1, 2, 6],
+                ErrorCode::TruncatedFrame,
+            )
+        },
+        Invalid {
+            framing: Framing::HttpDown,
+            ..invalid(
+                "http-down-unknown-mark",
+                "a down body with the mark 00 03, which no version defines (§2.5)",
+                S,
+                vec![0, 1, 0, 3],
+                ErrorCode::MalformedFrame,
+            )
+        },
+        Invalid {
+            framing: Framing::HttpDown,
+            ..invalid(
+                "http-down-prefix-over-limit",
+                "a down body announcing a frame over the limit, refused before buffering (§2.5)",
+                S,
+                varint(70_000),
+                ErrorCode::FrameTooLarge,
+            )
+        },
+        Invalid {
+            framing: Framing::HttpDown,
+            ..invalid(
+                "http-down-cut-mid-frame",
+                "a down body ending inside a frame: the transport is lost (§2.5)",
+                S,
+                vec![0, 1, 2, 8],
+                ErrorCode::TruncatedFrame,
+            )
+        },
     ]
+}
+
+/// A valid vector of an HTTP binding body (§2.5): its items, readable, and their bytes.
+fn http_vector(
+    sender: Sender,
+    framing: Framing,
+    description: &str,
+    items: Vec<serde_json::Value>,
+) -> WireVector {
+    let limits = Limits::DEFAULT;
+    let mut bytes = BytesMut::new();
+    for item in &items {
+        match (
+            item.get("frame"),
+            item.get("mark").and_then(serde_json::Value::as_str),
+        ) {
+            (Some(frame), None) => {
+                let encoded = match sender {
+                    Sender::ClientToServer => {
+                        let frame: ClientFrame =
+                            serde_json::from_value(frame.clone()).expect("a frame");
+                        wire::encode(&frame, &limits)
+                    }
+                    Sender::ServerToClient => {
+                        let frame: ServerFrame =
+                            serde_json::from_value(frame.clone()).expect("a frame");
+                        wire::encode(&frame, &limits)
+                    }
+                }
+                .expect("samples fit");
+                tether_core::wire::http::put_frame(&mut bytes, &encoded);
+            }
+            (None, Some("open")) => bytes.extend_from_slice(&[0, 1]),
+            (None, Some("end")) => bytes.extend_from_slice(&[0, 2]),
+            _ => panic!("not an item: {item}"),
+        }
+    }
+    WireVector {
+        description: description.into(),
+        sender,
+        framing,
+        limits: VectorLimits::default(),
+        frame: None,
+        items: Some(items),
+        hex: hex::encode(&bytes),
+        error: None,
+    }
+}
+
+fn frame_item<F: Frame>(frame: &F) -> serde_json::Value {
+    serde_json::json!({ "frame": serde_json::to_value(frame).expect("frames are JSON-serializable") })
 }
 
 fn valid_vector<F: Frame>(
@@ -724,7 +835,7 @@ fn valid_vector<F: Frame>(
     let limits = Limits::DEFAULT;
     let bytes = match framing {
         Framing::Message => wire::encode(frame, &limits).expect("samples fit").to_vec(),
-        Framing::Stream => {
+        Framing::Stream | Framing::HttpUp | Framing::HttpDown => {
             let mut out = BytesMut::new();
             wire::encode_length_prefixed(frame, &limits, &mut out).expect("samples fit");
             out.to_vec()
@@ -736,6 +847,7 @@ fn valid_vector<F: Frame>(
         framing,
         limits: VectorLimits::default(),
         frame: Some(serde_json::to_value(frame).expect("frames are JSON-serializable")),
+        items: None,
         hex: hex::encode(&bytes),
         error: None,
     }
@@ -784,6 +896,47 @@ pub fn all_vectors() -> Vec<(String, WireVector)> {
             },
         ),
     ));
+    out.push((
+        "valid/http-up-ping-and-heartbeat.json".into(),
+        http_vector(
+            Sender::ClientToServer,
+            Framing::HttpUp,
+            "an up body of the HTTP binding: two frames, each with its length prefix (§2.5)",
+            vec![
+                frame_item(&ClientFrame::Ping { id: 1 }),
+                frame_item(&ClientFrame::Heartbeat),
+            ],
+        ),
+    ));
+    out.push((
+        "valid/http-down-stream.json".into(),
+        http_vector(
+            Sender::ServerToClient,
+            Framing::HttpDown,
+            "a stream-mode down body: the open mark, frames, the end mark (§2.5)",
+            vec![
+                serde_json::json!({"mark": "open"}),
+                frame_item(&ServerFrame::Pong { id: 1 }),
+                frame_item(&ServerFrame::Message {
+                    channel: channel("chat:lobby"),
+                    message: stored(302, "c1:1", b"again"),
+                }),
+                serde_json::json!({"mark": "end"}),
+            ],
+        ),
+    ));
+    out.push((
+        "valid/http-down-poll.json".into(),
+        http_vector(
+            Sender::ServerToClient,
+            Framing::HttpDown,
+            "a poll-mode down body: frames then the end mark, no open mark (§2.5)",
+            vec![
+                frame_item(&ServerFrame::Heartbeat),
+                serde_json::json!({"mark": "end"}),
+            ],
+        ),
+    ));
     for sample in invalid_samples() {
         let vector = WireVector {
             description: sample.description.into(),
@@ -791,6 +944,7 @@ pub fn all_vectors() -> Vec<(String, WireVector)> {
             framing: sample.framing,
             limits: sample.limits,
             frame: None,
+            items: None,
             hex: hex::encode(&sample.bytes),
             error: Some(ExpectedError {
                 code: sample.code.as_u32(),

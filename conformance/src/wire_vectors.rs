@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tether_core::ErrorCode;
+use tether_core::wire::http::{self as binding, Mark};
 use tether_core::wire::{
     self, ClientFrame, DecodeError, Frame, Limits, ServerFrame, StreamDecoder, hex,
 };
@@ -30,6 +31,10 @@ pub enum Framing {
     Message,
     /// The bytes are a byte stream of length-prefixed frames.
     Stream,
+    /// The bytes are an up body of the HTTP binding (§2.5): length-prefixed frames.
+    HttpUp,
+    /// The bytes are a down body of the HTTP binding (§2.5): frames and marks.
+    HttpDown,
 }
 
 /// Limits a vector runs under; absent fields take the protocol defaults.
@@ -90,9 +95,13 @@ pub struct WireVector {
     /// Limits in force, when not the defaults.
     #[serde(default, skip_serializing_if = "VectorLimits::is_default")]
     pub limits: VectorLimits,
-    /// The frame in readable form (valid vectors).
+    /// The frame in readable form (valid vectors of `message` and `stream` framing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frame: Option<Value>,
+    /// The body's items in order (valid vectors of the HTTP framings): each
+    /// `{"frame": <readable frame>}` or `{"mark": "open" | "end"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<Value>>,
     /// The exact bytes, lower-case hex.
     pub hex: String,
     /// The error the bytes must produce (invalid vectors).
@@ -106,6 +115,9 @@ impl WireVector {
     pub fn check(&self) -> Result<(), String> {
         let bytes = hex::decode(&self.hex).map_err(|e| format!("hex: {e}"))?;
         let limits = self.limits.resolve();
+        if matches!(self.framing, Framing::HttpUp | Framing::HttpDown) {
+            return self.check_http(&bytes, &limits);
+        }
         match (&self.frame, &self.error) {
             (Some(frame), None) => match self.sender {
                 Sender::ClientToServer => {
@@ -148,6 +160,108 @@ impl WireVector {
     }
 }
 
+impl WireVector {
+    /// An HTTP binding body: its items decode to the vector's and encode to its bytes, or it
+    /// fails with the vector's code.
+    fn check_http(&self, bytes: &[u8], limits: &Limits) -> Result<(), String> {
+        let decoded = http_items(bytes, self.framing, self.sender, limits);
+        match (&self.items, &self.error) {
+            (Some(items), None) => {
+                let decoded = decoded.map_err(|e| format!("decode: {e}"))?;
+                if &decoded != items {
+                    return Err(format!("decodes to {decoded:?}, vector says {items:?}"));
+                }
+                let mut encoded = BytesMut::new();
+                for item in items {
+                    match (item.get("frame"), item.get("mark").and_then(Value::as_str)) {
+                        (Some(frame), None) => {
+                            let bytes = match self.sender {
+                                Sender::ClientToServer => {
+                                    encode_readable::<ClientFrame>(frame, limits)?
+                                }
+                                Sender::ServerToClient => {
+                                    encode_readable::<ServerFrame>(frame, limits)?
+                                }
+                            };
+                            binding::put_frame(&mut encoded, &bytes);
+                        }
+                        (None, Some("open")) => encoded.extend_from_slice(Mark::Open.bytes()),
+                        (None, Some("end")) => encoded.extend_from_slice(Mark::End.bytes()),
+                        _ => return Err(format!("not an item: {item}")),
+                    }
+                }
+                if encoded[..] != bytes[..] {
+                    return Err(format!(
+                        "encodes to {}, vector says {}",
+                        hex::encode(&encoded),
+                        hex::encode(bytes)
+                    ));
+                }
+                Ok(())
+            }
+            (None, Some(expected)) => {
+                let code = ErrorCode::from_u32_exact(expected.code)
+                    .ok_or_else(|| format!("unknown expected code {}", expected.code))?;
+                match decoded {
+                    Ok(_) => Err(format!("decoded, but {code} was expected")),
+                    Err(error) if error.code() == code => Ok(()),
+                    Err(error) => Err(format!(
+                        "failed with {} ({error}), not {code}",
+                        error.code()
+                    )),
+                }
+            }
+            _ => Err("an HTTP vector has exactly one of `items` and `error`".into()),
+        }
+    }
+}
+
+fn encode_readable<F: Frame>(readable: &Value, limits: &Limits) -> Result<Bytes, String> {
+    let frame: F = serde_json::from_value(readable.clone())
+        .map_err(|e| format!("readable frame does not parse: {e}"))?;
+    wire::encode(&frame, limits).map_err(|e| format!("encode failed: {e}"))
+}
+
+/// The readable items of an HTTP binding body; a down body must end on an item boundary.
+fn http_items(
+    bytes: &[u8],
+    framing: Framing,
+    sender: Sender,
+    limits: &Limits,
+) -> Result<Vec<Value>, DecodeError> {
+    let readable = |frame: Bytes| -> Result<Value, DecodeError> {
+        let value = match sender {
+            Sender::ClientToServer => {
+                serde_json::to_value(wire::decode::<ClientFrame>(&frame, limits)?)
+            }
+            Sender::ServerToClient => {
+                serde_json::to_value(wire::decode::<ServerFrame>(&frame, limits)?)
+            }
+        };
+        Ok(serde_json::json!({ "frame": value.unwrap_or(Value::Null) }))
+    };
+    let mut items = Vec::new();
+    if framing == Framing::HttpUp {
+        for frame in binding::split_frames(&Bytes::copy_from_slice(bytes), limits.max_frame_size)? {
+            items.push(readable(frame)?);
+        }
+        return Ok(items);
+    }
+    let mut decoder = binding::DownDecoder::new(limits.max_frame_size);
+    decoder.push(bytes);
+    while let Some(item) = decoder.next_item()? {
+        items.push(match item {
+            binding::DownItem::Frame(frame) => readable(frame)?,
+            binding::DownItem::Mark(Mark::Open) => serde_json::json!({ "mark": "open" }),
+            binding::DownItem::Mark(Mark::End) => serde_json::json!({ "mark": "end" }),
+        });
+    }
+    if decoder.is_partial() {
+        return Err(DecodeError::Truncated);
+    }
+    Ok(items)
+}
+
 /// Decodes every frame in `bytes` under `framing`; a stream must end on a frame boundary.
 fn decode_all<F: Frame>(
     bytes: &[u8],
@@ -156,7 +270,7 @@ fn decode_all<F: Frame>(
 ) -> Result<Vec<F>, DecodeError> {
     match framing {
         Framing::Message => wire::decode(&Bytes::copy_from_slice(bytes), limits).map(|f| vec![f]),
-        Framing::Stream => {
+        Framing::Stream | Framing::HttpUp | Framing::HttpDown => {
             let mut decoder = StreamDecoder::new(*limits);
             decoder.push(bytes);
             let mut frames = Vec::new();
@@ -181,7 +295,7 @@ fn check_valid<F: Frame>(
         .map_err(|e| format!("readable frame does not parse: {e}"))?;
     let encoded = match framing {
         Framing::Message => wire::encode(&frame, limits).map(|b| b.to_vec()),
-        Framing::Stream => {
+        Framing::Stream | Framing::HttpUp | Framing::HttpDown => {
             let mut out = BytesMut::new();
             wire::encode_length_prefixed(&frame, limits, &mut out).map(|_| out.to_vec())
         }

@@ -40,6 +40,11 @@ fn stream_decoder_corpus() {
 }
 
 #[test]
+fn http_bodies_corpus() {
+    replay("http_bodies", tether_core::fuzzing::http_bodies);
+}
+
+#[test]
 fn frame_roundtrip_corpus() {
     replay("frame_roundtrip", tether_core::fuzzing::frame_roundtrip);
 }

@@ -280,6 +280,31 @@ fn store_simulation_seeds_keep_every_guarantee() {
     assert!(restarts > 10, "{restarts} restarts on the store kept");
 }
 
+/// §6.10 under faults: a third of the WebSocket transports are blocked; clients fall back to
+/// the HTTP binding and move back after the probe interval, every guarantee holding.
+#[test]
+fn fallback_simulation_seeds_keep_every_guarantee() {
+    let config = SimConfig {
+        blocked_websockets: true,
+        ..SimConfig::default()
+    };
+    let (mut blocked, mut http) = (0, 0);
+    for seed in 0..100 {
+        let report = sim::run(seed, &config);
+        assert!(
+            report.violations.is_empty(),
+            "seed {seed}: {:?}\nreplay: cargo run -p tether-conformance --release -- sim --seed {seed} --trace --blocked-websockets",
+            &report.violations[..report.violations.len().min(5)]
+        );
+        blocked += report.stats.blocked_websockets;
+        http += report.stats.http_transports;
+    }
+    assert!(
+        blocked > 100 && http >= blocked,
+        "{blocked} blocked, {http} HTTP transports"
+    );
+}
+
 #[test]
 fn regression_seed_200948_store_answers_to_superseded_attaches_are_dropped() {
     // With a store: a stalled link held attach, detach, attach, detach, attach of one

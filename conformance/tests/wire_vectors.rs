@@ -38,7 +38,15 @@ fn every_frame_type_has_a_valid_vector() {
     let mut seen = std::collections::BTreeSet::new();
     for path in outcomes {
         let vector = wire_vectors::load(&path).expect("loads");
-        let frame = vector.frame.expect("valid vectors have a frame");
+        let Some(frame) = vector.frame else {
+            // An HTTP binding body: its frames are counted under their own vectors.
+            assert!(
+                vector.items.is_some(),
+                "{}: valid vectors have a frame or items",
+                path.display()
+            );
+            continue;
+        };
         let kind = match &frame {
             serde_json::Value::String(unit) => unit.clone(),
             serde_json::Value::Object(map) => map.keys().next().expect("one key").clone(),

@@ -4,13 +4,13 @@
 
 pub use tether_core::client::{ClientConfig, ConnectionState, HistoryPage, NewMessage};
 pub use tether_core::embed::{
-    ChannelEvent, ConnectionStateChange, ConnectionStats, Credentials, Error, Refusable,
+    ChannelEvent, ConnectionStateChange, ConnectionStats, Credentials, Error, Hooks, Refusable,
     TokenError, TokenFuture, TokenProvider,
 };
 pub use tether_core::server::auth::{Revocation, RevocationTarget};
 pub use tether_core::server::{
-    ApiKey, Capabilities, ChannelSummary, Claims, HubConfig, HubStats, HubTotals, Operation,
-    PublishedMessage, mint_token,
+    ApiKey, Capabilities, ChannelOptions, ChannelSummary, Claims, HookAnswer, HookRequest,
+    HubConfig, HubStats, HubTotals, Namespace, Operation, PublishedMessage, Publishers, mint_token,
 };
 pub use tether_core::wire::{
     ChannelMessage, ChannelName, ClientId, Continuity, Direction, HistoryBound, HistoryQuery,

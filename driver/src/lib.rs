@@ -58,7 +58,9 @@ mod tls;
 
 pub use client::{Channel, Client, Subscription};
 pub use runtime::{Bind, Runtime, Task};
-pub use server::{Server, Service};
+pub use server::{
+    BINDING_HEADERS, BindingAnswer, BindingRequest, DownBody, PREFLIGHT_HEADERS, Server, Service,
+};
 pub use state::{CHANGES_KEPT, StateChanges, StateWatch};
 pub use tls::{tls_from_pem, websocket_config};
 

@@ -91,6 +91,11 @@ error_codes! {
     Forbidden = 40300, "forbidden", 4018;
     /// 40301: the application reported that it cannot obtain a token.
     TokenUnavailable = 40301, "token_unavailable", 4019;
+    /// 40302: the application's backend ended this client's connection (§7.8): with an
+    /// `error` frame its session is gone and the client does not reconnect on its own; with a
+    /// `disconnect` frame the session stays and the client resumes. Added in 1.1; a 1.0
+    /// client reads it as `forbidden`.
+    DisconnectedByServer = 40302, "disconnected_by_server", 4048;
     /// 40400: something the request names does not exist.
     NotFound = 40400, "not_found", 4020;
     /// 40401: the session to resume is unknown or expired; a new session was started.
@@ -148,6 +153,10 @@ error_codes! {
     TransportClosed = 50304, "transport_closed", 4043;
     /// 50305: the server is shutting down; reconnect later.
     ServerShuttingDown = 50305, "server_shutting_down", 4044;
+    /// 50400: the application's hook did not answer within its time bound (§7.9); the
+    /// attach or publish it was asked about is refused and may be tried again. Added in 1.1;
+    /// a 1.0 client reads it as `internal`.
+    HookTimeout = 50400, "hook_timeout", 4049;
 }
 
 impl ErrorCode {

@@ -134,6 +134,42 @@ pub fn stream_decoder(data: &[u8]) {
     }
 }
 
+/// Target `http_bodies`: arbitrary bytes as an up body and, in pieces of a size the first
+/// byte chooses, as a down body of the HTTP binding (§2.5): no panic, what is held bounded by
+/// one item, and the frames of an up body that splits re-encode to it.
+pub fn http_bodies(data: &[u8]) {
+    use crate::wire::http::{DownDecoder, put_frame, split_frames};
+    let Some((&step, rest)) = data.split_first() else {
+        return;
+    };
+    let max_frame = 1024;
+    let body = bytes::Bytes::copy_from_slice(rest);
+    if let Ok(frames) = split_frames(&body, max_frame) {
+        let mut again = BytesMut::new();
+        for frame in &frames {
+            assert!(!frame.is_empty() && frame.len() <= max_frame);
+            put_frame(&mut again, frame);
+        }
+        // Canonical prefixes re-encode byte for byte; overlong ones are accepted too.
+        assert!(again.len() <= body.len());
+    }
+    let mut decoder = DownDecoder::new(max_frame);
+    let step = usize::from(step).max(1);
+    let mut held = 0usize;
+    for piece in rest.chunks(step) {
+        decoder.push(piece);
+        held += piece.len();
+        loop {
+            match decoder.next_item() {
+                Ok(Some(_)) => held = 0,
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+        assert!(held <= max_frame + 10 + step);
+    }
+}
+
 /// Target `frame_roundtrip`: an arbitrary frame encodes (both framings) and decodes to itself.
 pub fn frame_roundtrip(data: &[u8]) {
     let mut u = Unstructured::new(data);
@@ -269,7 +305,7 @@ pub fn client_ops(data: &[u8]) {
 fn drain_client(client: &mut Client, transport: &mut Option<crate::client::TransportId>) {
     while let Some(output) = client.poll_output() {
         match output {
-            Output::OpenTransport { transport: t } => *transport = Some(t),
+            Output::OpenTransport { transport: t, .. } => *transport = Some(t),
             Output::Transmit { bytes, .. } => {
                 assert!(
                     wire::decode::<ClientFrame>(&bytes, &Limits::PROTOCOL_MAX).is_ok(),
@@ -393,7 +429,10 @@ pub fn hub_ops(data: &[u8]) {
                     }
                 }
                 HubOutput::Close { connection, .. } => good_closed |= connection == good,
-                HubOutput::Event(_) | HubOutput::Storage(_) | HubOutput::Api { .. } => {}
+                HubOutput::Event(_)
+                | HubOutput::Storage(_)
+                | HubOutput::Api { .. }
+                | HubOutput::Hook { .. } => {}
             }
         }
         assert!(!good_closed, "the well-behaved client was closed");

@@ -23,6 +23,7 @@ pub mod fuzzing;
 pub mod rng;
 #[cfg(feature = "sabotage")]
 pub mod sabotage;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod time;
 pub mod wire;

@@ -294,8 +294,11 @@ fn history_pages_are_answered_and_fail_when_the_transport_drops() {
 #[test]
 fn a_detach_in_flight_when_the_transport_drops_completes_on_reconnect_without_spinning() {
     // Regression (found by client_properties): the deadline of a detach sent on a dropped
-    // transport stayed in the timer table and fired forever while reconnecting.
-    let mut s = Scripted::new(key_auth());
+    // transport stayed in the timer table and fired forever while reconnecting. (Transports
+    // that never open: without the HTTP fallback, so the attempts stay alike.)
+    let mut config = tether_core::client::ClientConfig::new(key_auth());
+    config.fallback.enabled = false;
+    let mut s = Scripted::with_config(config, 1);
     s.connect_new();
     attach(&mut s, "news");
     s.reply(attached("news", 5, 0, Continuity::Fresh));

@@ -267,3 +267,72 @@ fn revocations_disconnect_holders_and_refuse_their_tokens_until_they_end() {
     assert_eq!(revoke(&mut h, 3, RevocationTarget::All, later), 1);
     assert_eq!(h.closed.get(&bob_again), Some(&ErrorCode::TokenRevoked));
 }
+
+fn disconnect(h: &mut HubHarness, id: u64, client_id: &str, reconnect: bool) -> (usize, usize) {
+    let request = ApiRequest::Disconnect {
+        client_id: ClientId::new(client_id).expect("id"),
+        reconnect,
+    };
+    match &api(h, id, request)[..] {
+        [
+            ApiAnswer::Disconnected {
+                connections,
+                sessions,
+            },
+        ] => (*connections, *sessions),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// §7.8 disconnect: with `reconnect: false` the client's connections get an `error` frame
+/// and every session of it is freed (also one waiting for resume), so a resume starts anew;
+/// with `reconnect: true` a `disconnect` frame, and the session resumes. Others are untouched.
+#[test]
+fn disconnect_ends_a_clients_connections_and_sessions() {
+    let mut h = HubHarness::new();
+    let (alice, alice_token) = h.connect_as("alice");
+    let (alice_two, _) = h.connect_as("alice");
+    let (bob, bob_token) = h.connect_as("bob");
+    // A session of alice's that waits for resume has no connection but is freed too.
+    let (alice_three, waiting_token) = h.connect_as("alice");
+    h.drop_connection(alice_three);
+    h.take(alice);
+    assert_eq!(disconnect(&mut h, 1, "alice", false), (2, 3));
+    for connection in [alice, alice_two] {
+        let frames = h.take(connection);
+        assert!(
+            matches!(&frames[..], [tether_core::wire::ServerFrame::Error { error }] if error.code == ErrorCode::DisconnectedByServer),
+            "{frames:?}"
+        );
+        assert_eq!(
+            h.closed.get(&connection),
+            Some(&ErrorCode::DisconnectedByServer)
+        );
+    }
+    assert!(!h.closed.contains_key(&bob));
+    for token in [alice_token, waiting_token] {
+        let (_, connected) = h.resume("alice", token);
+        match connected {
+            tether_core::wire::ServerFrame::Connected { resumed, .. } => {
+                assert!(!resumed, "a freed session was resumed")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // reconnect: true keeps bob's session.
+    assert_eq!(disconnect(&mut h, 2, "bob", true), (1, 0));
+    assert_eq!(
+        error_code(&h.take(bob)),
+        Some(ErrorCode::DisconnectedByServer)
+    );
+    let (_, connected) = h.resume("bob", bob_token);
+    assert!(
+        matches!(
+            connected,
+            tether_core::wire::ServerFrame::Connected { resumed: true, .. }
+        ),
+        "{connected:?}"
+    );
+    // Nobody of that id: nothing to do.
+    assert_eq!(disconnect(&mut h, 3, "carol", false), (0, 0));
+}

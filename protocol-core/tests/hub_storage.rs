@@ -19,24 +19,6 @@ fn durable() -> HubConfig {
     config
 }
 
-fn acks(frames: &[ServerFrame]) -> Vec<(u64, Option<ErrorCode>)> {
-    frames
-        .iter()
-        .filter_map(|frame| match frame {
-            ServerFrame::Ack { serial, count } => Some((*serial, *count, None)),
-            ServerFrame::Nack {
-                serial,
-                count,
-                error,
-            } => Some((*serial, *count, Some(error.code))),
-            _ => None,
-        })
-        .flat_map(|(serial, count, code)| {
-            (serial..serial + u64::from(count)).map(move |s| (s, code))
-        })
-        .collect()
-}
-
 fn attached(frames: &[ServerFrame]) -> (Position, Continuity) {
     frames
         .iter()

@@ -141,7 +141,7 @@ fn main() {
         .iter()
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
-        .map_or_else(|| "abcde".to_owned(), |s| s.replace(',', ""));
+        .map_or_else(|| "abcdeg".to_owned(), |s| s.replace(',', ""));
     // `--tether-only` skips the baselines (for profiling tether).
     let baselines = !args.iter().any(|a| a == "--tether-only");
     let started = Instant::now();
@@ -226,7 +226,13 @@ async fn run(s: &Sizes, only: &str, baselines: bool) -> (Vec<Row>, Vec<String>) 
         eprintln!("a. fan-out …");
         let tether = median_of!(
             s.repeat,
-            tether::fan_out(s.subscribers, s.fan_out_messages, 100).await
+            tether::fan_out(
+                s.subscribers,
+                s.fan_out_messages,
+                100,
+                tether::Transport::WebSocket
+            )
+            .await
         );
         let raw = if baselines {
             median_of!(
@@ -352,7 +358,12 @@ async fn run(s: &Sizes, only: &str, baselines: bool) -> (Vec<Row>, Vec<String>) 
         eprintln!("c. latency …");
         let tether = median_of!(
             s.repeat,
-            tether::latency(s.latency_rate, s.latency_messages).await
+            tether::latency(
+                s.latency_rate,
+                s.latency_messages,
+                tether::Transport::WebSocket
+            )
+            .await
         );
         let raw = if baselines {
             median_of!(
@@ -418,6 +429,38 @@ async fn run(s: &Sizes, only: &str, baselines: bool) -> (Vec<Row>, Vec<String>) 
             mqtt: skipped("no resume"),
             target: "≤ 50 ms",
         });
+    }
+    if only.contains('g') {
+        eprintln!("g. the HTTP binding against WebSocket …");
+        let fan_out =
+            |transport| tether::fan_out(s.subscribers, s.fan_out_messages, 100, transport);
+        let ws_fan = median_of!(s.repeat, fan_out(tether::Transport::WebSocket).await);
+        let http_fan = median_of!(s.repeat, fan_out(tether::Transport::Http).await);
+        let latency = |transport| tether::latency(s.latency_rate, s.latency_messages, transport);
+        let ws_latency = median_of!(s.repeat, latency(tether::Transport::WebSocket).await);
+        let http_latency = median_of!(s.repeat, latency(tether::Transport::Http).await);
+        durable.push(
+            "\ng. the HTTP binding (the fallback where WebSocket is blocked; streaming) against WebSocket, same run:"
+                .into(),
+        );
+        durable.push("| scenario | WebSocket | HTTP binding | HTTP ÷ WebSocket |".into());
+        durable.push("|---|---|---|---|".into());
+        durable.push(format!(
+            "| fan-out 1 → {} ({} × 100 B), deliveries/s | {} | {} | {} |",
+            s.subscribers,
+            s.fan_out_messages,
+            show(&ws_fan),
+            show(&http_fan),
+            ratio(&http_fan, &ws_fan),
+        ));
+        durable.push(format!(
+            "| latency at {}/s ({} messages), p50 / p99 / p99.9 µs | {} | {} | {} |",
+            s.latency_rate,
+            s.latency_messages,
+            show(&ws_latency),
+            show(&http_latency),
+            ratio(&http_latency, &ws_latency),
+        ));
     }
     drop(broker);
     (rows, durable)

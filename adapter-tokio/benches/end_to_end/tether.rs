@@ -39,6 +39,20 @@ fn options() -> ClientOptions {
     ClientOptions::api_key("bench", "bench-secret")
 }
 
+/// The transport the clients of a scenario use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    WebSocket,
+    /// The HTTP binding (§2.5), streaming (the fallback where WebSocket is blocked).
+    Http,
+}
+
+fn options_for(transport: Transport) -> ClientOptions {
+    let mut options = options();
+    options.config.fallback.http_only = transport == Transport::Http;
+    options
+}
+
 async fn server() -> Server {
     Server::bind("127.0.0.1:0", ServerConfig::new(hub_config()))
         .await
@@ -100,13 +114,18 @@ async fn all_done(done: &(AtomicUsize, Notify), waiting: impl std::future::Futur
 }
 
 /// a. One publisher, `subscribers` subscribers, `messages` messages: deliveries per second.
-pub async fn fan_out(subscribers: usize, messages: usize, window: usize) -> Measure {
+pub async fn fan_out(
+    subscribers: usize,
+    messages: usize,
+    window: usize,
+    transport: Transport,
+) -> Measure {
     let server = server().await;
     let url = format!("ws://{}/", server.local_addr());
     let done = Arc::new((AtomicUsize::new(subscribers), Notify::new()));
     let mut clients = Vec::new();
     for _ in 0..subscribers {
-        let client = Client::connect(&url, options()).expect("url");
+        let client = Client::connect(&url, options_for(transport)).expect("url");
         let subscription = client
             .channel("bench")
             .expect("name")
@@ -116,7 +135,7 @@ pub async fn fan_out(subscribers: usize, messages: usize, window: usize) -> Meas
         count_messages(subscription, messages, done.clone());
         clients.push(client);
     }
-    let publisher = Client::connect(&url, options()).expect("url");
+    let publisher = Client::connect(&url, options_for(transport)).expect("url");
     connected(&publisher).await;
     let channel = publisher.channel("bench").expect("name");
     let started = Instant::now();
@@ -170,17 +189,17 @@ pub async fn publish_ack_durable(
 
 /// c. One publisher at `rate` messages/s for `count` messages, one subscriber: latency from
 /// publish call to delivery.
-pub async fn latency(rate: u64, count: usize) -> Measure {
+pub async fn latency(rate: u64, count: usize, transport: Transport) -> Measure {
     let server = server().await;
     let url = format!("ws://{}/", server.local_addr());
-    let subscriber = Client::connect(&url, options()).expect("url");
+    let subscriber = Client::connect(&url, options_for(transport)).expect("url");
     let mut subscription = subscriber
         .channel("bench")
         .expect("name")
         .subscribe()
         .await
         .expect("attached");
-    let publisher = Client::connect(&url, options()).expect("url");
+    let publisher = Client::connect(&url, options_for(transport)).expect("url");
     connected(&publisher).await;
     let channel = publisher.channel("bench").expect("name");
     let base = Instant::now();

@@ -32,10 +32,11 @@ pub const KEY_HEADER: &str = "x-tether-key";
 const MAX_BODY: usize = 1024 * 1024;
 
 /// The server-side API's routes, to merge into an axum router: `POST /api/publish`,
-/// `GET /api/history`, `GET /api/channels`, `POST /api/revoke` and `GET /api/openapi.yaml`
-/// (the OpenAPI document). Each request needs `X-Tether-Key: name:secret` naming one of
-/// `keys`; the key's capabilities decide what it may publish to and read (`channels` lists
-/// what it has any capability on; `revoke` needs every operation on `*`).
+/// `GET /api/history`, `GET /api/channels`, `POST /api/revoke`, `POST /api/disconnect` and
+/// `GET /api/openapi.yaml` (the OpenAPI document). Each request needs
+/// `X-Tether-Key: name:secret` naming one of `keys`; the key's capabilities decide what it
+/// may publish to and read (`channels` lists what it has any capability on; `revoke` and
+/// `disconnect` need every operation on `*`).
 pub fn api_routes<S>(service: Service, keys: Vec<ApiKey>) -> axum::Router<S>
 where
     S: Clone + Send + Sync + 'static,
@@ -49,6 +50,7 @@ where
         .route("/api/history", get(history))
         .route("/api/channels", get(channels))
         .route("/api/revoke", post(revoke))
+        .route("/api/disconnect", post(disconnect))
         .fallback(|| async {
             ApiError::new(ErrorCode::NotFound, "no such API route").into_response()
         })
@@ -143,21 +145,28 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The key the request names, if its secret matches.
-fn authenticate<'a>(keys: &'a [ApiKey], headers: &HeaderMap) -> Result<&'a ApiKey, ApiError> {
+/// The key the request names, if its secret matches; a refusal is counted in the
+/// `auth_failures` metric.
+fn authenticate<'a>(state: &'a ApiState, headers: &HeaderMap) -> Result<&'a ApiKey, ApiError> {
     let refused = || {
+        state
+            .service
+            .count_auth_failure(ErrorCode::InvalidCredentials);
         ApiError::new(
             ErrorCode::InvalidCredentials,
-            "give a valid API key in the X-Tether-Key header, as name:secret",
+            "give one valid API key in the X-Tether-Key header, as name:secret",
         )
     };
-    let value = headers.get(KEY_HEADER).ok_or_else(refused)?;
-    let (name, secret) = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.split_once(':'))
-        .ok_or_else(refused)?;
-    keys.iter()
+    let mut values = headers.get_all(KEY_HEADER).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(refused());
+    };
+    let Some((name, secret)) = value.to_str().ok().and_then(|v| v.split_once(':')) else {
+        return Err(refused());
+    };
+    state
+        .keys
+        .iter()
         .find(|key| key.name == name && constant_time_eq(key.secret.as_bytes(), secret.as_bytes()))
         .ok_or_else(refused)
 }
@@ -279,10 +288,9 @@ async fn publish(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PublishAnswer>, ApiError> {
-    let key = authenticate(&state.keys, &headers)?;
+    let key = authenticate(&state, &headers)?;
     let body = body_of(body)?;
-    let body: PublishBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("the body: {e}")))?;
+    let body: PublishBody = json_object(&body)?;
     allow(key, &body.channel, Operation::Publish)?;
     let mut messages = Vec::with_capacity(body.messages.len());
     for message in body.messages {
@@ -426,7 +434,7 @@ async fn history(
     headers: HeaderMap,
     params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<HistoryAnswer>, ApiError> {
-    let key = authenticate(&state.keys, &headers)?;
+    let key = authenticate(&state, &headers)?;
     let Query(params) = params.map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidHistoryQuery,
@@ -475,7 +483,7 @@ async fn channels(
     State(state): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<Json<ChannelsAnswer>, ApiError> {
-    let key = authenticate(&state.keys, &headers)?;
+    let key = authenticate(&state, &headers)?;
     let mut channels: Vec<ChannelJson> = state
         .service
         .channels()
@@ -523,20 +531,10 @@ async fn revoke(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<RevokeAnswer>, ApiError> {
-    let key = authenticate(&state.keys, &headers)?;
+    let key = authenticate(&state, &headers)?;
     let body = body_of(body)?;
-    if !key.capabilities.0.get("*").is_some_and(|ops| {
-        [Operation::Subscribe, Operation::Publish, Operation::History]
-            .iter()
-            .all(|op| ops.contains(op))
-    }) {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "revoking needs a key with every operation on `*`",
-        ));
-    }
-    let body: RevokeBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("the body: {e}")))?;
+    administrator(key, "revoking")?;
+    let body: RevokeBody = json_object(&body)?;
     let target = match (body.client_id, body.key, body.all) {
         (Some(id), None, false) => {
             crate::RevocationTarget::ClientId(crate::ClientId::new(id.as_str()).map_err(|e| {
@@ -564,4 +562,62 @@ async fn revoke(
         issued_before_ms,
         expires_at_ms,
     }))
+}
+
+/// Refuses a key without every operation on `*`, which `what` needs.
+fn administrator(key: &ApiKey, what: &str) -> Result<(), ApiError> {
+    if key.capabilities.0.get("*").is_some_and(|ops| {
+        [Operation::Subscribe, Operation::Publish, Operation::History]
+            .iter()
+            .all(|op| ops.contains(op))
+    }) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("{what} needs a key with every operation on `*`"),
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisconnectBody {
+    client_id: String,
+    #[serde(default)]
+    reconnect: bool,
+}
+
+#[derive(Serialize)]
+struct DisconnectAnswer {
+    connections: usize,
+    sessions: usize,
+}
+
+async fn disconnect(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<DisconnectAnswer>, ApiError> {
+    let key = authenticate(&state, &headers)?;
+    let body = body_of(body)?;
+    administrator(key, "disconnecting")?;
+    let body: DisconnectBody = json_object(&body)?;
+    let (connections, sessions) = state
+        .service
+        .disconnect(&body.client_id, body.reconnect)
+        .await?;
+    Ok(Json(DisconnectAnswer {
+        connections,
+        sessions,
+    }))
+}
+
+/// A JSON object body as `T` (an array is not taken for a struct's fields).
+fn json_object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let refused = |why: String| ApiError::new(ErrorCode::BadRequest, format!("the body: {why}"));
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(refused("a JSON object is expected".into()));
+    }
+    serde_json::from_slice(body).map_err(|e| refused(e.to_string()))
 }

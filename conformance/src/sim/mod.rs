@@ -61,6 +61,11 @@ pub struct SimConfig {
     /// the store kept, and (rarely) a store lost. Without a store lost, any discontinuity
     /// is a violation (issue 18).
     pub store: bool,
+    /// A third of the WebSocket transports clients open are blocked (as by a proxy that
+    /// answers the upgrade `403`): the clients fall back to the HTTP binding and, after the
+    /// probe interval (shortened to 20 s here), try WebSocket again (§6.10). The links of
+    /// both kinds are alike to the hub.
+    pub blocked_websockets: bool,
 }
 
 impl Default for SimConfig {
@@ -73,6 +78,7 @@ impl Default for SimConfig {
             settle: Duration::from_secs(480),
             sabotage: Sabotage::None,
             store: false,
+            blocked_websockets: false,
         }
     }
 }
@@ -111,6 +117,10 @@ pub struct SimStats {
     pub store_restarts: u64,
     /// Appends the store refused (store mode).
     pub store_failures: u64,
+    /// WebSocket transports blocked, each replaced by an HTTP binding one.
+    pub blocked_websockets: u64,
+    /// Transports of the HTTP binding opened.
+    pub http_transports: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -170,6 +180,9 @@ struct Peer {
 struct World {
     config: SimConfig,
     rng: Rng,
+    /// Decides which WebSocket transports are blocked (its own stream, so the faults of a
+    /// seed stay those of the runs without blocking).
+    block_rng: Rng,
     now: Time,
     wall_offset_ms: u64,
     hub: Hub,
@@ -234,6 +247,7 @@ impl World {
                 };
                 let mut client_config = ClientConfig::new(auth);
                 client_config.client_id = None;
+                client_config.fallback.probe_interval = Duration::from_secs(20);
                 client_config.sabotage = config.sabotage;
                 // Heartbeats up to the hub's maximum: a silent link is then noticed minutes
                 // late, long after the dedupe window of what was in flight (issue 20).
@@ -255,9 +269,13 @@ impl World {
             })
             .collect();
         let store = config.store.then(ModelStore::new);
+        let mut block_seed = [0u8; 32];
+        block_seed[..8].copy_from_slice(&seed.to_le_bytes());
+        block_seed[8] = 0xb1;
         World {
             config,
             rng,
+            block_rng: Rng::from_seed(block_seed),
             now: Time::from_millis(0),
             wall_offset_ms: 0,
             hub,
@@ -360,7 +378,24 @@ impl World {
 
     fn client_output(&mut self, index: usize, output: Output) {
         match output {
-            Output::OpenTransport { transport } => {
+            Output::OpenTransport { transport, kind } => {
+                if kind == tether_core::client::TransportKind::HttpStream {
+                    self.stats.http_transports += 1;
+                }
+                if self.config.blocked_websockets
+                    && self.reachable
+                    && kind == tether_core::client::TransportKind::WebSocket
+                    && self.block_rng.between(0, 2) == 0
+                {
+                    self.stats.blocked_websockets += 1;
+                    let now = self.now;
+                    self.peers[index].client.handle_transport_blocked(
+                        now,
+                        transport,
+                        "the WebSocket upgrade was answered 403 Forbidden",
+                    );
+                    return;
+                }
                 if !self.reachable {
                     let now = self.now;
                     self.peers[index]
@@ -506,6 +541,7 @@ impl World {
             }
             HubOutput::Event(HubEvent::StorageFailed { .. }) => self.stats.store_failures += 1,
             HubOutput::Event(_) | HubOutput::Api { .. } => {}
+            HubOutput::Hook { id, .. } => panic!("a hook request with no hook configured: {id:?}"),
             HubOutput::Storage(request) => {
                 // A sync takes 1-5 ms mostly, up to 50 ms often, up to 2 s now and then;
                 // the store answers in order.

@@ -47,7 +47,7 @@ impl Storm {
                 while let Some(output) = self.peers[index].poll_output() {
                     moved = true;
                     match output {
-                        Output::OpenTransport { transport } => {
+                        Output::OpenTransport { transport, .. } => {
                             if self.counting {
                                 self.attempts.push(now);
                             }

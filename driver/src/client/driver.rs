@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Instant;
 
-use async_tungstenite::tungstenite::{self, Message};
 use bytes::Bytes;
 // Unbounded channels here are each bounded by what feeds them: see `Channel` and the
 // `transports` field.
@@ -16,7 +15,7 @@ use futures_lite::{FutureExt, StreamExt};
 use tether_core::client::{Client as Core, Output, TransportId};
 use tether_core::embed::{ConnectionStats, Credentials, Dispatcher, Notice, Origin, TokenError};
 
-use super::transport::{Connector, Source, TransportEvent};
+use super::transport::{Connector, Incoming, Source, TransportEvent};
 use super::{Command, Neutral};
 use crate::runtime::Runtime;
 use crate::state::StateWatch;
@@ -24,8 +23,8 @@ use crate::state::StateWatch;
 /// Frames handled per wake-up before the driver looks at its other inputs again.
 const READ_BATCH: usize = 64;
 
-/// A message read from the open transport, or its end.
-type Read = Option<Result<Message, tungstenite::Error>>;
+/// A frame read from the open transport, or its end (`None`: it just ended).
+type Read = Option<Incoming>;
 
 /// Why the driver woke up.
 enum Wake {
@@ -141,6 +140,11 @@ impl<R: Runtime> Driver<R> {
                     }
                 }
                 Wake::Transport(TransportEvent::Closed(id, reason)) => self.closed(id, reason),
+                Wake::Transport(TransportEvent::Blocked(id, reason)) => {
+                    if self.transports.remove(&id).is_some() {
+                        self.core.handle_transport_blocked(now, id, reason);
+                    }
+                }
                 Wake::Token(answer) => {
                     self.dispatcher
                         .command(&mut self.core, now, Command::Token(answer));
@@ -166,16 +170,8 @@ impl<R: Runtime> Driver<R> {
         for round in 1..=READ_BATCH {
             let now = self.now();
             match read {
-                Some(Ok(Message::Binary(bytes))) => {
-                    self.core.handle_transport_bytes(now, id, bytes)
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    let reason =
-                        frame.map_or_else(|| "closed".to_owned(), |f| f.reason.to_string());
-                    return self.closed(id, reason);
-                }
-                Some(Ok(_)) => {}
-                Some(Err(error)) => return self.closed(id, error.to_string()),
+                Some(Incoming::Frame(bytes)) => self.core.handle_transport_bytes(now, id, bytes),
+                Some(Incoming::Ended(reason)) => return self.closed(id, reason),
                 None => return self.closed(id, "connection ended".into()),
             }
             // Only read ahead what this round will handle: a message read is never dropped.
@@ -206,11 +202,11 @@ impl<R: Runtime> Driver<R> {
     fn drain(&mut self) {
         while let Some(output) = self.core.poll_output() {
             match output {
-                Output::OpenTransport { transport } => {
+                Output::OpenTransport { transport, kind } => {
                     let (writer, outgoing) = unbounded();
                     self.transports.insert(transport, writer);
                     self.connector
-                        .open(transport, outgoing, self.transport_events.0.clone());
+                        .open(transport, kind, outgoing, self.transport_events.0.clone());
                 }
                 Output::Transmit { transport, bytes } => {
                     if let Some(writer) = self.transports.get(&transport) {

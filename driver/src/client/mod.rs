@@ -5,6 +5,7 @@
 //! [`tether_core::embed::Dispatcher`]'s; the task that drives both is [`driver`]'s.
 
 mod driver;
+mod http;
 mod transport;
 
 use std::future::Future;
@@ -101,6 +102,7 @@ impl<R: Runtime> Client<R> {
                 .for_hub_frames()
                 .max_frame_size
                 .max(options.config.limits.max_frame_size),
+            buffered: std::sync::atomic::AtomicBool::new(false),
         };
         let task = driver::Driver::new(
             core,

@@ -2,6 +2,7 @@
 //! core transmits; the reading half goes to the driver, which reads it itself (no task hop
 //! per frame).
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use async_tungstenite::WebSocketStream;
@@ -9,10 +10,10 @@ use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use bytes::Bytes;
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
-use futures_lite::{AsyncRead, AsyncWrite, FutureExt, StreamExt};
+use futures_lite::{AsyncRead, AsyncWrite, FutureExt, Stream, StreamExt};
 use futures_util::SinkExt;
 use futures_util::stream::SplitStream;
-use tether_core::client::TransportId;
+use tether_core::client::{TransportId, TransportKind};
 use tether_core::embed::{Error, WRITE_BATCH};
 
 use crate::runtime::Runtime;
@@ -22,23 +23,52 @@ use crate::tls::{web_pki_roots, websocket_config};
 pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
-/// The reading half of an open WebSocket.
-pub(crate) type Source = SplitStream<WebSocketStream<Box<dyn Io>>>;
+/// What an open transport gives the driver: a frame of the hub's, or the transport's end.
+pub(crate) enum Incoming {
+    Frame(Bytes),
+    Ended(String),
+}
 
-/// What a transport's task tells the driver.
+/// The reading half of an open transport (ends after `Ended`, or without it when the
+/// connection just ended).
+pub(crate) type Source = Pin<Box<dyn Stream<Item = Incoming> + Send>>;
+
+/// What a transport's task tells the driver, on the driver's unbounded event channel: at most
+/// two per transport (`Opened` then `Closed`, or one of `Closed` and `Blocked`; the HTTP
+/// binding's task sends `Opened` or `Closed`, and its end goes through the transport's own
+/// bounded frame queue), and the core opens one transport at a time.
 pub(crate) enum TransportEvent {
-    /// The WebSocket is open; its frames are read from `Source`.
+    /// The transport is open; its frames are read from `Source`.
     Opened(TransportId, Source),
     /// It could not open, or writing failed.
     Closed(TransportId, String),
+    /// Its WebSocket upgrade was answered by something other than the hub (an HTTP status
+    /// instead of 101): a proxy or firewall blocks WebSocket (§6.10).
+    Blocked(TransportId, String),
+}
+
+/// The frames of a WebSocket's reading half.
+fn websocket_source(source: SplitStream<WebSocketStream<Box<dyn Io>>>) -> Source {
+    Box::pin(source.filter_map(|message| match message {
+        Ok(Message::Binary(bytes)) => Some(Incoming::Frame(bytes)),
+        Ok(Message::Close(frame)) => Some(Incoming::Ended(
+            frame.map_or_else(|| "closed".to_owned(), |f| f.reason.to_string()),
+        )),
+        Ok(_) => None,
+        Err(error) => Some(Incoming::Ended(error.to_string())),
+    }))
 }
 
 /// Where to connect, read from a `ws://` or `wss://` URL.
 pub(crate) struct Target {
     url: String,
-    host: String,
-    port: u16,
+    pub(crate) host: String,
+    pub(crate) port: u16,
     tls: bool,
+    /// The path and query, for the HTTP binding's requests.
+    pub(crate) path: String,
+    /// The `Host` header's value.
+    pub(crate) authority: String,
 }
 
 impl Target {
@@ -58,11 +88,19 @@ impl Target {
             .trim_end_matches(']')
             .to_owned();
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let path = uri
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+        let authority = uri
+            .authority()
+            .map_or_else(|| host.clone(), |a| a.as_str().to_owned());
         Ok(Target {
             url: url.to_owned(),
             host,
             port,
             tls,
+            path,
+            authority,
         })
     }
 }
@@ -74,6 +112,9 @@ pub(crate) struct Connector<R> {
     /// `None` trusts the bundled web PKI roots.
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
     pub(crate) max_frame: usize,
+    /// Set once a streaming down response of the HTTP binding did not get through in time
+    /// (a proxy buffers responses): later transports poll.
+    pub(crate) buffered: std::sync::atomic::AtomicBool,
 }
 
 impl<R: Runtime> Connector<R> {
@@ -84,22 +125,32 @@ impl<R: Runtime> Connector<R> {
     pub(crate) fn open(
         self: &Arc<Self>,
         id: TransportId,
+        kind: TransportKind,
         mut outgoing: UnboundedReceiver<Bytes>,
         events: UnboundedSender<TransportEvent>,
     ) {
+        if kind == TransportKind::HttpStream {
+            self.runtime
+                .spawn(super::http::run(self.clone(), id, outgoing, events));
+            return;
+        }
         let this = self.clone();
         self.runtime.spawn(async move {
             // Nothing is sent on `outgoing` before the transport is open, so this only
             // ever ends by the queue closing.
             let gave_up = async {
                 let _ = outgoing.next().await;
-                Err("given up".to_owned())
+                Err(Failure::Other("given up".to_owned()))
             };
             // Boxed: the connect's state is large and needed once; inline, it would size
             // this long-lived writer task's allocation.
             let ws = match Box::pin(this.connect()).or(gave_up).await {
                 Ok(ws) => ws,
-                Err(reason) => {
+                Err(Failure::Blocked(reason)) => {
+                    let _ = events.unbounded_send(TransportEvent::Blocked(id, reason));
+                    return;
+                }
+                Err(Failure::Other(reason)) => {
                     let _ = events.unbounded_send(TransportEvent::Closed(id, reason));
                     return;
                 }
@@ -107,7 +158,7 @@ impl<R: Runtime> Connector<R> {
             drop(this);
             let (mut sink, source) = futures_util::StreamExt::split(ws);
             if events
-                .unbounded_send(TransportEvent::Opened(id, source))
+                .unbounded_send(TransportEvent::Opened(id, websocket_source(source)))
                 .is_err()
             {
                 return;
@@ -137,35 +188,52 @@ impl<R: Runtime> Connector<R> {
         });
     }
 
-    async fn connect(&self) -> Result<WebSocketStream<Box<dyn Io>>, String> {
+    /// A TCP connection to the target, with TLS for `wss://`.
+    pub(crate) async fn stream(&self) -> Result<Box<dyn Io>, String> {
         let target = &self.target;
         let tcp = self
             .runtime
             .connect(&target.host, target.port)
             .await
             .map_err(|e| e.to_string())?;
-        let stream: Box<dyn Io> = if target.tls {
-            let config = match self.tls.clone() {
-                Some(config) => config,
-                None => web_pki_roots()?,
-            };
-            let name = rustls::pki_types::ServerName::try_from(target.host.clone())
-                .map_err(|e| e.to_string())?;
-            let tls = futures_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await
-                .map_err(|e| e.to_string())?;
-            Box::new(tls)
-        } else {
-            Box::new(tcp)
+        if !target.tls {
+            return Ok(Box::new(tcp));
+        }
+        let config = match self.tls.clone() {
+            Some(config) => config,
+            None => web_pki_roots()?,
         };
+        let name = rustls::pki_types::ServerName::try_from(target.host.clone())
+            .map_err(|e| e.to_string())?;
+        let tls = futures_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Box::new(tls))
+    }
+
+    async fn connect(&self) -> Result<WebSocketStream<Box<dyn Io>>, Failure> {
+        let stream = self.stream().await.map_err(Failure::Other)?;
         let (ws, _) = async_tungstenite::client_async_with_config(
-            target.url.as_str(),
+            self.target.url.as_str(),
             stream,
             Some(websocket_config(self.max_frame)),
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|error| match error {
+            async_tungstenite::tungstenite::Error::Http(response) => Failure::Blocked(format!(
+                "the WebSocket upgrade was answered {}",
+                response.status()
+            )),
+            other => Failure::Other(other.to_string()),
+        })?;
         Ok(ws)
     }
+}
+
+/// Why a WebSocket did not open.
+enum Failure {
+    /// Something other than the hub answered the upgrade.
+    Blocked(String),
+    Other(String),
 }

@@ -14,7 +14,7 @@ use tether_core::embed::{Outbound, WriteBatch, Writer, close_code};
 use tether_core::server::TransportViolation;
 
 use super::observe::{Observer, response};
-use super::{Handshaking, Input, after, http, within};
+use super::{Handshaking, Input, after, fallback, http, within};
 use crate::runtime::Runtime;
 use crate::tls::websocket_config;
 
@@ -31,6 +31,22 @@ pub(crate) struct Queue {
     /// `connect`: what an unauthenticated client can make the server hold (a partial frame
     /// of up to the frame limit each) is bounded by the cap on handshakes.
     handshaking: Option<Handshaking>,
+}
+
+impl Queue {
+    /// The writer of a new connection: its frames go to `frames`; `hangup` is dropped when
+    /// the hub forgets it; `handshaking` is released once the hub accepts its `connect`.
+    pub(crate) fn new(
+        frames: flume::Sender<Outbound>,
+        hangup: oneshot::Sender<()>,
+        handshaking: Handshaking,
+    ) -> Queue {
+        Queue {
+            frames,
+            _hangup: hangup,
+            handshaking: Some(handshaking),
+        }
+    }
 }
 
 impl Writer for Queue {
@@ -89,6 +105,8 @@ pub(crate) struct Accepted<R> {
     pub(crate) handshaking: Handshaking,
     /// For the operator's endpoints.
     pub(crate) observer: Observer,
+    /// The HTTP binding's transports.
+    pub(crate) links: std::sync::Arc<fallback::Links>,
 }
 
 impl<R: Runtime> Accepted<R> {
@@ -106,42 +124,95 @@ impl<R: Runtime> Accepted<R> {
             close_timeout,
             handshaking,
             observer,
+            links,
         } = self;
+        let binding = fallback::Binding {
+            runtime: runtime.clone(),
+            inputs: inputs.clone(),
+            links,
+            max_frame,
+            close_timeout,
+        };
         // Boxed: the handshake's state is large and needed only once; inline, it would size
         // the connection task's allocation for the connection's whole life.
-        // A request that is not a WebSocket upgrade is answered over HTTP (400, 426, …).
-        let handshake = Box::pin(async move {
-            let (request, mut stream) = http::read_request(stream)
-                .await
-                .map_err(|e| e.to_string())?;
+        // A request that is not a WebSocket upgrade is answered over HTTP (400, 426, …);
+        // requests of the HTTP binding (§2.5) are served one after another (keep-alive),
+        // each head within the handshake timeout.
+        let mut handshaking = Some(handshaking);
+        // The transport this socket serves, if it served the HTTP binding.
+        let mut bound: Option<fallback::Bound> = None;
+        let mut conn = http::HttpConn::new(stream);
+        let mut deadline = deadline;
+        let ws = loop {
+            let request = match within(&runtime, deadline, conn.next_request()).await {
+                Some(Ok(Some(request))) => request,
+                Some(Ok(None)) => return,
+                Some(Err(error)) => {
+                    tracing::debug!(%peer, %error, "request failed");
+                    return;
+                }
+                None => {
+                    tracing::debug!(%peer, "request timed out");
+                    return;
+                }
+            };
             match request {
                 http::Request::Refused(status) => {
-                    http::refuse(&mut stream, status).await;
-                    return Err(format!("not a WebSocket upgrade: answered {status}"));
+                    http::refuse(conn.stream(), status).await;
+                    tracing::debug!(%peer, "not a WebSocket upgrade: answered {status}");
+                    return;
                 }
                 http::Request::Endpoint(endpoint) => {
                     let answer = endpoint_answer(&observer, endpoint).await;
-                    let _ = stream.write_all(answer.as_bytes()).await;
-                    let _ = stream.close().await;
-                    return Err(format!("{endpoint:?} answered"));
+                    let _ = conn.stream().write_all(answer.as_bytes()).await;
+                    let _ = conn.stream().close().await;
+                    return;
                 }
-                http::Request::Upgrade => {}
+                http::Request::Preflight => {
+                    // Answered, then closed: a preflight does not keep a socket (nor its
+                    // handshake slot).
+                    fallback::preflight(conn.stream()).await;
+                    let _ = conn.stream().close().await;
+                    return;
+                }
+                http::Request::Binding(head) => {
+                    let served = fallback::serve(
+                        &binding,
+                        &mut conn,
+                        head,
+                        deadline,
+                        &mut handshaking,
+                        &mut bound,
+                    )
+                    .await;
+                    if !served {
+                        let _ = conn.stream().close().await;
+                        return;
+                    }
+                }
+                http::Request::Upgrade => {
+                    let Some(slot) = handshaking.take() else {
+                        // Binding requests on this socket gave its handshake slot away.
+                        http::refuse(conn.stream(), "400 Bad Request").await;
+                        return;
+                    };
+                    let upgrade = Box::pin(async_tungstenite::accept_async_with_config(
+                        conn.into_replayed(),
+                        Some(websocket_config(max_frame)),
+                    ));
+                    match within(&runtime, deadline, upgrade).await {
+                        Some(Ok(ws)) => break (ws, slot),
+                        Some(Err(error)) => {
+                            tracing::debug!(%peer, %error, "websocket handshake failed");
+                        }
+                        None => tracing::debug!(%peer, "websocket handshake timed out"),
+                    }
+                    return;
+                }
             }
-            async_tungstenite::accept_async_with_config(stream, Some(websocket_config(max_frame)))
-                .await
-                .map_err(|e| e.to_string())
-        });
-        let ws = match within(&runtime, deadline, handshake).await {
-            Some(Ok(ws)) => ws,
-            Some(Err(error)) => {
-                tracing::debug!(%peer, %error, "websocket handshake failed");
-                return;
-            }
-            None => {
-                tracing::debug!(%peer, "websocket handshake timed out");
-                return;
-            }
+            deadline = after(binding.close_timeout.max(std::time::Duration::from_secs(5)));
         };
+        let (ws, handshaking) = ws;
         run(runtime, ws, peer, inputs, close_timeout, handshaking).await;
     }
 }

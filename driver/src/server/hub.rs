@@ -1,13 +1,16 @@
 //! The hub's task: inputs from the accept loop and the connections, in bursts, and one
 //! timer for the hub's deadline.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Instant, SystemTime};
 
 use futures_lite::FutureExt;
-use tether_core::embed::{Connections, Flow, INPUT_BATCH, Origin, handle_batch};
-use tether_core::server::{Hub, HubEvent, RestoredState, Severity, StorageSink};
+use tether_core::embed::{Connections, Flow, HookSink, Hooks, INPUT_BATCH, Origin, handle_batch};
+use tether_core::server::{
+    HookAnswer, HookId, HookRequest, Hub, HubEvent, RestoredState, Severity, StorageSink,
+};
 
 use super::Input;
 use super::observe::Counters;
@@ -19,6 +22,7 @@ pub(crate) async fn drive<R: Runtime>(
     mut hub: Hub,
     mut inputs: tokio::sync::mpsc::Receiver<Input>,
     storage: Option<(RestoredState, Box<dyn StorageSink>)>,
+    hooks: Option<Box<dyn HookSink>>,
     counters: Arc<Counters>,
 ) {
     let log_event = |event: HubEvent| {
@@ -27,6 +31,9 @@ pub(crate) async fn drive<R: Runtime>(
     };
     let origin = Origin::new(Instant::now());
     let mut connections = Connections::new();
+    if let Some(sink) = hooks {
+        connections = connections.with_hooks(sink);
+    }
     if let Some((restored, sink)) = storage {
         let now = origin.stamp_at(Instant::now(), SystemTime::now());
         hub.restore(now, restored);
@@ -88,5 +95,51 @@ fn log_event(event: HubEvent) {
         Severity::Debug => tracing::debug!("{event}"),
         Severity::Info => tracing::info!("{event}"),
         Severity::Warn => tracing::warn!("{event}"),
+    }
+}
+
+/// Asks the application's hooks on the runtime, one task per request, and gives each answer
+/// back to the hub's task. A hook that has not answered by its time bound is dropped (the
+/// hub has refused with `hook_timeout` by then), so at most one task per request the hub
+/// has waiting runs.
+pub(crate) struct HookRunner<R> {
+    pub(crate) runtime: R,
+    pub(crate) hooks: Hooks,
+    /// Weak: hooks under way do not keep the hub's task alive.
+    pub(crate) inputs: tokio::sync::mpsc::WeakSender<Input>,
+    /// `HubConfig::hook_timeout`.
+    pub(crate) bound: std::time::Duration,
+}
+
+impl<R: Runtime> HookSink for HookRunner<R> {
+    fn request(&mut self, id: HookId, request: HookRequest) {
+        let hooks = self.hooks.clone();
+        let timer = self.runtime.timer(Instant::now() + self.bound);
+        let inputs = self.inputs.clone();
+        // On its own task, the call included: a hook that panics fails its request (refused
+        // with `internal`), never the hub's task.
+        self.runtime.spawn(async move {
+            let failed = || HookAnswer::Fail("the application's hook panicked".into());
+            let answer = match catch_unwind(AssertUnwindSafe(|| hooks.decide(request))) {
+                Err(_) => Some(failed()),
+                Ok(decision) => {
+                    async {
+                        Some(
+                            futures_util::FutureExt::catch_unwind(AssertUnwindSafe(decision))
+                                .await
+                                .unwrap_or_else(|_| failed()),
+                        )
+                    }
+                    .or(async {
+                        timer.await;
+                        None
+                    })
+                    .await
+                }
+            };
+            if let (Some(answer), Some(inputs)) = (answer, inputs.upgrade()) {
+                let _ = inputs.send(Input::Hook { id, answer }).await;
+            }
+        });
     }
 }

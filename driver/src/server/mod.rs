@@ -5,6 +5,8 @@
 //! routing of its outputs is [`tether_core::embed::Connections`]'.
 
 mod connection;
+mod fallback;
+pub use fallback::{BINDING_HEADERS, BindingAnswer, BindingRequest, DownBody, PREFLIGHT_HEADERS};
 mod http;
 mod hub;
 mod observe;
@@ -82,6 +84,8 @@ struct Shared<R> {
     handshakes: Arc<AtomicUsize>,
     tls: Option<Arc<rustls::ServerConfig>>,
     observer: observe::Observer,
+    /// The HTTP binding's transports (§2.5).
+    links: Arc<fallback::Links>,
 }
 
 impl<R: Runtime> Service<R> {
@@ -102,6 +106,13 @@ impl<R: Runtime> Service<R> {
                 format!("hub configuration: {why}"),
             )
         })?;
+        if config.hub.uses_hooks() && config.hooks.is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "hub configuration: a namespace asks for hooks (attach_hook, publish_hook) and \
+                 the server options have none",
+            ));
+        }
         let (runtime, tls) = R::for_server(&config.transport)?;
         let seed = match config.seed {
             Some(seed) => seed,
@@ -127,12 +138,21 @@ impl<R: Runtime> Service<R> {
             }
             None => None,
         };
+        let hooks = config.hooks.clone().map(|hooks| {
+            Box::new(hub::HookRunner {
+                runtime: runtime.clone(),
+                hooks,
+                inputs: inputs.downgrade(),
+                bound: hub_config.hook_timeout,
+            }) as Box<dyn embed::HookSink>
+        });
         let counters = Arc::new(observe::Counters::default());
         runtime.spawn(hub::drive(
             runtime.clone(),
             Hub::new(hub_config, seed),
             receiver,
             storage,
+            hooks,
             counters.clone(),
         ));
         let observer = observe::Observer {
@@ -156,6 +176,7 @@ impl<R: Runtime> Service<R> {
                 handshakes: Arc::new(AtomicUsize::new(0)),
                 tls,
                 observer,
+                links: Arc::default(),
             }),
         })
     }
@@ -196,6 +217,57 @@ impl<R: Runtime> Service<R> {
             .clone()
     }
 
+    /// Answers a request of the HTTP binding (§2.5, the fallback for clients whose
+    /// WebSocket is blocked) that another HTTP server received — e.g. an axum route next to
+    /// the WebSocket upgrade. `body` is the request's body, at most
+    /// [`binding_body_limit`](Self::binding_body_limit) bytes (for a larger one, answer
+    /// [`binding_too_large`](Self::binding_too_large)). The answer's body, if any, is a
+    /// stream of chunks to send as they come (a streaming response). The server's own
+    /// listener serves the binding itself.
+    pub async fn serve_binding(
+        &self,
+        request: BindingRequest,
+        body: bytes::Bytes,
+    ) -> BindingAnswer {
+        let binding = self.binding();
+        // Opening a transport is a handshake like a WebSocket's, bounded the same way.
+        let slot = if request.transport.is_none() {
+            let shared = &self.shared;
+            if shared.handshakes.load(Ordering::Relaxed) >= shared.limits.max_pending_handshakes {
+                return fallback::unavailable();
+            }
+            shared.handshakes.fetch_add(1, Ordering::Relaxed);
+            Some(Handshaking(shared.handshakes.clone()))
+        } else {
+            None
+        };
+        binding.answer(request, body, slot).await
+    }
+
+    /// The largest body of a binding request [`serve_binding`](Self::serve_binding) takes,
+    /// in bytes.
+    pub fn binding_body_limit(&self) -> usize {
+        self.binding().max_body()
+    }
+
+    /// The answer to a binding request whose body (`size` bytes) is over the limit (`413`;
+    /// the transport it names, if any, is closed with `frame_too_large`).
+    pub async fn binding_too_large(&self, request: &BindingRequest, size: usize) -> BindingAnswer {
+        self.binding()
+            .too_large(request.transport.as_deref(), size)
+            .await
+    }
+
+    fn binding(&self) -> fallback::Binding<R> {
+        fallback::Binding {
+            runtime: self.shared.runtime.clone(),
+            inputs: self.shared.inputs.clone(),
+            links: self.shared.links.clone(),
+            max_frame: self.shared.max_frame,
+            close_timeout: self.shared.limits.close_timeout,
+        }
+    }
+
     /// What serving a new socket needs, unless too many handshakes are under way.
     fn accepted(&self, peer: SocketAddr) -> Option<connection::Accepted<R>> {
         let shared = &self.shared;
@@ -213,6 +285,7 @@ impl<R: Runtime> Service<R> {
             close_timeout: shared.limits.close_timeout,
             handshaking: Handshaking(shared.handshakes.clone()),
             observer: shared.observer.clone(),
+            links: shared.links.clone(),
         })
     }
 
@@ -295,6 +368,37 @@ impl<R: Runtime> Service<R> {
         }
     }
 
+    /// Ends the connections of `client_id` with `disconnected_by_server` (§7.8). With
+    /// `reconnect: false` its clients stop (an `error` frame) and its sessions are freed,
+    /// also those waiting for resume; with `reconnect: true` they reconnect and resume (a
+    /// `disconnect` frame; to move them to another node). Returns the connections closed and
+    /// the sessions freed. The client may connect again later: [`revoke`](Self::revoke) its
+    /// tokens to keep it out.
+    ///
+    /// # Errors
+    /// `bad_request` for an empty client id or one over 128 bytes; `Closed` once the hub
+    /// stopped.
+    pub async fn disconnect(
+        &self,
+        client_id: &str,
+        reconnect: bool,
+    ) -> Result<(usize, usize), Error> {
+        let client_id = tether_core::wire::ClientId::new(client_id).map_err(Error::Protocol)?;
+        match self
+            .api(ApiRequest::Disconnect {
+                client_id,
+                reconnect,
+            })
+            .await?
+        {
+            ApiAnswer::Disconnected {
+                connections,
+                sessions,
+            } => Ok((connections, sessions)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     async fn api(&self, request: ApiRequest) -> Result<ApiAnswer, Error> {
         let (reply, answer) = oneshot::channel();
         let reply: tether_core::embed::ApiReply = Box::new(move |answer| {
@@ -306,6 +410,13 @@ impl<R: Runtime> Service<R> {
             .await
             .map_err(|_| Error::Closed)?;
         answer.await.map_err(|_| Error::Closed)
+    }
+
+    /// Counts an HTTP request in front of this service (e.g. the HTTP API) refused for its
+    /// credentials, in the `auth_failures` metric under `code` (a 401xx code; others are
+    /// not counted).
+    pub fn count_auth_failure(&self, code: ErrorCode) {
+        self.shared.observer.counters.http_auth_failure(code);
     }
 
     /// The hub's statistics and totals now; `None` once its task has stopped.

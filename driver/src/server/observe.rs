@@ -27,9 +27,23 @@ pub(crate) struct Counters {
     bytes_received: AtomicU64,
     bytes_sent: AtomicU64,
     disconnects: Mutex<BTreeMap<ErrorCode, u64>>,
+    /// HTTP requests in front of the service refused for their credentials, by code.
+    http_auth_failures: Mutex<BTreeMap<ErrorCode, u64>>,
 }
 
 impl Counters {
+    /// Counts an HTTP request refused for its credentials (`code` one of the 401xx).
+    pub(crate) fn http_auth_failure(&self, code: ErrorCode) {
+        if is_auth_failure(code) {
+            *self
+                .http_auth_failures
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(code)
+                .or_default() += 1;
+        }
+    }
+
     /// Counts what an input to the hub carries.
     pub(crate) fn input(&self, input: &Input) {
         match input {
@@ -112,6 +126,12 @@ impl Observer {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
+            http_auth_failures: self
+                .counters
+                .http_auth_failures
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
             syncs: self.store.as_ref().and_then(|store| store.sync_times()),
             store_healthy: self.store.as_ref().map(|store| store.health().is_ok()),
         };
@@ -130,6 +150,7 @@ struct Snapshot {
     bytes_received: u64,
     bytes_sent: u64,
     disconnects: BTreeMap<ErrorCode, u64>,
+    http_auth_failures: BTreeMap<ErrorCode, u64>,
     syncs: Option<SyncTimes>,
     store_healthy: Option<bool>,
 }
@@ -277,16 +298,20 @@ impl Collector for Snapshot {
             .iter()
             .map(|(code, count)| (code.name(), *count))
             .collect();
-        let auth: Vec<(&str, u64)> = self
-            .disconnects
+        let mut failures: BTreeMap<ErrorCode, u64> = self.http_auth_failures.clone();
+        for (code, count) in &self.disconnects {
+            if is_auth_failure(*code) {
+                *failures.entry(*code).or_default() += count;
+            }
+        }
+        let auth: Vec<(&str, u64)> = failures
             .iter()
-            .filter(|(code, _)| is_auth_failure(**code))
             .map(|(code, count)| (code.name(), *count))
             .collect();
         labelled(
             &mut encoder,
             "auth_failures",
-            "Connections closed for failed authentication, by error code.",
+            "Connections closed and HTTP API requests refused for failed authentication, by error code.",
             "code",
             &auth,
         )?;

@@ -42,6 +42,35 @@ pub enum Framing {
     Stream,
 }
 
+/// When a client falls back from WebSocket to the HTTP binding (`docs/protocol.md` §6.10).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Fallback {
+    /// Whether a blocked WebSocket is replaced by an HTTP binding transport (default true;
+    /// an adapter that cannot open [`TransportKind::HttpStream`](super::TransportKind)
+    /// transports turns it off).
+    pub enabled: bool,
+    /// How long a WebSocket may take to open before it counts as blocked (default 5 s).
+    pub websocket_timeout: Duration,
+    /// How long the client keeps to the HTTP binding after falling back before it tries
+    /// WebSocket again, at a reconnect (default 5 min).
+    pub probe_interval: Duration,
+    /// Use the HTTP binding only, never WebSocket (default false): for networks known to
+    /// block WebSocket, and for comparing the two. Needs `enabled`.
+    pub http_only: bool,
+}
+
+impl Default for Fallback {
+    fn default() -> Fallback {
+        Fallback {
+            enabled: true,
+            websocket_timeout: Duration::from_secs(5),
+            probe_interval: Duration::from_secs(300),
+            http_only: false,
+        }
+    }
+}
+
 /// Everything a [`Client`](super::Client) needs to know up front.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -82,6 +111,8 @@ pub struct ClientConfig {
     pub echo: bool,
     /// How frames are delimited on the transport.
     pub framing: Framing,
+    /// Falling back to the HTTP binding when WebSocket is blocked (§6.10).
+    pub fallback: Fallback,
     /// A deliberately broken behaviour, for checking the conformance checker.
     #[cfg(feature = "sabotage")]
     pub sabotage: crate::sabotage::Sabotage,
@@ -111,6 +142,7 @@ impl ClientConfig {
             renew_at_percent: 90,
             echo: true,
             framing: Framing::Message,
+            fallback: Fallback::default(),
             limits: Limits::DEFAULT.for_hub_frames(),
             #[cfg(feature = "sabotage")]
             sabotage: crate::sabotage::Sabotage::None,

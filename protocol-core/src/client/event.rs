@@ -166,6 +166,15 @@ pub enum Event {
     },
 }
 
+/// The kind of transport the client asks for (`docs/protocol.md` §6.10).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    /// A WebSocket (§2.2).
+    WebSocket,
+    /// The HTTP binding (§2.5): a streaming or polled response down, `POST`s up.
+    HttpStream,
+}
+
 /// Something the caller must do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
@@ -173,6 +182,8 @@ pub enum Output {
     OpenTransport {
         /// The id to report it with.
         transport: TransportId,
+        /// Which kind (§6.10): a WebSocket unless the client fell back to the HTTP binding.
+        kind: TransportKind,
     },
     /// Send these bytes on the transport (one transport message with message framing).
     Transmit {

@@ -18,6 +18,10 @@ impl Client {
         }
         current.phase = Phase::Handshaking;
         current.last_received = now;
+        if current.kind == TransportKind::WebSocket {
+            // WebSocket works (again): no more falling back (§6.10).
+            self.fallback_until = None;
+        }
         let credentials = match &self.config.auth {
             Auth::ApiKey { name, secret } => Credentials::ApiKey {
                 name: name.clone(),
@@ -57,6 +61,47 @@ impl Client {
             let error = ErrorInfo::new(ErrorCode::TransportClosed, reason);
             self.lose_transport(now, error, false);
         }
+    }
+
+    /// The transport could not open because something answered it other than the hub: a
+    /// WebSocket upgrade refused with an HTTP status (a proxy or firewall: 403, 502, …) or
+    /// not answered in time. With [`Fallback::enabled`](super::Fallback), a blocked
+    /// WebSocket is replaced at once by an HTTP binding transport, kept for
+    /// `probe_interval` (§6.10); otherwise, or for another kind, it is a closed transport.
+    pub fn handle_transport_blocked(
+        &mut self,
+        now: Time,
+        transport: TransportId,
+        reason: impl Into<String>,
+    ) {
+        let now = self.clock.advance(now);
+        let Some(current) = self.transport.as_ref().filter(|t| t.id == transport) else {
+            return;
+        };
+        let reason = ErrorInfo::new(ErrorCode::TransportClosed, reason);
+        if !(self.config.fallback.enabled
+            && current.kind == TransportKind::WebSocket
+            && matches!(current.phase, Phase::Opening))
+        {
+            self.lose_transport(now, reason, false);
+            return;
+        }
+        self.outputs.push_back(Output::CloseTransport {
+            transport,
+            reason: reason.clone(),
+        });
+        self.transport = None;
+        self.fallback_until = Some(now.saturating_add(self.config.fallback.probe_interval));
+        self.emit(Event::Update {
+            reason: ErrorInfo::new(
+                ErrorCode::TransportClosed,
+                format!(
+                    "WebSocket blocked ({}): using the HTTP binding",
+                    reason.message
+                ),
+            ),
+        });
+        self.open_transport(now);
     }
 
     /// Bytes received on a transport: one frame with message framing, any part of the
@@ -99,6 +144,15 @@ impl Client {
                 "no answer to close",
             ));
             return;
+        }
+        if let Some(transport) = &self.transport {
+            if matches!(transport.phase, Phase::Opening)
+                && transport.open_deadline.is_some_and(|d| d <= now)
+            {
+                let id = transport.id;
+                self.handle_transport_blocked(now, id, "the WebSocket did not open in time");
+                return self.handle_timeout(now);
+            }
         }
         if let Some(transport) = &self.transport {
             let error = match transport.phase {
@@ -230,8 +284,20 @@ impl Client {
             Framing::Message => None,
             Framing::Stream => Some(StreamDecoder::new(self.config.limits)),
         };
+        let fallback = self.config.fallback;
+        let falling_back = fallback.enabled
+            && (fallback.http_only || self.fallback_until.is_some_and(|until| now < until));
+        let kind = if falling_back {
+            TransportKind::HttpStream
+        } else {
+            TransportKind::WebSocket
+        };
+        let open_deadline = (fallback.enabled && kind == TransportKind::WebSocket)
+            .then(|| now.saturating_add(fallback.websocket_timeout));
         self.transport = Some(Transport {
             id,
+            kind,
+            open_deadline,
             phase: Phase::Opening,
             connect_deadline: now.saturating_add(self.config.request_timeout),
             last_received: now,
@@ -239,8 +305,10 @@ impl Client {
             asked_resume: false,
             decoder,
         });
-        self.outputs
-            .push_back(Output::OpenTransport { transport: id });
+        self.outputs.push_back(Output::OpenTransport {
+            transport: id,
+            kind,
+        });
     }
 
     /// The current transport is gone (closed underneath us, or given up by us when

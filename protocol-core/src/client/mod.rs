@@ -21,10 +21,10 @@ use bytes::{Bytes, BytesMut};
 
 use self::backoff::Backoff;
 use self::channels::{Attach, Channels, Detach};
-pub use self::config::{Auth, ClientConfig, Framing};
+pub use self::config::{Auth, ClientConfig, Fallback, Framing};
 pub use self::event::{
     ConnectionState, Event, HistoryPage, Output, PingId, PublishId, RequestId, TokenReason,
-    TransportId,
+    TransportId, TransportKind,
 };
 use self::publishes::Publishes;
 pub use self::snapshot::{ClientSnapshot, SnapshotPublish};
@@ -83,6 +83,9 @@ enum Phase {
 #[derive(Debug)]
 struct Transport {
     id: TransportId,
+    kind: TransportKind,
+    /// A WebSocket that falls back when not open by then (§6.10).
+    open_deadline: Option<Time>,
     phase: Phase,
     /// Deadline for reaching Connected.
     connect_deadline: Time,
@@ -175,7 +178,7 @@ struct PendingPing {
 /// for _ in 0..10 {
 ///     while let Some(output) = client.poll_output() {
 ///         match output {
-///             Output::OpenTransport { transport: id } => transport = Some(id),
+///             Output::OpenTransport { transport: id, .. } => transport = Some(id),
 ///             Output::Transmit { bytes, .. } => {
 ///                 let frame: ClientFrame = wire::decode(&bytes, &Limits::DEFAULT).unwrap();
 ///                 assert!(matches!(frame, ClientFrame::Connect { .. }));
@@ -230,6 +233,9 @@ pub struct Client {
     backoff: Backoff,
     /// When to start the next connection attempt.
     retry_at: Option<Time>,
+    /// Fell back to the HTTP binding (§6.10): its transports until then, then WebSocket
+    /// is tried again at the next attempt.
+    fallback_until: Option<Time>,
     /// When Disconnected turns into Suspended.
     suspend_at: Option<Time>,
     /// Past the session TTL: publishes are refused and failed attempts go to Suspended.
@@ -268,6 +274,7 @@ impl Client {
             next_request: 0,
             backoff: Backoff::default(),
             retry_at: None,
+            fallback_until: None,
             suspend_at: None,
             suspended: false,
             close_deadline: None,
@@ -386,7 +393,12 @@ impl Client {
         consider(self.pings.values().map(|p| p.deadline).min());
         if let Some(transport) = &self.transport {
             match transport.phase {
-                Phase::Opening | Phase::Handshaking => consider(Some(transport.connect_deadline)),
+                Phase::Opening | Phase::Handshaking => {
+                    consider(Some(transport.connect_deadline));
+                    if matches!(transport.phase, Phase::Opening) {
+                        consider(transport.open_deadline);
+                    }
+                }
                 Phase::Connected { .. } => {
                     consider(self.liveness_deadline(transport));
                     consider(self.heartbeat_deadline(transport));

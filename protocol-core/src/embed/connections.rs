@@ -1,15 +1,19 @@
 //! The server side's routing of hub outputs to the tasks that write to each connection.
 
+#[cfg(feature = "server")]
 use std::collections::HashMap;
 
 use bytes::Bytes;
 
 use crate::ErrorInfo;
+#[cfg(feature = "server")]
 use crate::embed::Plumbing;
+#[cfg(feature = "server")]
 use crate::server::{
-    ApiAnswer, ApiRequest, ApiRequestId, ConnectionId, Hub, HubEvent, HubOutput, HubStats,
-    StorageCompletion, StorageSink, TransportViolation,
+    ApiAnswer, ApiRequest, ApiRequestId, ConnectionId, HookAnswer, HookId, Hub, HubEvent,
+    HubOutput, HubStats, StorageCompletion, StorageSink, TransportViolation,
 };
+#[cfg(feature = "server")]
 use crate::time::Timestamp;
 
 /// What a connection's writer is asked to do, in order.
@@ -104,6 +108,7 @@ pub trait Writer {
     fn established(&mut self) {}
 }
 
+#[cfg(feature = "server")]
 /// An input for the task that owns the hub, from the adapter's accept loop and connection
 /// tasks; `P` gives the reply type, `W` the writer type.
 pub enum ServerInput<P: Plumbing, W> {
@@ -139,8 +144,16 @@ pub enum ServerInput<P: Plumbing, W> {
         /// Takes the answer.
         reply: ApiReply,
     },
+    /// The application's answer to a hook request (§7.9).
+    Hook {
+        /// The request's id.
+        id: HookId,
+        /// The answer.
+        answer: HookAnswer,
+    },
 }
 
+#[cfg(feature = "server")]
 /// Takes the answer to a server-side API request.
 pub type ApiReply = Box<dyn FnOnce(ApiAnswer) + Send>;
 
@@ -153,28 +166,34 @@ pub enum Flow {
     Stop,
 }
 
+#[cfg(feature = "server")]
 /// The writers of the hub's live connections.
 pub struct Connections<W: Writer> {
     writers: HashMap<ConnectionId, W>,
     /// Where storage requests go, when the hub has a store.
     storage: Option<Box<dyn StorageSink>>,
+    /// Where hook requests go, when the application gave hooks.
+    hooks: Option<Box<dyn super::HookSink>>,
     /// Server-side API requests waiting for their answer (at most what the callers have
     /// waiting: each caller waits for its answer).
     api: HashMap<ApiRequestId, ApiReply>,
     next_api: u64,
 }
 
+#[cfg(feature = "server")]
 impl<W: Writer> Default for Connections<W> {
     fn default() -> Self {
         Connections {
             writers: HashMap::new(),
             storage: None,
+            hooks: None,
             api: HashMap::new(),
             next_api: 0,
         }
     }
 }
 
+#[cfg(feature = "server")]
 impl<W: Writer> Connections<W> {
     /// No connections.
     pub fn new() -> Connections<W> {
@@ -186,6 +205,13 @@ impl<W: Writer> Connections<W> {
     /// it, its publishes would never be answered).
     pub fn with_storage(mut self, sink: Box<dyn StorageSink>) -> Connections<W> {
         self.storage = Some(sink);
+        self
+    }
+
+    /// Hands the hub's hook requests to `sink` (§7.9). Without one, a hook request is not
+    /// asked and is refused with `hook_timeout` at its time bound.
+    pub fn with_hooks(mut self, sink: Box<dyn super::HookSink>) -> Connections<W> {
+        self.hooks = Some(sink);
         self
     }
 
@@ -222,6 +248,7 @@ impl<W: Writer> Connections<W> {
             ServerInput::Written(id, len) => hub.handle_written(now, id, len),
             ServerInput::Closed(id) => self.closed(hub, now, id),
             ServerInput::Storage(completion) => hub.handle_storage(now, completion),
+            ServerInput::Hook { id, answer } => hub.handle_hook(now, id, answer),
             ServerInput::Abort(reply) => {
                 self.writers.clear();
                 if let Some(sink) = self.storage.take() {
@@ -288,6 +315,11 @@ impl<W: Writer> Connections<W> {
                     Some(sink) => sink.request(request),
                     None => debug_assert!(false, "a storage request and no store: {request:?}"),
                 },
+                HubOutput::Hook { id, request } => {
+                    if let Some(sink) = self.hooks.as_mut() {
+                        sink.request(id, request);
+                    }
+                }
                 HubOutput::Api { id, answer } => {
                     if let Some(reply) = self.api.remove(&id) {
                         reply(answer);
@@ -316,7 +348,7 @@ impl<W: Writer> Connections<W> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "server"))]
 mod tests {
     use super::*;
     use crate::ErrorCode;

@@ -19,21 +19,26 @@ mod audit;
 mod connections;
 mod credentials;
 mod dispatcher;
+#[cfg(feature = "server")]
+mod hooks;
 mod options;
 mod origin;
 
 pub use audit::{AuditReport, DeliveryAudit};
-pub use connections::{
-    ApiReply, Connections, Flow, INPUT_BATCH, Outbound, ServerInput, WRITE_BATCH, WriteBatch,
-    Writer, handle_batch,
-};
+#[cfg(feature = "server")]
+pub use connections::{ApiReply, Connections, ServerInput};
+pub use connections::{Flow, INPUT_BATCH, Outbound, WRITE_BATCH, WriteBatch, Writer, handle_batch};
 pub use credentials::{Credentials, Refusable, TokenError, TokenFuture, TokenProvider};
 pub use dispatcher::{
     ChannelEvent, Command, ConnectionStateChange, ConnectionStats, Dispatcher, Error, Notice,
     Plumbing, SubscriberId,
 };
-pub use options::{ClientOptions, ServerOptions, SocketLimits};
-pub use origin::{Origin, unix_ms};
+#[cfg(feature = "server")]
+pub use hooks::{HookFuture, HookSink, Hooks};
+pub use options::ClientOptions;
+#[cfg(feature = "server")]
+pub use options::{ServerOptions, SocketLimits};
+pub use origin::{MillisOrigin, Origin, unix_ms};
 
 /// WebSocket limits derived from the hub's or client's frame limit: one frame per message,
 /// no message larger than a frame, a small read buffer and a bounded write buffer.

@@ -2,11 +2,13 @@
 //! (TLS, executor, …).
 
 use std::sync::Arc;
+#[cfg(feature = "server")]
 use std::time::Duration;
 
 use crate::Seed;
 use crate::client::ClientConfig;
 use crate::embed::credentials::{Credentials, TokenProvider};
+#[cfg(feature = "server")]
 use crate::server::{HubConfig, Store};
 
 /// Options of a client: credentials, the core's configuration (protocol defaults), a seed,
@@ -49,6 +51,7 @@ impl<T: Default> ClientOptions<T> {
     }
 }
 
+#[cfg(feature = "server")]
 /// Options of a server: the hub's configuration, a seed, and the adapter's transport options.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -65,8 +68,12 @@ pub struct ServerOptions<T> {
     /// restores what it holds at start and acknowledges publishes once they are durable
     /// (`docs/protocol.md` §7.7). `None` (the default): everything in memory.
     pub store: Option<Arc<dyn Store>>,
+    /// The application's hooks (§7.9), needed when a namespace of the hub's configuration
+    /// asks for one (`HubConfig::uses_hooks`); `None` (the default): no hooks.
+    pub hooks: Option<super::Hooks>,
 }
 
+#[cfg(feature = "server")]
 impl<T: Default> ServerOptions<T> {
     /// Options around a hub configuration.
     pub fn new(hub: HubConfig) -> ServerOptions<T> {
@@ -76,10 +83,12 @@ impl<T: Default> ServerOptions<T> {
             sockets: SocketLimits::default(),
             transport: T::default(),
             store: None,
+            hooks: None,
         }
     }
 }
 
+#[cfg(feature = "server")]
 /// What a server allows a socket outside the hub's life of a connection: before the
 /// transport handshake (TLS, WebSocket upgrade) is done, and after the hub closed the
 /// connection. The hub's own limits (connection cap, first-frame deadline, pending bytes)
@@ -102,6 +111,7 @@ pub struct SocketLimits {
     pub close_timeout: Duration,
 }
 
+#[cfg(feature = "server")]
 impl Default for SocketLimits {
     fn default() -> SocketLimits {
         SocketLimits {

@@ -45,6 +45,18 @@ pub enum ApiRequest {
     /// Revoke tokens (§8): sessions holding one are disconnected with `token_revoked`, and
     /// such tokens are refused until the revocation ends. Kept in the store, if any.
     Revoke(Revocation),
+    /// End the connections of `client_id` with `disconnected_by_server` (§7.8). With
+    /// `reconnect: false` they get an `error` frame and their sessions are freed, live or
+    /// waiting for resume (the client stops; what it had not acknowledged is lost to it);
+    /// with `reconnect: true` a `disconnect` frame, and the sessions stay for resume (to move
+    /// clients elsewhere). Nothing stops the client connecting again later: revoke its tokens
+    /// for that.
+    Disconnect {
+        /// Whose connections.
+        client_id: ClientId,
+        /// Whether the client should reconnect and resume.
+        reconnect: bool,
+    },
 }
 
 /// One published message's fate.
@@ -80,6 +92,14 @@ pub enum ApiAnswer {
     /// To `Revoke`: how many connections it closed, or why it was refused
     /// (`limit_exceeded`: the hub holds its maximum of revocations in force).
     Revoked(Result<usize, ErrorInfo>),
+    /// To `Disconnect`: how many connections it closed and, with `reconnect: false`, how
+    /// many sessions it freed (a session waiting for resume has no connection).
+    Disconnected {
+        /// Connections closed.
+        connections: usize,
+        /// Sessions freed.
+        sessions: usize,
+    },
 }
 
 /// The session key API publishes carry (no session has it: keys count up from 0).
@@ -112,7 +132,7 @@ impl Hub {
                     return self.answer_api(id, ApiAnswer::History(Err(error)));
                 }
             }
-            ApiRequest::Channels | ApiRequest::Revoke(_) => {}
+            ApiRequest::Channels | ApiRequest::Revoke(_) | ApiRequest::Disconnect { .. } => {}
         }
         match request {
             ApiRequest::Publish {
@@ -137,6 +157,54 @@ impl Hub {
                 let answer = self.revoke(now, revocation);
                 self.answer_api(id, ApiAnswer::Revoked(answer));
             }
+            ApiRequest::Disconnect {
+                client_id,
+                reconnect,
+            } => {
+                let answer = self.disconnect(now, &client_id, reconnect);
+                self.answer_api(id, answer);
+            }
+        }
+    }
+
+    /// Ends `client_id`'s connections and, unless it should `reconnect`, its sessions.
+    fn disconnect(
+        &mut self,
+        now: crate::time::Time,
+        client_id: &ClientId,
+        reconnect: bool,
+    ) -> ApiAnswer {
+        let sessions: Vec<(SessionKey, Option<super::ConnectionId>)> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| &s.identity.client_id == client_id)
+            .map(|(key, s)| (*key, s.connection))
+            .collect();
+        let mut connections = 0;
+        for (key, connection) in &sessions {
+            if let Some(connection) = connection {
+                connections += 1;
+                if reconnect {
+                    let error = ErrorInfo::new(
+                        ErrorCode::DisconnectedByServer,
+                        "disconnected by the application: reconnect and resume",
+                    );
+                    self.close_with_disconnect(now, *connection, error);
+                } else {
+                    let error = ErrorInfo::new(
+                        ErrorCode::DisconnectedByServer,
+                        "disconnected by the application",
+                    );
+                    self.close_with_error(now, *connection, error);
+                }
+            }
+            if !reconnect {
+                self.remove_session(*key);
+            }
+        }
+        ApiAnswer::Disconnected {
+            connections,
+            sessions: if reconnect { 0 } else { sessions.len() },
         }
     }
 
@@ -206,6 +274,17 @@ impl Hub {
             let answer = refuse(
                 ErrorCode::InvalidMessage,
                 "a publish carries at least one message",
+            );
+            self.totals.publishes_refused += 1;
+            return self.answer_api(id, answer);
+        }
+        if messages
+            .iter()
+            .any(|m| m.name.len() > crate::wire::MAX_MESSAGE_NAME_LEN)
+        {
+            let answer = refuse(
+                ErrorCode::InvalidMessage,
+                "a message name is longer than 256 bytes",
             );
             self.totals.publishes_refused += 1;
             return self.answer_api(id, answer);

@@ -71,8 +71,17 @@ pub struct HubConfig {
     pub dedupe_window: Duration,
     /// Most message ids remembered per channel (default 100,000); the oldest go first.
     pub dedupe_capacity: usize,
+    /// How long the application's hook has to answer an attach or publish (§7.9; default
+    /// 5 s); after that it is refused with `hook_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub hook_timeout: Duration,
     /// How frames are delimited on transports.
     pub framing: Framing,
+    /// Options per channel pattern (§7.3): the first whose pattern matches a channel
+    /// decides; a channel none matches has [`Namespace`]'s defaults. At most
+    /// [`MAX_NAMESPACES`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<Namespace>,
     /// Where channel logs and sessions are kept (default: in memory; see
     /// [`storage`](super::storage)).
     #[serde(skip)]
@@ -107,12 +116,86 @@ impl Default for HubConfig {
             retention_age: Duration::from_secs(120),
             dedupe_window: Duration::from_secs(120),
             dedupe_capacity: 100_000,
+            hook_timeout: Duration::from_secs(5),
             framing: Framing::Message,
+            namespaces: Vec::new(),
             storage: StorageMode::Memory,
             #[cfg(feature = "sabotage")]
             sabotage: crate::sabotage::Sabotage::None,
         }
     }
+}
+
+/// The most namespaces a hub takes (each channel is matched against them in order).
+pub const MAX_NAMESPACES: usize = 1000;
+
+/// Options for the channels matching `pattern` (`docs/protocol.md` §7.3). Each option is
+/// decided by the first namespace (in order) that matches the channel and sets it; one no
+/// namespace sets has its default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Namespace {
+    /// A channel pattern (§8: `chat:*`, `*`).
+    pub pattern: String,
+    /// Whether clients may read the channels' history (`history` frames; default true).
+    /// Off, a history request is refused with `forbidden`; messages are still retained for
+    /// resume, and the server-side API still reads them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<bool>,
+    /// Whether publishers get their own messages back (default true). Off, a publisher's
+    /// session is sent `own_message` (§7.4) for its own messages, as if it had asked for no
+    /// echo; a 1.0 client, which cannot read `own_message`, still gets them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub echo: Option<bool>,
+    /// Who may publish (default: any client whose capabilities allow it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish: Option<Publishers>,
+    /// Whether the application's hook decides on each attach (§7.9; default false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attach_hook: Option<bool>,
+    /// Whether the application's hook decides on each new publish, and may replace its
+    /// messages' names and data (§7.9; default false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_hook: Option<bool>,
+}
+
+impl Namespace {
+    /// A namespace for `pattern` setting no option.
+    pub fn new(pattern: impl Into<String>) -> Namespace {
+        Namespace {
+            pattern: pattern.into(),
+            ..Namespace::default()
+        }
+    }
+}
+
+/// The options a channel has under a hub's namespaces ([`HubConfig::channel_options`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelOptions {
+    /// Whether clients may read its history.
+    pub history: bool,
+    /// Whether publishers get their own messages back.
+    pub echo: bool,
+    /// Who may publish.
+    pub publish: Publishers,
+    /// Whether the application's hook decides on attaches.
+    pub attach_hook: bool,
+    /// Whether the application's hook decides on publishes.
+    pub publish_hook: bool,
+}
+
+/// Who may publish on a namespace's channels (the server-side API always may, §7.8).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Publishers {
+    /// Any client whose capabilities allow it.
+    #[default]
+    Clients,
+    /// A client whose capabilities allow it and whose session is attached to the channel.
+    Subscribers,
+    /// No client: only the server-side API.
+    Server,
 }
 
 /// The longest duration a setting takes (a year): beyond, clocks and timers overflow.
@@ -173,6 +256,7 @@ impl HubConfig {
         at_least("session_ttl", self.session_ttl, second)?;
         at_least("retention_age", self.retention_age, Duration::ZERO)?;
         at_least("dedupe_window", self.dedupe_window, second)?;
+        at_least("hook_timeout", self.hook_timeout, Duration::from_millis(1))?;
         at_least("tokens.leeway", self.tokens.leeway, Duration::ZERO)?;
         positive("max_channels_per_session", self.max_channels_per_session)?;
         positive("max_connections", self.max_connections)?;
@@ -215,6 +299,21 @@ impl HubConfig {
         if self.max_pending_bytes < self.limits.max_frame_size {
             return Err("max_pending_bytes: at least limits.max_frame_size".into());
         }
+        if self.namespaces.len() > MAX_NAMESPACES {
+            return Err(format!("namespaces: at most {MAX_NAMESPACES}"));
+        }
+        for namespace in &self.namespaces {
+            let pattern = &namespace.pattern;
+            if pattern.is_empty()
+                || pattern.len() > self.limits.max_channel_name_len
+                || pattern.split(':').any(str::is_empty)
+                || pattern.chars().any(char::is_control)
+            {
+                return Err(format!(
+                    "namespaces: the pattern {pattern:?} is empty, too long or has an empty segment"
+                ));
+            }
+        }
         for key in &self.keys {
             if key.name.is_empty() || key.name.contains(':') {
                 return Err(format!(
@@ -227,5 +326,37 @@ impl HubConfig {
             }
         }
         Ok(())
+    }
+}
+
+impl HubConfig {
+    /// The options of `channel`: each from the first namespace that matches it and sets
+    /// it, else the default (§7.3).
+    pub fn channel_options(&self, channel: &str) -> ChannelOptions {
+        let mut set = Namespace::default();
+        for namespace in &self.namespaces {
+            if super::auth::pattern_matches(&namespace.pattern, channel) {
+                set.history = set.history.or(namespace.history);
+                set.echo = set.echo.or(namespace.echo);
+                set.publish = set.publish.or(namespace.publish);
+                set.attach_hook = set.attach_hook.or(namespace.attach_hook);
+                set.publish_hook = set.publish_hook.or(namespace.publish_hook);
+            }
+        }
+        ChannelOptions {
+            history: set.history.unwrap_or(true),
+            echo: set.echo.unwrap_or(true),
+            publish: set.publish.unwrap_or_default(),
+            attach_hook: set.attach_hook.unwrap_or(false),
+            publish_hook: set.publish_hook.unwrap_or(false),
+        }
+    }
+
+    /// Whether a namespace asks for a hook (§7.9): a server adapter then needs the
+    /// application's hooks.
+    pub fn uses_hooks(&self) -> bool {
+        self.namespaces
+            .iter()
+            .any(|n| n.attach_hook == Some(true) || n.publish_hook == Some(true))
     }
 }

@@ -70,6 +70,7 @@ impl Hub {
                     }
                 }
             }
+            Timer::Hook(id) => self.hook_timed_out(now, id),
             Timer::Trim(key) => {
                 let retention = self.config.retention_age;
                 let window = self.config.dedupe_window;

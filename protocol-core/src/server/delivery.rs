@@ -104,7 +104,7 @@ impl Hub {
                         now,
                         connection,
                         ErrorCode::LimitExceeded,
-                        "too many attach and detach requests wait for the store",
+                        "too many attach and detach requests wait for the store or a hook",
                     );
                 } else {
                     held.push_back(frame);
@@ -162,10 +162,7 @@ impl Hub {
         name: ChannelName,
         from: Option<Position>,
     ) {
-        let refuse = |code: ErrorCode, text: &str| ServerFrame::Detached {
-            channel: name.clone(),
-            error: Some(ErrorInfo::new(code, text)),
-        };
+        let refuse = |code: ErrorCode, text: &str| detached(&name, code, text);
         if !self.allows(key, &name, Operation::Subscribe) {
             let frame = refuse(
                 ErrorCode::Forbidden,
@@ -174,6 +171,39 @@ impl Hub {
             self.send(now, connection, &frame);
             return;
         }
+        if self.config.channel_options(name.as_str()).attach_hook {
+            // Attaches waiting (for a hook or the store) count against the session's
+            // channel limit, which bounds the hooks a connection has waiting.
+            let waiting = self
+                .connections
+                .get(&connection)
+                .map_or(0, |c| c.attaching.len());
+            let attached = self.sessions.get(&key).map_or(0, |s| s.subscriptions.len());
+            if waiting + attached >= self.config.max_channels_per_session {
+                let frame = refuse(
+                    ErrorCode::TooManyChannels,
+                    "the session has its maximum of channels waiting to be attached",
+                );
+                self.send(now, connection, &frame);
+                return;
+            }
+            self.hook_attach(now, connection, key, name, from);
+            return;
+        }
+        self.attach_allowed(now, connection, key, name, from);
+    }
+
+    /// An attach the capabilities and any hook allow: answered now, or once the store
+    /// answered (a replay older than the cache).
+    pub(super) fn attach_allowed(
+        &mut self,
+        now: Time,
+        connection: ConnectionId,
+        key: SessionKey,
+        name: ChannelName,
+        from: Option<Position>,
+    ) {
+        let refuse = |code: ErrorCode, text: &str| detached(&name, code, text);
         let existing = self.channel_keys.get(&name).copied();
         let attached_count = self.sessions.get(&key).map_or(0, |s| s.subscriptions.len());
         let already = existing.is_some_and(|ck| {
@@ -316,6 +346,28 @@ impl Hub {
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
+        if serial >= session.next_serial && session.hooked.is_some() {
+            // Behind the session's publish that waits for its hook (§7.9), in order.
+            let size = crate::wire::publish_frame_len(&name, &messages);
+            if session.gated.len() >= self.config.publish_record
+                || session.gated_bytes + size > self.config.max_pending_bytes
+            {
+                self.protocol_error(
+                    now,
+                    connection,
+                    ErrorCode::LimitExceeded,
+                    "too many publishes wait behind one waiting for the application's hook",
+                );
+            } else {
+                session.gated_bytes += size;
+                session.gated.push_back(super::hooks::Gated {
+                    serial,
+                    channel: name,
+                    messages,
+                });
+            }
+            return;
+        }
         if serial > session.next_serial && session.restored {
             // The serials between were refused before a crash lost their record (an
             // acknowledged or stored publish has its record in the store): the client knows
@@ -377,6 +429,21 @@ impl Hub {
         }
         session.next_serial += 1;
         let ids = super::record::digest(&messages);
+        if self.config.channel_options(name.as_str()).publish_hook
+            && self.publish_refusal(key, &name, &messages).is_none()
+        {
+            // Answered once the application's hook answered (§7.9).
+            let request = self.next_request_id();
+            if let Some(session) = self.sessions.get_mut(&key) {
+                let capacity = self.config.publish_record;
+                session
+                    .record
+                    .record(serial, ids, Outcome::Pending(request), capacity);
+            }
+            self.queue_answer(key, serial, Some(request), None, answers);
+            self.hook_publish(now, key, request, serial, name, messages);
+            return;
+        }
         let published = self.publish_new(now, key, &name, messages, Some((serial, ids)));
         let (outcome, waiting, error) = match published {
             Published::Done(None) => {
@@ -440,13 +507,8 @@ impl Hub {
         messages: Vec<Message>,
         publish: Option<(u64, u64)>,
     ) -> Published {
-        if messages.is_empty() {
-            // Every publish frame uses its serial, so the client's numbering stays in step;
-            // one that carries nothing is refused, never acknowledged.
-            return Published::Done(Some(ErrorInfo::new(
-                ErrorCode::InvalidMessage,
-                "a publish carries at least one message",
-            )));
+        if let Some(error) = self.publish_refusal(key, name, &messages) {
+            return Published::Done(Some(error));
         }
         let Some(session) = self.sessions.get(&key) else {
             return Published::Done(Some(ErrorInfo::new(
@@ -455,18 +517,89 @@ impl Hub {
             )));
         };
         let publisher = session.identity.client_id.clone();
+        let origin = session.id;
+        self.store_new(now, key, origin, publisher, name, messages, publish)
+    }
+
+    /// Why a new publish of session `key` is refused before anything is stored (no message,
+    /// no capability, the namespace's publish rule, §7.3), if it is.
+    fn publish_refusal(
+        &self,
+        key: SessionKey,
+        name: &ChannelName,
+        messages: &[Message],
+    ) -> Option<ErrorInfo> {
+        if messages.is_empty() {
+            // Every publish frame uses its serial, so the client's numbering stays in step;
+            // one that carries nothing is refused, never acknowledged.
+            return Some(ErrorInfo::new(
+                ErrorCode::InvalidMessage,
+                "a publish carries at least one message",
+            ));
+        }
+        let Some(session) = self.sessions.get(&key) else {
+            return Some(ErrorInfo::new(ErrorCode::Internal, "the session is gone"));
+        };
         if !session
             .identity
             .capabilities
             .allows(name, Operation::Publish)
         {
-            return Published::Done(Some(ErrorInfo::new(
+            return Some(ErrorInfo::new(
                 ErrorCode::Forbidden,
                 "no publish capability for this channel",
-            )));
+            ));
         }
+        match self.config.channel_options(name.as_str()).publish {
+            Publishers::Clients => None,
+            Publishers::Subscribers => {
+                let attached = self
+                    .channel_keys
+                    .get(name)
+                    .is_some_and(|channel| session.subscriptions.contains_key(channel));
+                (!attached).then(|| {
+                    ErrorInfo::new(
+                        ErrorCode::Forbidden,
+                        "only sessions attached to this channel may publish on it",
+                    )
+                })
+            }
+            Publishers::Server => Some(ErrorInfo::new(
+                ErrorCode::Forbidden,
+                "only the server publishes on this channel",
+            )),
+        }
+    }
+
+    /// Stores and fans out a new publish whose checks passed when it came (they are not
+    /// made again: the session may have lost its attachments with its transport since) and
+    /// whose hook allowed it, or sends it to the store.
+    pub(super) fn publish_checked(
+        &mut self,
+        now: Time,
+        key: SessionKey,
+        name: &ChannelName,
+        messages: Vec<Message>,
+        serial: u64,
+    ) -> Published {
+        let Some(session) = self.sessions.get(&key) else {
+            return Published::Done(Some(ErrorInfo::new(
+                ErrorCode::Internal,
+                "the session is gone",
+            )));
+        };
+        let publisher = session.identity.client_id.clone();
         let origin = session.id;
-        self.store_new(now, key, origin, publisher, name, messages, publish)
+        let ids = super::record::digest(&messages);
+        self.store_new(
+            now,
+            key,
+            origin,
+            publisher,
+            name,
+            messages,
+            Some((serial, ids)),
+        )
     }
 
     /// Stores and fans out new messages of `publisher` (session `key`, `origin` to the
@@ -646,6 +779,7 @@ impl Hub {
             return;
         };
         let subscribers: Vec<SessionKey> = channel.subscribers.iter().copied().collect();
+        let echoes = self.config.channel_options(channel.name.as_str()).echo;
         for key in subscribers {
             let Some(session) = self.sessions.get_mut(&key) else {
                 continue;
@@ -660,10 +794,11 @@ impl Hub {
                 self.pump(now, connection);
                 continue;
             }
-            let (pending, echo) = self
+            let pending = self
                 .connections
                 .get(&connection)
-                .map_or((0, true), |c| (c.pending_bytes, c.echo));
+                .map_or(0, |c| c.pending_bytes);
+            let echo = echo_of(self.connections.get(&connection), echoes);
             if pending + frame.len() > self.config.max_pending_bytes {
                 self.slow_consumer(now, connection, pending);
                 continue;
@@ -779,7 +914,8 @@ impl Hub {
                     self.slow_consumer(now, connection, pending);
                     return;
                 };
-                let echo = self.connections.get(&connection).is_none_or(|c| c.echo);
+                let echoes = self.config.channel_options(channel.name.as_str()).echo;
+                let echo = echo_of(self.connections.get(&connection), echoes);
                 if let Some(subscription) = self
                     .sessions
                     .get_mut(&key)
@@ -861,6 +997,15 @@ impl Hub {
                 Some(ErrorInfo::new(
                     ErrorCode::Forbidden,
                     "no history capability for this channel",
+                )),
+            )
+        } else if !self.config.channel_options(name.as_str()).history {
+            page(
+                vec![],
+                None,
+                Some(ErrorInfo::new(
+                    ErrorCode::Forbidden,
+                    "history is off for this channel's namespace",
                 )),
             )
         } else {
@@ -1048,4 +1193,19 @@ pub(super) fn history_unavailable() -> ErrorInfo {
         ErrorCode::HistoryUnavailable,
         "the position is not in the retained history (older than it, or ahead of the channel)",
     )
+}
+
+/// Whether a connection gets its own session's messages on a channel whose namespace says
+/// `echoes` (§7.3, §7.4): not if it asked for no echo, nor where the namespace has none —
+/// unless it speaks 1.0, which has no `own_message`.
+pub(super) fn echo_of(connection: Option<&Connection>, echoes: bool) -> bool {
+    connection.is_none_or(|c| c.echo && (echoes || c.minor == 0))
+}
+
+/// A `detached` refusing an attach of `channel`.
+fn detached(channel: &ChannelName, code: ErrorCode, text: &str) -> ServerFrame {
+    ServerFrame::Detached {
+        channel: channel.clone(),
+        error: Some(ErrorInfo::new(code, text)),
+    }
 }

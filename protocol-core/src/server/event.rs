@@ -36,6 +36,15 @@ pub enum HubOutput {
     /// [`StorageMode::External`](super::StorageMode::External); see
     /// [`storage`](super::storage) for the calling contract).
     Storage(super::storage::StorageRequest),
+    /// Ask the application's hook (§7.9) and give its answer to
+    /// [`Hub::handle_hook`](super::Hub::handle_hook) with this id; the hub refuses with
+    /// `hook_timeout` what is not answered within `HubConfig::hook_timeout`.
+    Hook {
+        /// The request's id.
+        id: super::HookId,
+        /// What to decide.
+        request: super::HookRequest,
+    },
     /// The answer to a server-side API request (§7.8): give it to whoever asked.
     Api {
         /// The request.

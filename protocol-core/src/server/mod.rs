@@ -12,6 +12,7 @@ mod deadlines;
 mod delivery;
 mod event;
 pub mod history;
+mod hooks;
 mod model;
 mod positions;
 mod record;
@@ -30,8 +31,9 @@ pub use self::auth::{
     ApiKey, Capabilities, Claims, Identity, Operation, TokenRules, mint_token, pattern_matches,
 };
 use self::channel::Channel;
-pub use self::config::HubConfig;
+pub use self::config::{ChannelOptions, HubConfig, MAX_NAMESPACES, Namespace, Publishers};
 pub use self::event::{ConnectionId, HubEvent, HubOutput, Severity};
+pub use self::hooks::{HookAnswer, HookId, HookRequest};
 pub use self::model::{ModelStore, continues};
 use self::positions::RememberedPositions;
 pub use self::storage::{
@@ -65,6 +67,8 @@ enum Timer {
     TokenExpiry(SessionKey),
     SessionExpiry(SessionKey),
     Trim(ChannelKey),
+    /// The time bound of a hook request (§7.9).
+    Hook(StorageRequestId),
 }
 
 #[derive(Debug)]
@@ -89,6 +93,8 @@ struct Connection {
     attaching: BTreeMap<ChannelName, VecDeque<ClientFrame>>,
     /// Frames waiting in `attaching`: at most [`MAX_HELD_CHANNEL_REQUESTS`].
     held: usize,
+    /// Its attaches waiting for the application's hook (§7.9): forgotten with it.
+    attach_hooks: Vec<StorageRequestId>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -123,6 +129,16 @@ struct Session {
     /// Restored from a store and not published on since: its first new serial may be
     /// ahead of `next_serial` (§7.7).
     restored: bool,
+    /// Its new publish waiting for the application's hook (§7.9), if any: new publishes
+    /// wait behind it in `gated`.
+    hooked: Option<StorageRequestId>,
+    /// New publish frames waiting behind `hooked`, in order: at most
+    /// [`HubConfig::publish_record`] of them (what a client keeps unacknowledged, §6.5) and
+    /// [`HubConfig::max_pending_bytes`] in all; emptied when the session loses its transport
+    /// (the client resends them).
+    gated: VecDeque<hooks::Gated>,
+    /// The size of `gated`'s publishes as frames.
+    gated_bytes: usize,
     /// What revocations look at in the token it holds (`None` for an API key, and for a
     /// session restored from a store until its client presents its token again).
     token: Option<auth::TokenInfo>,
@@ -220,6 +236,8 @@ pub struct HubStats {
     pub timers: usize,
     /// Timer queue pushes and pops since the hub started.
     pub timer_operations: u64,
+    /// Hook requests waiting for the application's answer (§7.9).
+    pub hooks_waiting: usize,
     /// What the hub did since it started.
     pub totals: HubTotals,
 }
@@ -355,6 +373,10 @@ pub struct Hub {
     api_appends: BTreeMap<StorageRequestId, (ApiRequestId, Vec<PublishedMessage>, Time)>,
     /// Token revocations in force (§8): at most [`MAX_REVOCATIONS`], ended ones dropped.
     revocations: Vec<auth::Revocation>,
+    /// Hook requests waiting for the application's answer (§7.9), each until its time bound:
+    /// per connection at most one attach per channel being attached (bounded by
+    /// `max_channels_per_session`) and one publish.
+    hooks: BTreeMap<StorageRequestId, hooks::PendingHook>,
 }
 
 /// Revocations a hub holds at once; beyond, a new one is refused with `limit_exceeded`.
@@ -438,6 +460,7 @@ impl Hub {
             totals: HubTotals::default(),
             api_appends: BTreeMap::new(),
             revocations: Vec::new(),
+            hooks: BTreeMap::new(),
             next_request: 0,
         }
     }
@@ -457,6 +480,7 @@ impl Hub {
             remembered_positions: self.positions.len(),
             timers: self.timers.len(),
             timer_operations: self.timers.operations(),
+            hooks_waiting: self.hooks.len(),
             totals: self.totals,
         }
     }
@@ -498,6 +522,7 @@ impl Hub {
                 reads: 0,
                 attaching: BTreeMap::new(),
                 held: 0,
+                attach_hooks: Vec::new(),
             },
         );
         if self.connections.len() + self.closing.len() > self.config.max_connections {
@@ -770,6 +795,10 @@ impl Hub {
         ] {
             self.timers.cancel(timer);
         }
+        for id in &conn.attach_hooks {
+            self.hooks.remove(id);
+            self.timers.cancel(Timer::Hook(*id));
+        }
         let mut session_id = None;
         if let Some(key) = conn.session {
             if let Some(session) = self.sessions.get_mut(&key) {
@@ -777,6 +806,8 @@ impl Hub {
                 if session.connection == Some(connection) {
                     session.connection = None;
                     session.queued.clear();
+                    session.gated.clear();
+                    session.gated_bytes = 0;
                     session.detached_at = Some(now);
                     self.detached.insert((now, key));
                     let subscriptions = std::mem::take(&mut session.subscriptions);

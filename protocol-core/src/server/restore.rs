@@ -6,7 +6,7 @@ use super::record::Outcome;
 use super::*;
 
 impl Hub {
-    /// The store answered a request (see [`storage`](super::storage) for the contract). A
+    /// The store answered a request (see [`storage`] for the contract). A
     /// completion for an unknown request is ignored.
     ///
     /// On [`Appended`](StorageCompletion::Appended) the messages become part of the channel
@@ -208,7 +208,8 @@ impl Hub {
             return;
         }
         // Send the page on, in order, up to what the hub itself has delivered.
-        let echo = self.connections.get(&connection).is_none_or(|c| c.echo);
+        let echoes = self.config.channel_options(name.as_str()).echo;
+        let echo = super::delivery::echo_of(self.connections.get(&connection), echoes);
         let own = self
             .sessions
             .get(&key)
@@ -299,7 +300,7 @@ impl Hub {
 
     /// Answers the publishes of `origin` waiting for `request`, then every answer queued
     /// behind them that is ready, on the session's transport.
-    fn release_answers(
+    pub(super) fn release_answers(
         &mut self,
         now: Time,
         origin: SessionKey,
@@ -406,6 +407,9 @@ impl Hub {
                     detached_at: Some(now),
                     creations: CreationRate::default(),
                     queued: VecDeque::new(),
+                    hooked: None,
+                    gated: VecDeque::new(),
+                    gated_bytes: 0,
                     token: None,
                     restored: true,
                 },

@@ -17,6 +17,7 @@
 mod codec;
 mod context;
 mod frame;
+pub mod http;
 mod stream;
 mod types;
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tether_core::server::{
-    ApiAnswer, ApiKey, ApiRequestId, Capabilities, Claims, ConnectionId, Hub, HubConfig, HubEvent,
-    HubOutput, Operation, StorageRequest, mint_token,
+    ApiAnswer, ApiKey, ApiRequestId, Capabilities, Claims, ConnectionId, HookId, HookRequest, Hub,
+    HubConfig, HubEvent, HubOutput, Operation, StorageRequest, mint_token,
 };
 use tether_core::wire::{
     self, ChannelName, ClientFrame, ClientId, Credentials, Limits, Message, MessageId,
@@ -126,6 +126,8 @@ pub struct HubHarness {
     pub storage: Vec<StorageRequest>,
     /// Answers to server-side API requests, not yet taken.
     pub api: Vec<(ApiRequestId, ApiAnswer)>,
+    /// Hook requests the hub emitted, not yet taken.
+    pub hooks: Vec<(HookId, HookRequest)>,
 }
 
 impl HubHarness {
@@ -144,6 +146,7 @@ impl HubHarness {
             stalled: BTreeSet::new(),
             storage: Vec::new(),
             api: Vec::new(),
+            hooks: Vec::new(),
         }
     }
 
@@ -171,6 +174,7 @@ impl HubHarness {
                     HubOutput::Event(event) => self.events.push(event),
                     HubOutput::Storage(request) => self.storage.push(request),
                     HubOutput::Api { id, answer } => self.api.push((id, answer)),
+                    HubOutput::Hook { id, request } => self.hooks.push((id, request)),
                 }
             }
             if written.is_empty() {
@@ -335,4 +339,23 @@ pub fn store_all(h: &mut HubHarness, store: &mut tether_core::server::ModelStore
             }
         }
     }
+}
+
+/// The publish answers among `frames`, one per serial: `None` for an ACK, else the code.
+pub fn acks(frames: &[ServerFrame]) -> Vec<(u64, Option<ErrorCode>)> {
+    frames
+        .iter()
+        .filter_map(|frame| match frame {
+            ServerFrame::Ack { serial, count } => Some((*serial, *count, None)),
+            ServerFrame::Nack {
+                serial,
+                count,
+                error,
+            } => Some((*serial, *count, Some(error.code))),
+            _ => None,
+        })
+        .flat_map(|(serial, count, code)| {
+            (serial..serial + u64::from(count)).map(move |s| (s, code))
+        })
+        .collect()
 }

@@ -82,7 +82,7 @@ impl World {
             while let Some(output) = self.peers[index].client.poll_output() {
                 moved = true;
                 match output {
-                    Output::OpenTransport { transport } => {
+                    Output::OpenTransport { transport, .. } => {
                         self.peers[index].opening.push(transport)
                     }
                     Output::Transmit { transport, bytes } => {
@@ -154,6 +154,9 @@ impl World {
                     panic!("an in-memory hub asked its store: {request:?}")
                 }
                 HubOutput::Api { id, .. } => panic!("an API answer nobody asked for: {id:?}"),
+                HubOutput::Hook { id, .. } => {
+                    panic!("a hook request with no hook configured: {id:?}")
+                }
             }
         }
         while let Some((connection, bytes)) = self.to_hub.pop_front() {

@@ -114,7 +114,7 @@ impl Scripted {
     pub fn drain(&mut self) {
         while let Some(output) = self.client.poll_output() {
             let seen = match output {
-                Output::OpenTransport { transport } => {
+                Output::OpenTransport { transport, .. } => {
                     self.transport = Some(transport);
                     Seen::Open(transport)
                 }
