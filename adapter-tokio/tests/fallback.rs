@@ -86,10 +86,18 @@ async fn a_client_behind_a_proxy_that_refuses_websocket_uses_the_http_binding() 
 /// publishers of each kind (fallback ones behind a proxy refusing upgrades, one of them
 /// buffering), the proxies cutting every connection through them now and then; every
 /// acknowledged message reaches every subscriber once, in each publisher's order.
+///
+/// The channel retains every message of the run: the guarantees hold within retention, and
+/// a cut subscriber backing off for a few seconds (its backoff grows with each short
+/// connection) may be thousands of messages behind when it resumes. With the default 1,000
+/// such a resume was rightly answered with a gap, and the test waited for messages that
+/// could no longer come (it failed ~1 in 3 on a loaded machine).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_websocket_and_fallback_clients_get_every_message_once_in_order() {
     const PER_PUBLISHER: usize = 3_400;
-    let server = Server::bind("127.0.0.1:0", ServerConfig::new(hub()))
+    let mut config = hub();
+    config.retention_count = PER_PUBLISHER * 3;
+    let server = Server::bind("127.0.0.1:0", ServerConfig::new(config))
         .await
         .expect("binds");
     let streaming = Proxy::start(server.local_addr(), false).await;
@@ -162,7 +170,6 @@ async fn mixed_websocket_and_fallback_clients_get_every_message_once_in_order() 
     let total = PER_PUBLISHER * urls.len();
     for (index, (client, mut events)) in subscribers.into_iter().enumerate() {
         let mut received = Vec::new();
-        let mut discontinuities = 0;
         while received.len() < total {
             let next = timeout(Duration::from_secs(60), events.next()).await;
             let next = next.unwrap_or_else(|_| {
@@ -179,12 +186,18 @@ async fn mixed_websocket_and_fallback_clients_get_every_message_once_in_order() 
                         received.push(label);
                     }
                 }
-                Some(ChannelEvent::Discontinuity { .. }) => discontinuities += 1,
+                Some(ChannelEvent::Discontinuity {
+                    last,
+                    resumed_after,
+                    reason,
+                }) => panic!(
+                    "subscriber {index}: a discontinuity after {} messages (last {last:?}, resumed after {resumed_after:?}: {reason:?})",
+                    received.len()
+                ),
                 Some(_) => {}
                 None => panic!("the subscription ended"),
             }
         }
-        assert_eq!(discontinuities, 0);
         audit.subscriber(received);
         client.close().await;
     }

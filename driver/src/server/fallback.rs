@@ -419,7 +419,7 @@ enum Phase {
 }
 
 /// Where a down body stands (see [`Binding::down`]).
-struct DownState<R> {
+struct DownState<R: Runtime> {
     runtime: R,
     inputs: tokio::sync::mpsc::Sender<Input>,
     links: Arc<Links>,
@@ -447,16 +447,23 @@ impl Drop for DownGuard {
     }
 }
 
-impl<R> Drop for DownState<R> {
-    /// A body dropped after handing out a chunk (its socket failed, it was torn down) still
-    /// reports that chunk's frames as gone, so the hub's count of the connection's pending
-    /// bytes does not keep them for good (which would stop its replays).
+impl<R: Runtime> Drop for DownState<R> {
+    /// A body dropped after handing out a chunk (its socket failed, it was torn down, its
+    /// report was cut short) still reports that chunk's frames as gone, so the hub's count of
+    /// the connection's pending bytes does not keep them for good (which would stop its
+    /// replays): at once when the hub's queue has room, else from a task of its own.
     fn drop(&mut self) {
-        if self.written > 0 {
-            let written = std::mem::take(&mut self.written);
-            let _ = self
-                .inputs
-                .try_send(Input::Written(self.link.connection, written));
+        if self.written == 0 {
+            return;
+        }
+        let report = Input::Written(self.link.connection, std::mem::take(&mut self.written));
+        if let Err(tokio::sync::mpsc::error::TrySendError::Full(report)) =
+            self.inputs.try_send(report)
+        {
+            let inputs = self.inputs.clone();
+            self.runtime.spawn(async move {
+                let _ = inputs.send(report).await;
+            });
         }
     }
 }
@@ -466,11 +473,12 @@ impl<R: Runtime> DownState<R> {
     async fn next(mut self) -> Option<(Bytes, Self)> {
         loop {
             if self.written > 0 {
-                let written = std::mem::take(&mut self.written);
+                // Taken only once sent: a body dropped while this waits reports it itself.
                 let _ = self
                     .inputs
-                    .send(Input::Written(self.link.connection, written))
+                    .send(Input::Written(self.link.connection, self.written))
                     .await;
+                self.written = 0;
             }
             match self.phase {
                 Phase::Done => return None,
