@@ -154,6 +154,7 @@ pub(crate) async fn publish(
     channel: &str,
     name: &str,
     data: &str,
+    count: u64,
     connection: Connection,
 ) -> Result<(), Failure> {
     let data = if data == "-" {
@@ -166,17 +167,49 @@ pub(crate) async fn publish(
         data.as_bytes().to_vec()
     };
     let (client, _) = connect(&connection).await?;
-    let outcome = match client.channel(channel) {
-        Ok(channel) => tokio::time::timeout(ACK_TIMEOUT, channel.publish(name, data)).await,
+    let channel_handle = match client.channel(channel) {
+        Ok(channel) => channel,
         Err(error) => {
             client.close().await;
             return Err(Failure::usage(format!("channel {channel:?}: {error}")));
         }
     };
+    // `{n}` is replaced only when there are several messages to tell apart.
+    let numbered = count > 1 && data.windows(3).any(|w| w == b"{n}");
+    let payload = |n: u64| -> Vec<u8> {
+        if !numbered {
+            return data.clone();
+        }
+        String::from_utf8_lossy(&data)
+            .replace("{n}", &n.to_string())
+            .into_bytes()
+    };
+    let publishing = async {
+        let mut pending = futures_util::stream::FuturesOrdered::new();
+        for n in 0..count {
+            pending.push_back(channel_handle.publish(name, payload(n)));
+            if pending.len() >= 100 {
+                if let Some(result) = futures_util::StreamExt::next(&mut pending).await {
+                    result?;
+                }
+            }
+        }
+        while let Some(result) = futures_util::StreamExt::next(&mut pending).await {
+            result?;
+        }
+        Ok::<(), tether_tokio::Error>(())
+    };
+    // The acknowledgement timeout is per message, as for one.
+    let limit = ACK_TIMEOUT.saturating_mul(u32::try_from(count.min(1000)).unwrap_or(1000));
+    let outcome = tokio::time::timeout(limit, publishing).await;
     client.close().await;
     match outcome {
-        Ok(Ok(())) => {
+        Ok(Ok(())) if count == 1 => {
             println!("published (acknowledged)");
+            Ok(())
+        }
+        Ok(Ok(())) => {
+            println!("published {count} messages (acknowledged)");
             Ok(())
         }
         Ok(Err(error)) => Err(Failure::run(format!(
@@ -184,8 +217,8 @@ pub(crate) async fn publish(
             error.code()
         ))),
         Err(_) => Err(Failure::run(format!(
-            "connected, but no acknowledgement within {} s",
-            ACK_TIMEOUT.as_secs()
+            "connected, but not every acknowledgement came within {} s",
+            limit.as_secs()
         ))),
     }
 }

@@ -191,6 +191,10 @@ enum Command {
         /// The message's name.
         #[arg(long, default_value = "message")]
         name: String,
+        /// Publish this many messages (1 to 1,000,000), up to 100 unacknowledged at a time,
+        /// in order; `{n}` in the payload becomes each message's number, from 0.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        count: u64,
         #[command(flatten)]
         connection: Connection,
     },
@@ -324,8 +328,9 @@ async fn run(command: Command) -> Result<(), Failure> {
             channel,
             data,
             name,
+            count,
             connection,
-        } => client::publish(&channel, &name, &data, connection).await,
+        } => client::publish(&channel, &name, &data, count, connection).await,
         Command::Demo { messages } => demo::run(messages).await,
     }
 }

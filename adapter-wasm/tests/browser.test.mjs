@@ -1,0 +1,342 @@
+// The browser client in a real browser (Debian's Chromium, driven by playwright-core)
+// against a real `tether serve`: tokens from a callback and renewed in band, subscribe,
+// publish with ACK, a dropped socket and its resume, 1,000 messages from a Rust publisher,
+// the HTTP binding through fetch, and a screenshot of the example page.
+//
+// Needs the package built (adapter-wasm/build.sh) and the `tether` binary (TETHER_BIN,
+// default target/debug/tether); CHROMIUM names the browser (default /usr/bin/chromium).
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, execFile } from "node:child_process";
+import { mkdir } from "node:fs/promises";
+import net from "node:net";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+import { startExampleServer } from "../example/serve.mjs";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, "..");
+const tether = process.env.TETHER_BIN ?? path.resolve(root, "../target/debug/tether");
+const KEY = "app:app-secret";
+/** Every wait of these tests ends by itself. */
+const LIMIT = 20_000;
+
+let server; // tether serve
+let tetherPort;
+let proxy; // a TCP proxy in front of it that can cut every connection
+let site; // the static server with /token
+let browser;
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitForPort(port) {
+  const deadline = Date.now() + LIMIT;
+  for (;;) {
+    const open = await new Promise((resolve) => {
+      const socket = net.connect(port, "127.0.0.1");
+      socket.once("connect", () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once("error", () => resolve(false));
+    });
+    if (open) return;
+    if (Date.now() > deadline) throw new Error(`nothing listens on ${port}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+function startProxy(upstream) {
+  const sockets = new Set();
+  const listener = net.createServer((client) => {
+    const target = net.connect(upstream, "127.0.0.1");
+    for (const socket of [client, target]) {
+      sockets.add(socket);
+      socket.on("close", () => sockets.delete(socket));
+      socket.on("error", () => {});
+    }
+    client.pipe(target);
+    target.pipe(client);
+    client.on("close", () => target.destroy());
+    target.on("close", () => client.destroy());
+  });
+  return new Promise((resolve) => {
+    listener.listen(0, "127.0.0.1", () =>
+      resolve({
+        port: listener.address().port,
+        cut: () => {
+          for (const socket of sockets) socket.destroy();
+        },
+        close: () => new Promise((done) => {
+          for (const socket of sockets) socket.destroy();
+          listener.close(done);
+        }),
+      }),
+    );
+  });
+}
+
+/** Runs the tether CLI; resolves to its stdout. */
+function cli(args) {
+  return new Promise((resolve, reject) => {
+    execFile(tether, args, { timeout: LIMIT * 3 }, (error, stdout, stderr) =>
+      error ? reject(new Error(`tether ${args.join(" ")}: ${stderr || error.message}`)) : resolve(stdout),
+    );
+  });
+}
+
+before(async () => {
+  tetherPort = await freePort();
+  server = spawn(tether, ["serve", "--listen", `127.0.0.1:${tetherPort}`, "--key", KEY], {
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  await waitForPort(tetherPort);
+  proxy = await startProxy(tetherPort);
+  site = await startExampleServer({ root, tether, key: KEY });
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: ["--no-sandbox", "--headless=new"],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  await site?.close();
+  await proxy?.close();
+  server?.kill("SIGTERM");
+});
+
+/** A page with the package loaded, its console and errors kept for failures. */
+async function page() {
+  const page = await browser.newPage();
+  const problems = [];
+  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  page.on("console", (message) => {
+    if (message.type() === "error") problems.push(`console: ${message.text()}`);
+  });
+  await page.goto(`${site.url}/tests/blank.html`);
+  await page.evaluate(async () => {
+    window.tether = await import("/js/dist/index.js");
+  });
+  page.problems = problems;
+  return page;
+}
+
+const direct = () => `ws://127.0.0.1:${tetherPort}/`;
+const proxied = () => `ws://127.0.0.1:${proxy.port}/`;
+
+test("connects with a token callback, subscribes, and publishes with acknowledgement", async () => {
+  const tab = await page();
+  const result = await tab.evaluate(
+    async ({ url, limit }) => {
+      const reasons = [];
+      const client = new tether.Client(url, {
+        authCallback: async (reason) => {
+          reasons.push(reason);
+          return (await fetch("/token?client=alice")).text();
+        },
+      });
+      const states = [];
+      client.on("statechange", (change) => states.push(change.current));
+      await client.connected();
+      const news = client.channel("news");
+      const received = [];
+      const subscription = news.subscribe();
+      await subscription.attached;
+      for (let n = 0; n < 20; n += 1) {
+        await news.publish("n", `message ${n}`);
+      }
+      const timeout = setTimeout(() => subscription[Symbol.asyncIterator]().return(), limit);
+      for await (const message of subscription) {
+        received.push({ text: message.text, publisher: message.publisher, serial: message.position.serial });
+        if (received.length === 20) break;
+      }
+      clearTimeout(timeout);
+      await client.close();
+      return { reasons, states, received, state: client.state };
+    },
+    { url: direct(), limit: LIMIT },
+  );
+  assert.deepEqual(result.reasons, ["initial"]);
+  assert.deepEqual(result.states.slice(0, 2), ["connecting", "connected"]);
+  assert.equal(result.state, "closed");
+  assert.deepEqual(
+    result.received.map((m) => m.text),
+    Array.from({ length: 20 }, (_, n) => `message ${n}`),
+  );
+  assert.ok(result.received.every((m) => m.publisher === "alice"));
+  const serials = result.received.map((m) => m.serial);
+  assert.deepEqual(serials, serials.map((_, i) => serials[0] + i), "consecutive serials");
+  assert.deepEqual(tab.problems, []);
+  await tab.close();
+});
+
+test("a dropped socket resumes the session: nothing published meanwhile is lost or repeated", async () => {
+  const tab = await page();
+  await tab.evaluate(async ({ url }) => {
+    const client = new tether.Client(url, {
+      authCallback: async () => (await fetch("/token?client=bob")).text(),
+    });
+    window.states = [];
+    window.received = [];
+    window.gaps = [];
+    client.on("statechange", (change) => window.states.push(change.current));
+    await client.connected();
+    const channel = client.channel("resume");
+    channel.onDiscontinuity((gap) => window.gaps.push(gap));
+    await channel.subscribe((message) => window.received.push(message.text));
+    window.client = client;
+  }, { url: proxied() });
+  await cli(["pub", "resume", "before {n}", "--count", "50", "--key", KEY, "--url", direct()]);
+  await tab.waitForFunction(() => window.received.length === 50, null, { timeout: LIMIT });
+  // Every connection through the proxy is cut; the publisher goes on meanwhile.
+  proxy.cut();
+  await cli(["pub", "resume", "after {n}", "--count", "50", "--key", KEY, "--url", direct()]);
+  await tab.waitForFunction(() => window.received.length >= 100, null, { timeout: LIMIT });
+  await new Promise((resolve) => setTimeout(resolve, 300)); // room for a duplicate to show
+  const outcome = await tab.evaluate(async () => {
+    const result = { received: window.received, states: window.states, gaps: window.gaps, state: window.client.state };
+    await window.client.close();
+    return result;
+  });
+  const expected = [
+    ...Array.from({ length: 50 }, (_, n) => `before ${n}`),
+    ...Array.from({ length: 50 }, (_, n) => `after ${n}`),
+  ];
+  assert.deepEqual(outcome.received, expected);
+  assert.deepEqual(outcome.gaps, []);
+  assert.ok(outcome.states.includes("disconnected"), `the cut was seen: ${outcome.states}`);
+  assert.equal(outcome.state, "connected");
+  assert.deepEqual(tab.problems, []);
+  await tab.close();
+});
+
+test("a token about to expire is renewed in band, without reconnecting", async () => {
+  const tab = await page();
+  const outcome = await tab.evaluate(async ({ url, limit }) => {
+    const reasons = [];
+    // 12 s tokens: the client renews each halfway (§6.8), so the second renewal comes as
+    // the first token expires — the connection outlives it.
+    const client = new tether.Client(url, {
+      authCallback: async (reason) => {
+        reasons.push(reason);
+        return (await fetch("/token?client=carol&ttl=12")).text();
+      },
+    });
+    const states = [];
+    client.on("statechange", (change) => states.push(change.current));
+    await client.connected();
+    const started = performance.now();
+    while (reasons.filter((r) => r === "renewal").length < 2 && performance.now() - started < limit) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const channel = client.channel("renewed");
+    const received = [];
+    await channel.subscribe((message) => received.push(message.text));
+    await channel.publish("n", "still here");
+    while (received.length < 1 && performance.now() - started < limit) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await client.close();
+    return { reasons, states, received };
+  }, { url: direct(), limit: LIMIT });
+  assert.deepEqual(outcome.reasons, ["initial", "renewal", "renewal"]);
+  assert.deepEqual(outcome.states, ["connecting", "connected", "closing", "closed"], "never disconnected");
+  assert.deepEqual(outcome.received, ["still here"]);
+  assert.deepEqual(tab.problems, []);
+  await tab.close();
+});
+
+test("1,000 messages from a Rust publisher arrive once and in order", async () => {
+  const tab = await page();
+  await tab.evaluate(async ({ url }) => {
+    const client = new tether.Client(url, {
+      authCallback: async () => (await fetch("/token?client=dave")).text(),
+    });
+    window.received = [];
+    const subscription = client.channel("bulk").subscribe();
+    await subscription.attached;
+    window.client = client;
+    (async () => {
+      for await (const message of subscription) window.received.push(message.text);
+    })();
+  }, { url: direct() });
+  await cli(["pub", "bulk", "m {n}", "--count", "1000", "--key", KEY, "--url", direct()]);
+  await tab.waitForFunction(() => window.received.length >= 1000, null, { timeout: LIMIT });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const received = await tab.evaluate(async () => {
+    await window.client.close();
+    return window.received;
+  });
+  assert.deepEqual(received, Array.from({ length: 1000 }, (_, n) => `m ${n}`));
+  assert.deepEqual(tab.problems, []);
+  await tab.close();
+});
+
+test("with WebSocket unavailable the client uses the HTTP binding through fetch", async () => {
+  const tab = await page();
+  const outcome = await tab.evaluate(async ({ url, limit }) => {
+    const client = new tether.Client(url, {
+      authCallback: async () => (await fetch("/token?client=erin")).text(),
+      httpOnly: true,
+    });
+    await client.connected();
+    const channel = client.channel("over-http");
+    const received = [];
+    await channel.subscribe((message) => received.push(message.text));
+    for (let n = 0; n < 30; n += 1) await channel.publish("n", `h${n}`);
+    const started = performance.now();
+    while (received.length < 30 && performance.now() - started < limit) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const history = await channel.history({ direction: "forwards", limit: 5 });
+    await client.close();
+    return { received, history: history.messages.map((m) => m.text) };
+  }, { url: direct(), limit: LIMIT });
+  assert.deepEqual(outcome.received, Array.from({ length: 30 }, (_, n) => `h${n}`));
+  assert.deepEqual(outcome.history, ["h0", "h1", "h2", "h3", "h4"]);
+  assert.deepEqual(tab.problems, []);
+  await tab.close();
+});
+
+test("the example page shows its state and messages (screenshot saved)", async () => {
+  const tab = await browser.newPage({ viewport: { width: 1000, height: 620 } });
+  const problems = [];
+  tab.on("pageerror", (error) => problems.push(error.message));
+  tab.on("console", (message) => {
+    if (message.type() === "error") problems.push(`console: ${message.text()}`);
+  });
+  await tab.goto(`${site.url}/example/?server=${encodeURIComponent(direct())}&channel=lobby&client=ada`);
+  await tab.waitForSelector("#state.connected", { timeout: LIMIT }).catch((error) => {
+    throw new Error(`${error.message}; page problems: ${problems.join("; ")}`);
+  });
+  for (const text of ["Hello from the browser", "Every message once, in order"]) {
+    await tab.fill("#text", text);
+    await tab.click("button:text('Send')");
+  }
+  await cli(["pub", "lobby", "And one from a Rust publisher", "--key", KEY, "--url", direct()]);
+  await tab.waitForFunction(() => document.querySelectorAll("#messages li").length === 3, null, { timeout: LIMIT });
+  await tab.click("#drop");
+  await tab.waitForSelector("#state.connected", { timeout: LIMIT });
+  const log = await tab.locator("#log li").allTextContents();
+  assert.ok(log.some((line) => line.includes("dropped")), log.join("\n"));
+  await mkdir(path.join(here, "output"), { recursive: true });
+  const file = path.join(here, "output", "example.png");
+  await tab.screenshot({ path: file });
+  const messages = await tab.locator("#messages li").allTextContents();
+  assert.equal(messages.length, 3);
+  assert.ok(messages[2].includes("And one from a Rust publisher"));
+  assert.deepEqual(problems, []);
+  await tab.close();
+});
