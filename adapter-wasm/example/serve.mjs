@@ -62,9 +62,10 @@ export async function startExampleServer({ root, tether, key, port = 0 }) {
         response.writeHead(403).end();
         return;
       }
-      const body = await readFile(file.endsWith(path.sep) ? path.join(file, "index.html") : file);
+      const wanted = url.pathname.endsWith("/") ? path.join(file, "index.html") : file;
+      const body = await readFile(wanted);
       response
-        .writeHead(200, { "content-type": TYPES[path.extname(file)] ?? "application/octet-stream", "cache-control": "no-store" })
+        .writeHead(200, { "content-type": TYPES[path.extname(wanted)] ?? "application/octet-stream", "cache-control": "no-store" })
         .end(body);
     } catch (error) {
       const missing = error?.code === "ENOENT" || error?.code === "EISDIR";

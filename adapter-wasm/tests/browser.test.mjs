@@ -10,6 +10,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFile } from "node:child_process";
 import { mkdir } from "node:fs/promises";
+import http from "node:http";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -81,6 +82,40 @@ function startProxy(upstream) {
         close: () => new Promise((done) => {
           for (const socket of sockets) socket.destroy();
           listener.close(done);
+        }),
+      }),
+    );
+  });
+}
+
+/** An HTTP proxy to the hub that refuses WebSocket upgrades (403), as corporate proxies do,
+ * and passes every other request through, streaming. */
+function startRefusingProxy(upstream) {
+  const counts = { refused: 0, passed: 0 };
+  const proxy = http.createServer((request, response) => {
+    counts.passed += 1;
+    const forward = http.request(
+      { host: "127.0.0.1", port: upstream, method: request.method, path: request.url, headers: request.headers },
+      (answer) => {
+        response.writeHead(answer.statusCode, answer.headers);
+        answer.pipe(response);
+      },
+    );
+    forward.on("error", () => response.destroy());
+    request.pipe(forward);
+  });
+  proxy.on("upgrade", (_request, socket) => {
+    counts.refused += 1;
+    socket.end("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+  });
+  return new Promise((resolve) => {
+    proxy.listen(0, "127.0.0.1", () =>
+      resolve({
+        port: proxy.address().port,
+        counts,
+        close: () => new Promise((done) => {
+          proxy.closeAllConnections();
+          proxy.close(done);
         }),
       }),
     );
@@ -307,6 +342,60 @@ test("with WebSocket unavailable the client uses the HTTP binding through fetch"
   assert.deepEqual(outcome.received, Array.from({ length: 30 }, (_, n) => `h${n}`));
   assert.deepEqual(outcome.history, ["h0", "h1", "h2", "h3", "h4"]);
   assert.deepEqual(tab.problems, []);
+  await tab.close();
+});
+
+test("behind a proxy that refuses WebSocket upgrades the client falls back to the HTTP binding", async () => {
+  const refusing = await startRefusingProxy(tetherPort);
+  const tab = await page();
+  const outcome = await tab.evaluate(async ({ url, limit }) => {
+    const updates = [];
+    const client = new tether.Client(url, {
+      authCallback: async () => (await fetch("/token?client=frank")).text(),
+    });
+    client.on("update", (reason) => updates.push(reason.message));
+    await client.connected();
+    const channel = client.channel("blocked");
+    const received = [];
+    await channel.subscribe((message) => received.push(message.text));
+    for (let n = 0; n < 20; n += 1) await channel.publish("n", `b${n}`);
+    const started = performance.now();
+    while (received.length < 20 && performance.now() - started < limit) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await client.close();
+    return { received, updates };
+  }, { url: `ws://127.0.0.1:${refusing.port}/`, limit: LIMIT });
+  await refusing.close();
+  assert.deepEqual(outcome.received, Array.from({ length: 20 }, (_, n) => `b${n}`));
+  assert.ok(outcome.updates.some((u) => u.includes("WebSocket blocked")), outcome.updates.join("; "));
+  assert.ok(refusing.counts.refused >= 1, "WebSocket was tried");
+  assert.ok(refusing.counts.passed >= 3, "the HTTP binding went through the proxy");
+  // Chromium logs the refused upgrade and the probe's status itself; nothing else.
+  const network = /WebSocket connection to .* failed|Failed to load resource/;
+  assert.deepEqual(tab.problems.filter((p) => !network.test(p)), []);
+  await tab.close();
+});
+
+test("a WebSocket refused because nothing listens is an ordinary failed attempt, not a fallback", async () => {
+  const port = await freePort();
+  const tab = await page();
+  const outcome = await tab.evaluate(async ({ url }) => {
+    const updates = [];
+    const states = [];
+    const client = new tether.Client(url, {
+      authCallback: async () => (await fetch("/token?client=gina")).text(),
+    });
+    client.on("update", (reason) => updates.push(reason.message));
+    client.on("statechange", (change) => states.push(change.current));
+    while (!states.includes("disconnected")) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await client.close();
+    return { updates, states };
+  }, { url: `ws://127.0.0.1:${port}/` });
+  assert.deepEqual(outcome.updates, [], "no fallback");
+  assert.deepEqual(outcome.states.slice(0, 2), ["connecting", "disconnected"]);
   await tab.close();
 });
 

@@ -442,10 +442,17 @@ class SocketTransport implements Transport {
       if (this.done) return;
       this.done = true;
       const why = `WebSocket closed (${event.code}${event.reason ? ` ${event.reason}` : ""})`;
-      // A browser does not say why an upgrade failed: one that never opened counts as
-      // blocked, and the core falls back to the HTTP binding if allowed (§6.10).
-      if (this.opened) client.input((core, t) => core.transportClosed(t, id, why));
-      else client.input((core, t) => core.transportBlocked(t, id, `${why} before it opened`));
+      if (this.opened) {
+        client.input((core, t) => core.transportClosed(t, id, why));
+        return;
+      }
+      // A browser does not show why an upgrade failed. Blocked means something answered
+      // over HTTP (§6.10): a plain request to the same URL that gets any answer (opaque,
+      // whatever its status) says so; one that gets none is an ordinary failed attempt.
+      fetch(client.httpUrl(), { method: "GET", mode: "no-cors", cache: "no-store" }).then(
+        () => client.input((core, t) => core.transportBlocked(t, id, `${why} before it opened; HTTP answers`)),
+        () => client.input((core, t) => core.transportClosed(t, id, `${why} before it opened`)),
+      );
     };
   }
 
