@@ -169,7 +169,6 @@ export class Client {
       websocketTimeout: options.websocketTimeout,
       probeInterval: options.probeInterval,
     });
-    globalThis.addEventListener?.("online", this.online);
     if (options.autoConnect !== false) {
       // After the caller's own code: listeners it adds at once see every state change.
       queueMicrotask(() => this.connect());
@@ -183,6 +182,8 @@ export class Client {
 
   /** Connects (again, after `close()` or a failure). */
   connect(): void {
+    // The browser coming back online retries at once instead of after the backoff.
+    globalThis.addEventListener?.("online", this.online);
     this.input((core, t) => core.connect(t));
   }
 
