@@ -1,7 +1,5 @@
 //! Channel attachments and in-order, once-only delivery: `docs/protocol.md` §6.6.
 
-use std::collections::BTreeMap;
-
 use super::event::Event;
 use crate::error::ErrorInfo;
 use crate::time::Time;
@@ -67,7 +65,7 @@ pub(crate) enum Detach {
 /// Every channel the application attached, by name (ordered, for deterministic output).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Channels {
-    map: BTreeMap<ChannelName, Channel>,
+    map: super::vec_map::VecMap<ChannelName, Channel>,
 }
 
 impl Channels {
@@ -95,7 +93,7 @@ impl Channels {
     /// Records the wish to attach: the frame to send (when connected), nothing to do yet
     /// (attaching, or waiting for a connection), or already attached at a position.
     pub(crate) fn attach(&mut self, name: ChannelName, connected: bool, deadline: Time) -> Attach {
-        let channel = self.map.entry(name.clone()).or_insert(Channel {
+        let channel = self.map.get_or_insert_with(name.clone(), || Channel {
             phase: Phase::Pending,
             last: None,
             outstanding: 0,
@@ -192,7 +190,7 @@ impl Channels {
     /// Forgets every channel (the connection ended for good) and returns their names, so
     /// each can be reported detached.
     pub(crate) fn drain(&mut self) -> Vec<ChannelName> {
-        std::mem::take(&mut self.map).into_keys().collect()
+        self.map.take().into_iter().map(|(name, _)| name).collect()
     }
 
     /// The earliest attach or detach deadline.

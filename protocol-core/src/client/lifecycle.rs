@@ -508,14 +508,14 @@ impl Client {
     }
 
     pub(super) fn fail_requests(&mut self, error: ErrorInfo) {
-        for (id, pending) in std::mem::take(&mut self.history) {
+        for (id, pending) in self.history.take() {
             self.emit(Event::HistoryPage {
                 id,
                 channel: pending.channel,
                 result: Err(error.clone()),
             });
         }
-        for id in std::mem::take(&mut self.pings).into_keys() {
+        for (id, _) in self.pings.take() {
             self.emit(Event::Pong {
                 id,
                 result: Err(error.clone()),

@@ -13,8 +13,9 @@ mod publishes;
 #[cfg(feature = "sabotage")]
 mod sabotage;
 mod snapshot;
+mod vec_map;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -227,8 +228,8 @@ pub struct Client {
     publishes: Publishes,
     channels: Channels,
     tokens: Tokens,
-    history: BTreeMap<RequestId, PendingHistory>,
-    pings: BTreeMap<PingId, PendingPing>,
+    history: vec_map::VecMap<RequestId, PendingHistory>,
+    pings: vec_map::VecMap<PingId, PendingPing>,
     next_request: u64,
     backoff: Backoff,
     /// When to start the next connection attempt.
@@ -269,8 +270,8 @@ impl Client {
             publishes: Publishes::default(),
             channels: Channels::default(),
             tokens: Tokens::default(),
-            history: BTreeMap::new(),
-            pings: BTreeMap::new(),
+            history: vec_map::VecMap::default(),
+            pings: vec_map::VecMap::default(),
             next_request: 0,
             backoff: Backoff::default(),
             retry_at: None,
