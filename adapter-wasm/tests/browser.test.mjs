@@ -399,6 +399,34 @@ test("a WebSocket refused because nothing listens is an ordinary failed attempt,
   await tab.close();
 });
 
+test("the browser coming back online retries at once instead of after the backoff", async () => {
+  const port = await freePort();
+  const tab = await page();
+  const outcome = await tab.evaluate(async ({ url, limit }) => {
+    const changes = [];
+    const client = new tether.Client(url, {
+      authCallback: async () => (await fetch("/token?client=hana")).text(),
+    });
+    client.on("statechange", (change) => changes.push({ state: change.current, at: performance.now() }));
+    const started = performance.now();
+    const disconnects = () => changes.filter((c) => c.state === "disconnected").length;
+    // Past the first retry, attempts are at least 100 ms apart (§6.4).
+    while (disconnects() < 2 && performance.now() - started < limit) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    const before = changes.length;
+    const online = performance.now();
+    window.dispatchEvent(new Event("online"));
+    const next = changes[before];
+    await client.close();
+    return { disconnects: disconnects(), next: next && { state: next.state, after: next.at - online } };
+  }, { url: `ws://127.0.0.1:${port}/`, limit: LIMIT });
+  assert.equal(outcome.disconnects, 2);
+  assert.equal(outcome.next?.state, "connecting", "an attempt began at the online event");
+  assert.ok(outcome.next.after < 50, `it began ${outcome.next.after} ms after it`);
+  await tab.close();
+});
+
 test("the example page shows its state and messages (screenshot saved)", async () => {
   const tab = await browser.newPage({ viewport: { width: 1000, height: 620 } });
   const problems = [];
