@@ -5,8 +5,9 @@
 //   tether serve --key app:app-secret &
 //   node adapter-wasm/example/serve.mjs      # then open the URL it prints
 //
-// Environment: TETHER_BIN (default `tether` on PATH), TETHER_KEY (default app:app-secret),
-// PORT (default 8080).
+// Environment: TETHER_BIN (default `tether` on PATH), TETHER_KEY (the key tokens are signed
+// with, default app:app-secret: the one `tether serve --key` was given), TETHER_URL (the
+// hub's WebSocket URL, default ws://127.0.0.1:7400/), PORT (default 8080).
 
 import http from "node:http";
 import { readFile } from "node:fs/promises";
@@ -95,5 +96,6 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.a
     key: process.env.TETHER_KEY ?? "app:app-secret",
     port: Number(process.env.PORT ?? 8080),
   });
-  console.log(`${served.url}/example/?server=ws://127.0.0.1:7400/`);
+  const hub = process.env.TETHER_URL ?? "ws://127.0.0.1:7400/";
+  console.log(`${served.url}/example/?server=${encodeURIComponent(hub)}`);
 }

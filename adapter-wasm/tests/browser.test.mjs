@@ -427,6 +427,73 @@ test("the browser coming back online retries at once instead of after the backof
   await tab.close();
 });
 
+test("review regressions: iterators end on return, close cancels the auto-connect, refused subscribes register nothing, bad arguments are coded", async () => {
+  const tab = await page();
+  const outcome = await tab.evaluate(async ({ url, limit }) => {
+    const token = async () => (await fetch("/token?client=ivan")).text();
+    const result = {};
+    // A loop waiting on an iterator ends when the iterator is returned.
+    const client = new tether.Client(url, { authCallback: token });
+    const subscription = client.channel("quiet").subscribe();
+    await subscription.attached;
+    const iterator = subscription[Symbol.asyncIterator]();
+    const waiting = iterator.next();
+    setTimeout(() => iterator.return(), 50);
+    result.returned = await Promise.race([
+      waiting.then((r) => r.done),
+      new Promise((resolve) => setTimeout(() => resolve("hung"), limit)),
+    ]);
+    // Bad arguments: coded refusals; an ArrayBuffer is sent as its bytes.
+    const channel = client.channel("args");
+    const codes = [];
+    for (const call of [() => channel.publish(42, "x"), () => channel.publish("n", "x", { id: 5 }),
+      () => channel.publish("n", null), () => channel.publish("n", { a: 1 }), () => channel.history("x")]) {
+      codes.push(await call().then(() => "resolved", (e) => e.code));
+    }
+    result.codes = codes;
+    await channel.publish("n", new Uint8Array([1, 2, 3]).buffer);
+    const page = await channel.history({ limit: 1 });
+    result.bytes = Array.from(page.messages[0].data);
+    // A subscribe refused (the client is closed) registers nothing for later.
+    await client.close();
+    const later = [];
+    result.refused = await client.channel("later").subscribe((m) => later.push(m.text)).then(() => "attached", (e) => e.code);
+    client.connect();
+    await client.connected();
+    const now = [];
+    await client.channel("later").subscribe((m) => now.push(m.text));
+    await client.channel("later").publish("n", "hi");
+    const started = performance.now();
+    while (now.length < 1 && performance.now() - started < limit) await new Promise((r) => setTimeout(r, 20));
+    result.later = later;
+    result.now = now;
+    await client.close();
+    // close() right after the constructor: never connects.
+    const quiet = new tether.Client(url, { authCallback: token });
+    const states = [];
+    quiet.on("statechange", (c) => states.push(c.current));
+    await quiet.close();
+    await new Promise((r) => setTimeout(r, 500));
+    result.closedStates = states;
+    result.closedState = quiet.state;
+    // connected() on a failed client rejects with the failure's code.
+    const failing = new tether.Client(url, { authCallback: async () => "not a token" });
+    result.failedCode = await failing.connected().then(() => "connected", (e) => e.code);
+    await failing.close();
+    return result;
+  }, { url: direct(), limit: 5000 });
+  assert.equal(outcome.returned, true);
+  assert.deepEqual(outcome.codes, ["bad_request", "bad_request", "bad_request", "bad_request", "bad_request"]);
+  assert.deepEqual(outcome.bytes, [1, 2, 3]);
+  assert.equal(outcome.refused, "connection_closed");
+  assert.deepEqual(outcome.later, []);
+  assert.deepEqual(outcome.now, ["hi"]);
+  assert.equal(outcome.closedState, "closed");
+  assert.ok(!outcome.closedStates.includes("connecting"), outcome.closedStates.join(","));
+  assert.equal(outcome.failedCode, "token_invalid");
+  await tab.close();
+});
+
 test("the example page shows its state and messages (screenshot saved)", async () => {
   const tab = await browser.newPage({ viewport: { width: 1000, height: 620 } });
   const problems = [];

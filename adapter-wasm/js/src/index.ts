@@ -127,6 +127,19 @@ function toError(raw: { code: string; number: number; message: string }): Tether
   return error;
 }
 
+/** Coded errors the package raises itself (§8's codes). */
+const badRequest = (message: string) => toError({ code: "bad_request", number: 40000, message });
+const gone = (message: string) => toError({ code: "gone", number: 41000, message });
+
+/** A payload as bytes: a string (UTF-8), an ArrayBuffer, or a view of one. */
+function payload(data: unknown): Uint8Array {
+  if (typeof data === "string") return encoder.encode(data);
+  if (data instanceof Uint8Array) return data;
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  throw badRequest("data is a string, an ArrayBuffer or a view of one");
+}
+
 interface Transport {
   send(bytes: Uint8Array): void;
   /** The core gave it up. */
@@ -149,6 +162,10 @@ export class Client {
   private dispatching = false;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private readonly online = () => this.input((core, t) => core.retryNow(t));
+  private autoConnect = false;
+  private lastReason: { code: string; number: number; message: string } | undefined;
+  /** @internal Whether responses of the HTTP binding come buffered on the way: poll. */
+  buffered = false;
 
   /** A client of the hub at `url` (`ws://` or `wss://`); connects at once unless
    * `autoConnect` is false. */
@@ -170,8 +187,12 @@ export class Client {
       probeInterval: options.probeInterval,
     });
     if (options.autoConnect !== false) {
-      // After the caller's own code: listeners it adds at once see every state change.
-      queueMicrotask(() => this.connect());
+      // After the caller's own code: listeners it adds at once see every state change (and
+      // a close() it calls at once cancels it).
+      this.autoConnect = true;
+      queueMicrotask(() => {
+        if (this.autoConnect) this.connect();
+      });
     }
   }
 
@@ -182,6 +203,7 @@ export class Client {
 
   /** Connects (again, after `close()` or a failure). */
   connect(): void {
+    this.autoConnect = false;
     // The browser coming back online retries at once instead of after the backoff.
     globalThis.addEventListener?.("online", this.online);
     this.input((core, t) => core.connect(t));
@@ -189,6 +211,7 @@ export class Client {
 
   /** Closes the connection; resolves once it is closed. */
   close(): Promise<void> {
+    this.autoConnect = false;
     globalThis.removeEventListener?.("online", this.online);
     const closed = new Promise<void>((resolve) => {
       const done = () => {
@@ -246,7 +269,10 @@ export class Client {
           resolve();
         } else if (state === "failed" || state === "closed") {
           off();
-          reject(new Error(`tether: the connection is ${state}`));
+          const fallback = state === "failed"
+            ? { code: "connection_failed", number: 50303, message: "the connection failed" }
+            : { code: "connection_closed", number: 50302, message: "the connection is closed" };
+          reject(toError(state === "failed" && this.lastReason ? this.lastReason : fallback));
         }
       };
       const off = this.on("statechange", check);
@@ -350,6 +376,7 @@ export class Client {
   private dispatch(event: CoreEvent): void {
     switch (event.type) {
       case "statechange":
+        this.lastReason = event.reason;
         this.emit("statechange", {
           previous: event.previous,
           current: event.current,
@@ -494,7 +521,6 @@ class HttpTransport implements Transport {
   private seq = 0;
   private sending = false;
   private done = false;
-  private static buffered = false;
 
   constructor(client: Client, id: number) {
     this.client = client;
@@ -588,7 +614,7 @@ class HttpTransport implements Transport {
   private async down(reader: DownReader): Promise<void> {
     try {
       while (!this.done) {
-        const poll = HttpTransport.buffered;
+        const poll = this.client.buffered;
         const response = await fetch(this.client.httpUrl(), {
           method: "GET",
           headers: { "x-tether-transport": this.transport!, "x-tether-mode": poll ? "poll" : "stream" },
@@ -614,7 +640,7 @@ class HttpTransport implements Transport {
     const timer = probe
       ? setTimeout(() => {
           if (!opened) {
-            HttpTransport.buffered = true;
+            this.client.buffered = true;
             this.lost("the HTTP binding's stream is buffered on the way: polling from now on");
           }
         }, PROBE_MS)
@@ -677,7 +703,10 @@ export class Channel {
   subscribe(listener?: (message: Message) => void): Promise<void> | Subscription {
     const attached = this.attach();
     if (listener) {
+      if (typeof listener !== "function") return Promise.reject(badRequest("the listener is a function"));
+      // A subscribe that fails registers nothing.
       this.listeners.add(listener);
+      attached.catch(() => this.listeners.delete(listener));
       return attached;
     }
     const queue = new Queue(() => this.iterators.delete(queue));
@@ -695,7 +724,7 @@ export class Channel {
     for (const queue of [...this.iterators]) queue.end();
     this.iterators.clear();
     this.attaching = undefined;
-    this.settle?.reject(new Error("tether: unsubscribed"));
+    this.settle?.reject(gone("unsubscribed before the channel was attached"));
     this.settle = undefined;
     this.client.input((core, t) => core.detach(t, this.name));
   }
@@ -709,16 +738,28 @@ export class Channel {
   /** Publishes a message; resolves once the hub acknowledged it (its position taken),
    * rejects with a {@link TetherError} when it is refused. `id` makes retries safe: the hub
    * stores one message per id. */
-  publish(name: string, data: string | Uint8Array, options: { id?: string } = {}): Promise<void> {
-    const bytes = typeof data === "string" ? encoder.encode(data) : data;
+  publish(
+    name: string,
+    data: string | ArrayBuffer | ArrayBufferView,
+    options: { id?: string } = {},
+  ): Promise<void> {
+    let bytes: Uint8Array;
+    try {
+      if (typeof name !== "string") throw badRequest("the message name is a string");
+      if (options?.id !== undefined && typeof options.id !== "string") throw badRequest("the message id is a string");
+      bytes = payload(data);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return this.client.request<void>("publishes", (core, t) =>
-      core.publish(t, this.name, name, bytes, options.id),
+      core.publish(t, this.name, name, bytes, options?.id),
     );
   }
 
   /** A page of the channel's history (default: the newest 100, newest first); needs a
    * connection. */
   history(query: HistoryQuery = {}): Promise<HistoryPage> {
+    if (query === null || typeof query !== "object") return Promise.reject(badRequest("the query is an object"));
     return this.client.request<HistoryPage>("histories", (core, t) =>
       core.history(t, this.name, query),
     );
@@ -775,7 +816,15 @@ export class Channel {
         break;
       }
       case "discontinuity":
-        for (const listener of [...this.discontinuityListeners]) listener(event as unknown as Discontinuity);
+        for (const listener of [...this.discontinuityListeners]) {
+          try {
+            listener(event as unknown as Discontinuity);
+          } catch (error) {
+            queueMicrotask(() => {
+              throw error;
+            });
+          }
+        }
         break;
     }
   }
@@ -786,7 +835,8 @@ export class Channel {
  * not read). */
 class Queue implements AsyncIterator<Message> {
   private readonly items: Message[] = [];
-  private waiting: { resolve: (r: IteratorResult<Message>) => void; reject: (e: Error) => void } | undefined;
+  /** Reads waiting for a message, in order (a loop and a stray `next()` may both wait). */
+  private readonly waiting: { resolve: (r: IteratorResult<Message>) => void; reject: (e: Error) => void }[] = [];
   private ended = false;
   private error: Error | undefined;
   private readonly forget: () => void;
@@ -797,25 +847,21 @@ class Queue implements AsyncIterator<Message> {
 
   push(message: Message): void {
     if (this.ended) return;
-    if (this.waiting) {
-      this.waiting.resolve({ value: message, done: false });
-      this.waiting = undefined;
-    } else {
-      this.items.push(message);
-    }
+    const reader = this.waiting.shift();
+    if (reader) reader.resolve({ value: message, done: false });
+    else this.items.push(message);
   }
 
   end(): void {
     this.ended = true;
-    this.waiting?.resolve({ value: undefined, done: true });
-    this.waiting = undefined;
+    for (const reader of this.waiting.splice(0)) reader.resolve({ value: undefined, done: true });
   }
 
   fail(error: Error): void {
+    if (this.ended) return;
     this.error = error;
     this.ended = true;
-    this.waiting?.reject(error);
-    this.waiting = undefined;
+    for (const reader of this.waiting.splice(0)) reader.reject(error);
   }
 
   next(): Promise<IteratorResult<Message>> {
@@ -824,13 +870,13 @@ class Queue implements AsyncIterator<Message> {
     if (this.error) return Promise.reject(this.error);
     if (this.ended) return Promise.resolve({ value: undefined, done: true });
     return new Promise((resolve, reject) => {
-      this.waiting = { resolve, reject };
+      this.waiting.push({ resolve, reject });
     });
   }
 
   return(): Promise<IteratorResult<Message>> {
-    this.ended = true;
     this.items.length = 0;
+    this.end();
     this.forget();
     return Promise.resolve({ value: undefined, done: true });
   }
