@@ -363,3 +363,40 @@ fn retry_now_asks_again_for_a_token_request_left_unanswered() {
     s.drain();
     assert!(s.transport.is_some());
 }
+
+/// Review of issue 16, defect 5: a token too large for a frame was kept and sent again at
+/// every attempt, each attempt timing out, for good. The connection now fails at once with
+/// `token_invalid` (as the hub fails a token it cannot use) and opens nothing more.
+#[test]
+fn regression_a_token_too_large_to_send_fails_the_connection() {
+    let mut s = Scripted::new(Auth::Token);
+    s.client.connect(s.now);
+    s.client.provide_token(s.now, "t".repeat(2 * 1024 * 1024));
+    s.drain();
+    let transport = s.transport.expect("the client asked for a transport");
+    s.client.handle_transport_open(s.now, transport);
+    assert_eq!(s.state(), ConnectionState::Failed);
+    let failed = s.all_events().into_iter().find_map(|event| match event {
+        Event::StateChanged {
+            current: ConnectionState::Failed,
+            reason,
+            ..
+        } => reason,
+        _ => None,
+    });
+    assert_eq!(failed.map(|r| r.code), Some(ErrorCode::TokenInvalid));
+    s.forget();
+    s.advance(Duration::from_secs(600));
+    assert_eq!(transport_changes(&s.take()), 0, "no attempt after the failure");
+}
+
+/// The same for a renewal: a new token too large for the `auth` frame fails the connection
+/// instead of leaving the old token to expire.
+#[test]
+fn regression_a_renewal_token_too_large_to_send_fails_the_connection() {
+    let mut s = connected_client(SERVER_NOW, Duration::from_secs(100));
+    s.advance_alive(Duration::from_secs(70));
+    assert_eq!(token_requests(&s.all_events()), vec![TokenReason::Renewal]);
+    s.client.provide_token(s.now, "t".repeat(2 * 1024 * 1024));
+    assert_eq!(s.state(), ConnectionState::Failed);
+}

@@ -525,13 +525,32 @@ impl Client {
             }
             Err(error) => {
                 // Publishes are checked against the limits before they are queued, so only
-                // an oversized token can get here; the application hears of it.
+                // oversized credentials can get here; the application hears of it.
                 self.emit(Event::Update {
                     reason: ErrorInfo::new(
                         error.code(),
                         format!("{} frame not sent: {error}", wire::Frame::kind(frame)),
                     ),
                 });
+                // Credentials that cannot be sent never will be: the connection fails as the
+                // hub would fail it for unusable ones (§6.8), instead of retrying with them
+                // for good.
+                let refused = match frame {
+                    ClientFrame::Connect {
+                        credentials: Credentials::ApiKey { .. },
+                        ..
+                    } => Some(ErrorCode::InvalidCredentials),
+                    ClientFrame::Connect { .. } | ClientFrame::Auth { .. } => {
+                        Some(ErrorCode::TokenInvalid)
+                    }
+                    _ => None,
+                };
+                if let Some(code) = refused {
+                    self.fail(ErrorInfo::new(
+                        code,
+                        "the credentials are larger than a frame may be",
+                    ));
+                }
             }
         }
     }
