@@ -387,7 +387,11 @@ fn regression_a_token_too_large_to_send_fails_the_connection() {
     assert_eq!(failed.map(|r| r.code), Some(ErrorCode::TokenInvalid));
     s.forget();
     s.advance(Duration::from_secs(600));
-    assert_eq!(transport_changes(&s.take()), 0, "no attempt after the failure");
+    assert_eq!(
+        transport_changes(&s.take()),
+        0,
+        "no attempt after the failure"
+    );
 }
 
 /// The same for a renewal: a new token too large for the `auth` frame fails the connection
