@@ -158,6 +158,8 @@ export class Client {
   private readonly publishes = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
   private readonly histories = new Map<number, { resolve: (p: HistoryPage) => void; reject: (e: Error) => void }>();
   private readonly listeners = new Map<string, Set<(value: any) => void>>();
+  /** Events taken from the core, not yet dispatched: emptied by every `drive()`, so it holds
+   * at most what one core call produced (bounded by the core's own limits). */
   private readonly events: CoreEvent[] = [];
   private dispatching = false;
   private timer: ReturnType<typeof setTimeout> | undefined;
@@ -515,6 +517,8 @@ const UP_BATCH = 64;
 class HttpTransport implements Transport {
   private readonly client: Client;
   private readonly id: number;
+  /** Frames waiting for the previous up request: what the core transmits, bounded by its
+   * publish queue and one frame per outstanding request (as for the Rust clients). */
   private readonly queue: Uint8Array[] = [];
   private readonly abort = new AbortController();
   private transport: string | undefined;

@@ -11,6 +11,9 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+// Unbounded, both: the writer queue holds what the core transmits (bounded by its publish
+// queue and one frame per request), and the event channel gets one event per transport (see
+// `run`). The frames read ahead of the driver go through a bounded channel (`READ_AHEAD`).
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt, StreamExt};
 use http_body_util::{BodyExt, Full};
@@ -178,6 +181,7 @@ pub(crate) async fn run<R: Runtime>(
     let down = match Box::pin(connection(&connector)).or(gave_up).await {
         Ok(sender) => sender,
         Err(reason) => {
+            // This transport's one event (the core has one transport at a time).
             let _ = events.unbounded_send(TransportEvent::Closed(id, reason));
             return;
         }
@@ -187,6 +191,7 @@ pub(crate) async fn run<R: Runtime>(
     // socket instead of filling memory.
     let (frames, source) = async_channel::bounded(READ_AHEAD);
     if events
+        // This transport's one event: the frames come on the bounded `source` from here.
         .unbounded_send(TransportEvent::Opened(id, Box::pin(source)))
         .is_err()
     {
